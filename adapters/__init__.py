@@ -1,0 +1,1 @@
+"""Provider adapters: discovery, fetching, checkpoints and parsers per cloud store."""

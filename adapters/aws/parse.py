@@ -1,0 +1,436 @@
+"""AWS VPC / Transit Gateway flow log parsers: bytes in, FlowBatches out, no I/O.
+
+Text (S3 objects, CloudWatch events) is parsed column-wise with pyarrow's CSV reader, one block of a few MiB at a
+time, so memory stays bounded whatever the object size. Each block is tried first with integer columns typed (the
+fast path: ~4 M rows/s); a block holding a non-integer where an integer belongs is parsed again as text and
+validated with a mask, so one bad value costs one row, never the block. Lines with the wrong field count are
+handed to us by pyarrow's invalid-row handler: re-split on whitespace runs (a documented AWS sample has a double
+space), and reported as errors if that does not fit either.
+
+Header lines (`version account-id ...`, FORMATS.md) may appear anywhere: an S3 object starts with one, concatenated
+objects repeat it. A header changes the field order for the lines after it and produces no record.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from adapters.aws import fields as F
+from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble, constant, parse_addresses
+
+BLOCK_SIZE = 4 << 20
+_HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, key=len, reverse=True))
+# A header is a line whose first token is a known field name. Searching for "\n<name>" is ~10x faster than a
+# multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
+# on its own.
+_HEADER_IN_BLOCK = re.compile(rb"\n(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
+_HEADER_AT_START = re.compile(rb"[ \t]*(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
+_DIGITS = r"^[0-9]+$"
+_MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseconds
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """One batch of a unit, with where to resume after it (JSON-able, stored in the checkpoint)."""
+
+    batch: FlowBatch
+    errors: list[ParseError]
+    position: dict[str, Any]
+    lines: int = 0
+    final: bool = False
+
+
+@dataclass(slots=True)
+class _Segment:
+    fields: tuple[str, ...]
+    data: bytes
+    first_line: int  # 1-based line number of data's first line
+
+
+@dataclass(slots=True)
+class TextState:
+    """Where a text parse stands: byte offset in the decompressed stream, lines passed, current field order."""
+
+    offset: int = 0
+    line: int = 0
+    fields: tuple[str, ...] | None = None
+    header_seen: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_position(self) -> dict[str, Any]:
+        return {"offset": self.offset, "line": self.line, "fields": list(self.fields or ())}
+
+
+def parse_text(
+    chunks: Iterable[bytes],
+    *,
+    unit: str,
+    source: str,
+    fields: Sequence[str] | None = None,
+    resume: dict[str, Any] | None = None,
+    block_size: int = BLOCK_SIZE,
+) -> Iterator[ParseResult]:
+    """Parse AWS flow log text (already decompressed) into batches of about `block_size` bytes of input each.
+
+    `fields` is the field order for lines before any header (CloudWatch events carry none; default v2). `resume`
+    is a position from an earlier ParseResult: that many bytes of the stream are skipped, and the field order in
+    force there is restored.
+    """
+    state = TextState(fields=tuple(fields) if fields else F.V2_FIELDS)
+    skip = 0
+    if resume:
+        skip = state.offset = int(resume.get("offset", 0))
+        state.line = int(resume.get("line", 0))
+        if resume.get("fields"):
+            state.fields = tuple(resume["fields"])
+    pending = bytearray()
+    for chunk in chunks:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk = chunk[skip:]
+            skip = 0
+        pending += chunk
+        if len(pending) < block_size:
+            continue
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue  # one line longer than a block: keep reading until it ends
+        block = bytes(pending[: cut + 1])
+        del pending[: cut + 1]
+        yield _parse_block(block, state, unit, source)
+    result = _parse_block(bytes(pending), state, unit, source)
+    result.final = True
+    yield result
+
+
+def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> ParseResult:
+    first_line = state.line + 1
+    segments = list(_split_headers(block, state, first_line))
+    state.offset += len(block)
+    nlines = block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
+    state.line += nlines
+    batches: list[FlowBatch] = []
+    errors: list[ParseError] = []
+    for seg in segments:
+        batch, errs = _parse_segment(seg, unit, source)
+        if batch.num_rows:
+            batches.append(batch)
+        errors.extend(errs)
+    if not batches:
+        batch = assemble(0, {})
+    elif len(batches) == 1:
+        batch = batches[0]
+    else:
+        batch = pa.concat_batches(batches)
+    return ParseResult(batch, errors, state.as_position(), nlines)
+
+
+def _split_headers(block: bytes, state: TextState, first_line: int) -> Iterator[_Segment]:
+    """Cut a block at header lines; each piece is parsed with the field order in force for it."""
+    starts: list[int] = []
+    if _HEADER_AT_START.match(block):
+        starts.append(0)
+    starts.extend(m.start() + 1 for m in _HEADER_IN_BLOCK.finditer(block))
+    pos = 0
+    line = first_line
+    for hstart in starts:
+        if hstart > pos:
+            yield _Segment(state.fields or F.V2_FIELDS, block[pos:hstart], line)
+            line += block.count(b"\n", pos, hstart)
+        hend = block.find(b"\n", hstart)
+        hend = len(block) if hend < 0 else hend + 1
+        state.fields = tuple(block[hstart:hend].decode("utf-8", "replace").split())
+        state.header_seen = True
+        pos = hend
+        line += 1
+    if pos < len(block):
+        yield _Segment(state.fields or F.V2_FIELDS, block[pos:], line)
+
+
+def _read(data: bytes, names: Sequence[str], typed: bool, invalid: list[Any]) -> pa.Table:
+    col_types: dict[str, pa.DataType] = {n: pa.string() for n in names}
+    if typed:
+        for n in names:
+            if n in F.INT_FIELDS:
+                col_types[n] = pa.int64()
+
+    def on_invalid(row: Any) -> str:
+        invalid.append(row)
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False, block_size=len(data) + 1),
+        parse_options=pacsv.ParseOptions(
+            delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=col_types, null_values=["-"], strings_can_be_null=True, check_utf8=False
+        ),
+    )
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """pyarrow refuses duplicate column names; a header naming a field twice keeps the first under its name."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}#{k}")
+    return out
+
+
+def _parse_segment(seg: _Segment, unit: str, source: str) -> tuple[FlowBatch, list[ParseError]]:
+    names = _unique_names(seg.fields)
+    if not seg.data.strip():
+        return assemble(0, {}), []
+    invalid: list[Any] = []
+    try:
+        table = _read(seg.data, names, True, invalid)
+    except pa.ArrowInvalid:
+        invalid.clear()
+        table = _read(seg.data, names, False, invalid)
+    # Lines that did not split into the right number of fields: retry on whitespace runs, else report.
+    errors: list[ParseError] = []
+    rescued: list[list[str]] = []
+    rescued_lines: list[int] = []
+    for row in invalid:
+        text = row.text
+        tokens = text.split()
+        line = _line_of(seg, row.number, text)
+        if len(tokens) == len(names):
+            rescued.append(tokens)
+            rescued_lines.append(line)
+        else:
+            errors.append(
+                ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200])
+            )
+    cols = {n: table.column(n).combine_chunks() for n in names}
+    batch, bad = normalize(cols, table.num_rows, source)
+    if bad is not None:
+        line_numbers = _row_lines(seg, invalid)
+        for i in np.flatnonzero(bad.mask):
+            errors.append(
+                ParseError(unit, line_numbers[i], bad.reason_of(i, cols), _row_text(cols, names, i))
+            )
+    if rescued:
+        rcols = {
+            n: pa.array([None if r[j] == "-" else r[j] for r in rescued], pa.string())
+            for j, n in enumerate(names)
+        }
+        rbatch, rbad = normalize(rcols, len(rescued), source)
+        if rbad is not None:
+            for i in np.flatnonzero(rbad.mask):
+                errors.append(
+                    ParseError(unit, rescued_lines[i], rbad.reason_of(i, rcols), " ".join(rescued[i])[:200])
+                )
+        if rbatch.num_rows:
+            batch = pa.concat_batches([batch, rbatch]) if batch.num_rows else rbatch
+    errors.sort(key=lambda e: e.line or 0)
+    return batch, errors
+
+
+def _line_of(seg: _Segment, number: int | None, text: str) -> int:
+    if number is not None and number > 0:
+        return seg.first_line + number - 1
+    # pyarrow could not number the row: find it by content (error path only).
+    idx = seg.data.find(text.encode("utf-8", "surrogateescape"))
+    return seg.first_line + seg.data.count(b"\n", 0, max(idx, 0))
+
+
+def _row_lines(seg: _Segment, invalid: list[Any]) -> list[int]:
+    """Line number of each parsed row: lines of the segment minus empty and invalid ones (error path only)."""
+    skipped = {seg.first_line + row.number - 1 for row in invalid if row.number}
+    out = []
+    for i, text in enumerate(seg.data.split(b"\n")):
+        line = seg.first_line + i
+        if text.strip(b"\r") and line not in skipped:
+            out.append(line)
+    return out
+
+
+def _row_text(cols: dict[str, pa.Array], names: Sequence[str], i: int) -> str:
+    vals = [cols[n][i].as_py() for n in names]
+    return " ".join("-" if v is None else str(v) for v in vals)[:200]
+
+
+@dataclass(slots=True)
+class BadRows:
+    """Rows a normalization rejected, with the first reason found for each."""
+
+    mask: np.ndarray
+    reasons: dict[str, np.ndarray]
+
+    def reason_of(self, i: int, cols: dict[str, pa.Array]) -> str:
+        for name, m in self.reasons.items():
+            if m[i]:
+                return f"{name}: invalid value {cols[name][i].as_py()!r}"
+        return "invalid record"
+
+
+def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
+    """An integer column from text or any integer type; non-integers and out-of-range values mark the row bad."""
+    limit = F.INT_FIELDS.get(name)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        ok = pc.match_substring_regex(arr, _DIGITS)
+        okn = ok.to_numpy(zero_copy_only=False)
+        valid = ~arr.is_null().to_numpy(zero_copy_only=False)
+        wrong = valid & ~np.asarray(okn, dtype=bool)
+        # 19+ digit values overflow int64; they are not flow counters anyway.
+        long = valid & ~wrong
+        if long.any():
+            lens = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+            too_long = long & (np.nan_to_num(lens.astype(float), nan=0) > 18)
+            wrong |= too_long
+        if wrong.any():
+            arr = pc.if_else(pa.array(wrong), pa.scalar(None, arr.type), arr)
+            bad[name] = wrong
+        arr = arr.cast(pa.int64())
+    elif not pa.types.is_int64(arr.type):
+        arr = arr.cast(pa.int64())
+    if limit is not None and len(arr):
+        vals = arr.to_numpy(zero_copy_only=False)
+        if arr.null_count:
+            valid = ~arr.is_null().to_numpy(zero_copy_only=False)
+            vals = np.where(valid, np.nan_to_num(vals, nan=0), 0).astype(np.int64)
+        out_of_range = (vals < 0) | (vals > limit)
+        if out_of_range.any():
+            bad[name] = bad.get(name, np.zeros(len(arr), bool)) | out_of_range
+            arr = pc.if_else(pa.array(out_of_range), pa.scalar(None, pa.int64()), arr)
+    return arr
+
+
+def _enum(arr: pa.Array) -> pa.Array:
+    """Lower-case a small-vocabulary text column through its dictionary (a handful of values, millions of rows)."""
+    denc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+    lowered = pc.utf8_lower(denc.dictionary.cast(pa.string()))
+    return pa.DictionaryArray.from_arrays(denc.indices, lowered)
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(pa.string())
+    return arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+
+
+def _extra(cols: dict[str, pa.Array], names: list[str], n: int) -> pa.Array | None:
+    """Every field without a column of its own, as map<string,string>, built column-wise (no per-row Python)."""
+    if not names:
+        return None
+    k = len(names)
+    values = [_text(cols[name]) for name in names]
+    valid = np.stack([~v.is_null().to_numpy(zero_copy_only=False) for v in values], axis=1)  # n x k
+    counts = valid.sum(axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    rows, colidx = np.nonzero(valid)  # row-major: entries of each row stay together, in field order
+    all_values = pa.concat_arrays(values)
+    items = all_values.take(pa.array(colidx.astype(np.int64) * n + rows))
+    keys = pa.array(names, pa.string()).take(pa.array(colidx))
+    return pa.MapArray.from_arrays(pa.array(offsets), keys, items)
+
+
+def normalize(cols: dict[str, pa.Array], n: int, source: str) -> tuple[FlowBatch, BadRows | None]:
+    """AWS field columns (text or integers, named as in the header) -> FlowBatch, dropping invalid rows."""
+    out: dict[str, pa.Array] = {}
+    bad: dict[str, np.ndarray] = {}
+    ints: dict[str, pa.Array] = {}
+    extra_names: list[str] = []
+    for name, arr in cols.items():
+        base = name.split("#", 1)[0]
+        if name != base:
+            extra_names.append(name)  # a duplicated header field
+            continue
+        if base in F.INT_FIELDS:
+            ints[base] = _as_int64(base, arr, bad)
+        if base in F.STRING_COLUMNS:
+            out[F.STRING_COLUMNS[base]] = _text(arr)
+        elif base in F.ADDRESS_COLUMNS:
+            addrs, wrong = parse_addresses(_text(arr))
+            out[F.ADDRESS_COLUMNS[base]] = addrs
+            if wrong.any():
+                bad[base] = wrong
+        elif base in F.NUMBER_COLUMNS:
+            out[F.NUMBER_COLUMNS[base]] = ints[base]
+        elif base in F.ENUM_COLUMNS:
+            out[F.ENUM_COLUMNS[base]] = _enum(_text(arr))
+        elif base in F.TIME_FIELDS:
+            v = ints[base]
+            ms = pc.if_else(pc.greater(v, _MS_THRESHOLD), v, pc.multiply(v, 1000))
+            out[F.TIME_FIELDS[base]] = ms.cast(TIME)
+        else:
+            extra_names.append(name)
+    extra = _extra({k: (ints.get(k) or cols[k]) for k in extra_names}, extra_names, n)
+    if extra is not None:
+        out["extra"] = extra
+    out["provider"] = constant("aws", n, DICT_STRING)
+    out["source"] = constant(source, n, DICT_STRING)
+    out["sampling_rate"] = constant(1, n, pa.uint32())
+    batch = assemble(n, out)
+    if not bad:
+        return batch, None
+    mask = np.zeros(n, dtype=bool)
+    for m in bad.values():
+        mask |= m
+    return batch.filter(pa.array(~mask)), BadRows(mask, bad)
+
+
+def parse_parquet(
+    file: BinaryIO | str,
+    *,
+    unit: str,
+    source: str,
+    resume: dict[str, Any] | None = None,
+    batch_rows: int = 65536,
+) -> Iterator[ParseResult]:
+    """AWS Parquet flow logs (columns named like the text fields, `-` written as `_`), a bounded batch at a time.
+
+    The position is the number of rows consumed; a resumed parse skips whole row groups before that, then the
+    rest of a partly consumed one.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    done = int(resume.get("rows", 0)) if resume else 0
+    names = [n.replace("_", "-") for n in pf.schema_arrow.names]
+    groups = []
+    skip = done
+    for i in range(pf.num_row_groups):
+        rows = pf.metadata.row_group(i).num_rows
+        if skip >= rows:
+            skip -= rows
+            continue
+        groups.append(i)
+    consumed = done - skip
+    if groups:
+        for rb in pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
+            first_row = consumed
+            if skip:
+                take = min(skip, rb.num_rows)
+                rb = rb.slice(take)
+                skip -= take
+                consumed += take
+                first_row = consumed
+                if rb.num_rows == 0:
+                    continue
+            cols = {name: rb.column(i) for i, name in enumerate(names)}
+            batch, bad = normalize(cols, rb.num_rows, source)
+            errors = []
+            if bad is not None:
+                for i in np.flatnonzero(bad.mask):
+                    errors.append(ParseError(unit, first_row + int(i) + 1, "row " + bad.reason_of(i, cols)))
+            consumed += rb.num_rows
+            yield ParseResult(batch, errors, {"rows": consumed}, rb.num_rows)
+    # An explicit empty, final result tells the adapter the unit is complete (also for a file of no rows).
+    yield ParseResult(assemble(0, {}), [], {"rows": consumed}, 0, final=True)

@@ -1,0 +1,94 @@
+"""FlowBatch -> JSON Lines, column-wise.
+
+The JSON form of a flow (ARCHITECTURE.md): column names as keys, times as RFC 3339 UTC with milliseconds, addresses
+as text, null as null, `extra` as an object. Each column becomes a string array of `"name":value` fragments, and
+one Arrow kernel joins the fragments of a row. Values are formatted once per distinct value (flow logs repeat
+accounts, interfaces, addresses and interval times heavily), so there is no Python object per record and no list of
+small bytes objects (the heap-trim trap in ARCHITECTURE.md's performance notes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.schema import ADDRESS_COLUMNS, SCHEMA, TIME_COLUMNS, FlowBatch, address_text
+
+
+def format_time_ms(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds: 2026-11-22T06:00:00.000Z."""
+    dt = datetime.fromtimestamp(ms // 1000, UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+
+
+def _by_value(arr: pa.Array, prefix: str, render: object) -> pa.Array:
+    """`prefix + render(value)` for each distinct value, `prefix + null` for nulls, taken back to every row."""
+    denc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
+    uniques = denc.dictionary.to_pylist()
+    literals = [prefix + render(v) for v in uniques]  # type: ignore[operator]
+    literals.append(prefix + "null")
+    indices = denc.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(uniques))
+    return pa.array(literals, pa.string()).take(indices)
+
+
+def _json_str(v: object) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _time_literal(ms: int) -> str:
+    return '"' + format_time_ms(ms) + '"'
+
+
+def _numbers(arr: pa.Array, prefix: str) -> pa.Array:
+    text = arr.cast(pa.string())
+    if text.null_count:
+        text = text.fill_null("null")
+    return pc.binary_join_element_wise(prefix, text, "")
+
+
+def _map(arr: pa.MapArray, prefix: str) -> pa.Array:
+    keys = _by_value(arr.keys, "", _json_str)
+    pairs = pc.binary_join_element_wise(keys, _by_value(arr.items, "", _json_str), ":")
+    offsets = arr.offsets
+    if arr.null_count:
+        # A null map owns no entries; give it an empty list so it prints as {}.
+        offsets = pc.fill_null(offsets, 0)
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pairs), ",")
+    if joined.null_count:
+        joined = joined.fill_null("")
+    return pc.binary_join_element_wise(prefix + "{", joined, "}", "")
+
+
+def _column(batch: FlowBatch, i: int) -> pa.Array:
+    field = SCHEMA.field(i)
+    col = batch.column(i)
+    prefix = f'"{field.name}":'
+    if field.name in TIME_COLUMNS:
+        return _by_value(col.cast(pa.int64()), prefix, _time_literal)
+    if field.name in ADDRESS_COLUMNS:
+        return _by_value(address_text(col), prefix, _json_str)
+    if field.name == "extra":
+        return _map(col, prefix)
+    if pa.types.is_integer(field.type):
+        return _numbers(col, prefix)
+    return _by_value(col, prefix, _json_str)
+
+
+def dumps_batch(batch: FlowBatch) -> bytes:
+    """The whole batch as JSON Lines bytes, each record ending with a newline."""
+    n = batch.num_rows
+    if n == 0:
+        return b""
+    parts = [_column(batch, i) for i in range(batch.num_columns)]
+    parts[0] = pc.binary_join_element_wise("{", parts[0], "")
+    parts[-1] = pc.binary_join_element_wise(parts[-1], "}\n", "")
+    lines = pc.binary_join_element_wise(*parts, ",")
+    # A string array without nulls stores its values back to back: slice the data buffer, no per-row copies.
+    off = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=n + 1, offset=lines.offset * 4)
+    return lines.buffers()[2].to_pybytes()[off[0] : off[-1]]
