@@ -328,7 +328,6 @@ def _extra(cols: dict[str, pa.Array], names: list[str], n: int) -> pa.Array | No
     """Every field without a column of its own, as map<string,string>, built column-wise (no per-row Python)."""
     if not names:
         return None
-    k = len(names)
     values = [_text(cols[name]) for name in names]
     valid = np.stack([~v.is_null().to_numpy(zero_copy_only=False) for v in values], axis=1)  # n x k
     counts = valid.sum(axis=1)
