@@ -90,11 +90,7 @@ def constant(value: str | int | None, n: int, type_: pa.DataType) -> pa.Array:
         return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
     if value is None:
         return pa.nulls(n, type_)
-    return (
-        pa.array(np.full(n, value), type_)
-        if pa.types.is_integer(type_)
-        else pa.repeat(pa.scalar(value, type_), n)
-    )
+    return pa.array(np.full(n, value), type_) if pa.types.is_integer(type_) else pa.repeat(pa.scalar(value, type_), n)
 
 
 def assemble(n: int, columns: Mapping[str, pa.Array]) -> FlowBatch:

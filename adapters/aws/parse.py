@@ -213,28 +213,21 @@ def _parse_segment(seg: _Segment, unit: str, source: str) -> tuple[FlowBatch, li
             rescued.append(tokens)
             rescued_lines.append(line)
         else:
-            errors.append(
-                ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200])
-            )
+            errors.append(ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200]))
     cols = {n: table.column(n).combine_chunks() for n in names}
     batch, bad = normalize(cols, table.num_rows, source)
     if bad is not None:
         line_numbers = _row_lines(seg, invalid)
         for i in np.flatnonzero(bad.mask):
-            errors.append(
-                ParseError(unit, line_numbers[i], bad.reason_of(i, cols), _row_text(cols, names, i))
-            )
+            errors.append(ParseError(unit, line_numbers[i], bad.reason_of(i, cols), _row_text(cols, names, i)))
     if rescued:
         rcols = {
-            n: pa.array([None if r[j] == "-" else r[j] for r in rescued], pa.string())
-            for j, n in enumerate(names)
+            n: pa.array([None if r[j] == "-" else r[j] for r in rescued], pa.string()) for j, n in enumerate(names)
         }
         rbatch, rbad = normalize(rcols, len(rescued), source)
         if rbad is not None:
             for i in np.flatnonzero(rbad.mask):
-                errors.append(
-                    ParseError(unit, rescued_lines[i], rbad.reason_of(i, rcols), " ".join(rescued[i])[:200])
-                )
+                errors.append(ParseError(unit, rescued_lines[i], rbad.reason_of(i, rcols), " ".join(rescued[i])[:200]))
         if rbatch.num_rows:
             batch = pa.concat_batches([batch, rbatch]) if batch.num_rows else rbatch
     errors.sort(key=lambda e: e.line or 0)

@@ -1,0 +1,115 @@
+"""Where every source stands: embedded SQLite (WAL) in the state directory.
+
+One row per (source, unit): the unit's version (local file: size and mtime; S3: ETag), how far it has been
+delivered (a parser position, JSON) and whether it is done. A row is only ever written after every sink has acked
+the data up to that position, so a restart resumes exactly there: nothing lost, and repeated only what was in
+flight. WAL with synchronous=FULL makes each commit durable before the pipeline moves on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (
+    source   TEXT NOT NULL,
+    unit     TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    position BLOB,
+    done     INTEGER NOT NULL DEFAULT 0,
+    records  INTEGER NOT NULL DEFAULT 0,
+    updated  REAL NOT NULL,
+    PRIMARY KEY (source, unit)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    version: str
+    position: dict[str, Any] | None
+    done: bool
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Progress of one unit to record: delivered up to `position`, `records` rows so far, `done` at the end."""
+
+    source: str
+    unit: str
+    version: str
+    position: dict[str, Any] | None
+    done: bool
+    records: int
+
+
+class CheckpointStore:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "checkpoints.sqlite"
+        # One connection shared by the event loop and worker threads, serialized by a lock: commits are few
+        # (one per acked batch group), so contention does not matter and ordering stays simple.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def get(self, source: str, unit: str) -> Checkpoint | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, position, done, records FROM units WHERE source=? AND unit=?", (source, unit)
+            ).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(row[0], orjson.loads(row[1]) if row[1] else None, bool(row[2]), row[3])
+
+    def done_versions(self, source: str) -> dict[str, str]:
+        """unit -> version of every finished unit of a source, to skip them in one lookup per poll."""
+        with self._lock:
+            rows = self._db.execute("SELECT unit, version FROM units WHERE source=? AND done=1", (source,)).fetchall()
+        return dict(rows)
+
+    def commit(self, items: Iterable[Commit]) -> None:
+        """Record progress of several units in one durable transaction."""
+        now = time.time()
+        rows = [
+            (c.source, c.unit, c.version, orjson.dumps(c.position) if c.position else None, int(c.done), c.records, now)
+            for c in items
+        ]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO units (source, unit, version, position, done, records, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(source, unit) DO UPDATE SET version=excluded.version, position=excluded.position,"
+                    " done=excluded.done, records=excluded.records, updated=excluded.updated",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def forget_before(self, source: str, before: float) -> int:
+        """Drop finished units last updated before `before` (epoch seconds): the store's horizon."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM units WHERE source=? AND done=1 AND updated<?", (source, before))
+        return cur.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,167 @@
+"""The running collector: sources and sinks from the config, supervised, with progress, signals and systemd.
+
+`run(config, once=True)` processes what exists and returns; without `once` it polls until SIGTERM/SIGINT, then
+drains: sources stop at a batch boundary, sinks flush and close, the last checkpoints are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from adapters import create_source
+from collector.checkpoints import CheckpointStore
+from collector.metrics import Metrics
+from collector.pipeline import Pipeline
+from collector.sinks import create_sink
+
+log = logging.getLogger("flowcollector")
+
+
+def sd_notify(message: str) -> None:
+    """systemd's notify protocol (sd_notify(3)): one datagram to $NOTIFY_SOCKET; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]  # abstract namespace socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), addr)
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+
+
+async def _supervise(source: Any, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
+    """A failing source is logged and restarted with backoff; it never takes the other sources down."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await source.run(pipeline, once, stop)
+            return
+        except Exception:
+            log.exception("source=%s crashed", source.name)
+            if once:
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 60.0)
+
+
+async def _progress(metrics: Metrics, pipeline: Pipeline, interval: float, stop: asyncio.Event) -> None:
+    last_records, last_t = 0, time.monotonic()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        now = time.monotonic()
+        records = metrics.total_records()
+        rate = (records - last_records) / max(now - last_t, 1e-9)
+        last_records, last_t = records, now
+        units = sum(c.units for c in metrics.sources.values())
+        errors = sum(c.errors for c in metrics.sources.values())
+        log.info(
+            "progress records=%d rate=%.0f/s units_done=%d errors=%d in_flight_batches=%d",
+            records,
+            rate,
+            units,
+            errors,
+            pipeline.in_flight(),
+        )
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if not usec:
+        return
+    while not stop.is_set():
+        sd_notify("WATCHDOG=1")
+        try:
+            await asyncio.wait_for(stop.wait(), usec / 2e6)
+        except TimeoutError:
+            pass
+
+
+async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metrics:
+    metrics = metrics or Metrics()
+    store = CheckpointStore(config.state_dir)
+    sinks = [create_sink(c) for c in config.sinks]
+    flush = {c.name: getattr(c, "flush_interval", 1.0) for c in config.sinks}
+    pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush)
+    workers = config.pipeline.workers or os.cpu_count() or 2
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="parse")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting without draining", signame)
+            os._exit(130)
+        log.info("%s received: finishing the current batches, then stopping", signame)
+        sd_notify("STOPPING=1")
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await pipeline.start()
+        sources = [create_source(c, store, metrics, executor) for c in config.sources]
+        log.info(
+            "started sources=%s sinks=%s state=%s mode=%s",
+            ",".join(s.name for s in sources),
+            ",".join(s.name for s in config.sinks),
+            store.path,
+            "once" if once else "daemon",
+        )
+        sd_notify("READY=1")
+        helpers = []
+        if config.progress_interval > 0:
+            helpers.append(asyncio.create_task(_progress(metrics, pipeline, config.progress_interval, stop)))
+        helpers.append(asyncio.create_task(_watchdog(stop)))
+        async with asyncio.TaskGroup() as tg:
+            for source in sources:
+                tg.create_task(_supervise(source, pipeline, once, stop), name=f"source:{source.name}")
+        stop.set()
+        await pipeline.close()
+        for h in helpers:
+            await h
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        executor.shutdown(wait=False, cancel_futures=True)
+        store.close()
+    return metrics
+
+
+def summary_table(metrics: Metrics, elapsed: float) -> str:
+    rows = [("source", "units", "failed", "records", "status", "errors", "MB read")]
+    for name, c in sorted(metrics.sources.items()):
+        rows.append(
+            (
+                name,
+                str(c.units),
+                str(c.units_failed),
+                str(c.records),
+                str(c.status_rows),
+                str(c.errors),
+                f"{c.bytes_read / 1e6:.1f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    total = metrics.total_records()
+    lines.append(f"{total} records in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} records/s)")
+    for name, s in sorted(metrics.sinks.items()):
+        lines.append(f"sink {name}: {s.records} records in {s.batches} batches, {s.failures} failures")
+    return "\n".join(lines)
