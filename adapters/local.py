@@ -11,7 +11,6 @@ The format is detected from the content, not the name: gzip is unwrapped, `PAR1`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import logging
 import os
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.aws.parse import ParseResult, parse_parquet, parse_text
+from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
 from collector.pipeline import Delivery, Pipeline
@@ -134,8 +134,7 @@ class LocalSource:
             await self.poll(pipeline, once, stop)
             if once:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+            await sleep_or_stop(stop, self.config.poll_interval)
 
     async def poll(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from adapters import create_source
+from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
@@ -49,21 +50,13 @@ async def _supervise(source: Any, pipeline: Pipeline, once: bool, stop: asyncio.
             log.exception("source=%s crashed", source.name)
             if once:
                 return
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, delay)
             delay = min(delay * 2, 60.0)
 
 
 async def _progress(metrics: Metrics, pipeline: Pipeline, interval: float, stop: asyncio.Event) -> None:
     last_records, last_t = 0, time.monotonic()
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-            return
-        except TimeoutError:
-            pass
+    while not await sleep_or_stop(stop, interval):
         now = time.monotonic()
         records = metrics.total_records()
         rate = (records - last_records) / max(now - last_t, 1e-9)
@@ -84,12 +77,9 @@ async def _watchdog(stop: asyncio.Event) -> None:
     usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     if not usec:
         return
-    while not stop.is_set():
+    sd_notify("WATCHDOG=1")
+    while not await sleep_or_stop(stop, usec / 2e6):
         sd_notify("WATCHDOG=1")
-        try:
-            await asyncio.wait_for(stop.wait(), usec / 2e6)
-        except TimeoutError:
-            pass
 
 
 async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metrics:
@@ -158,7 +148,10 @@ def summary_table(metrics: Metrics, elapsed: float) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     total = metrics.total_records()
     lines.append(f"{total} records in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} records/s)")
