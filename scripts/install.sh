@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv and install flowcollector with its test tools. Idempotent: does nothing when pyproject.toml has not
+# changed since the last successful install. Debian packages the tests need are listed in scripts/apt-packages.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+stamp="$VENV/.installed"
+
+# Debian packages (real services for integration tests); installed only when missing.
+if [ -s scripts/apt-packages.txt ]; then
+  mapfile -t pkgs < <(grep -vE '^\s*(#|$)' scripts/apt-packages.txt)
+  missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ -x "$VENV/bin/flowcollector" ]; then
+  exit 0
+fi
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "flowcollector needs Python >= 3.11")'
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/flowcollector" --version >/dev/null
+touch "$stamp"
