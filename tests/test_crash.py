@@ -22,6 +22,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from adapters.aws.fields import V2_FIELDS
+
 pytestmark = pytest.mark.integration
 
 FILES = 12
@@ -31,7 +33,7 @@ QUEUE = 2
 
 def _write_inputs(root: Path) -> set[int]:
     ids = set()
-    header = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n"
+    header = " ".join(V2_FIELDS) + "\n"
     for f in range(FILES):
         lines = [header]
         for i in range(PER_FILE):
