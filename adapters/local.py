@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import io
 import logging
 import os
 import time
@@ -20,9 +21,9 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import isal.igzip
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal import isal_zlib
 
 from adapters.aws.parse import ParseResult, parse_parquet, parse_text
 from collector.aio import sleep_or_stop
@@ -39,17 +40,43 @@ PARQUET_MAGIC = b"PAR1"
 MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
 
 
+def _gunzip(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
+    """Decompress a gzip stream of one or more members (concatenated objects are valid gzip).
+
+    Driven by hand rather than through a GzipFile so that everything decompressed before a truncation or corruption
+    is still handed on: the caller then reports the damage after delivering every complete line before it."""
+    d = isal_zlib.decompressobj(wbits=31)
+    started = False
+    while raw := fh.read(READ_SIZE):
+        counter[0] += len(raw)
+        while raw:
+            out = d.decompress(raw)
+            started = True
+            if out:
+                yield out
+            if not d.eof:
+                break
+            raw = d.unused_data  # another member follows
+            d = isal_zlib.decompressobj(wbits=31)
+            started = False
+    if started and not d.eof:
+        if tail := d.flush():
+            yield tail
+        raise EOFError("compressed stream ended before the end-of-stream marker")
+
+
 def _chunks(fh: BinaryIO, gz: bool, unit: str, problems: list[ParseError], counter: list[int]) -> Iterator[bytes]:
     """Decompressed chunks of a file; a truncated or corrupt gzip stream ends the stream with an error, so the
     parser still delivers every complete line before the damage."""
-    src: Any = isal.igzip.IGzipFile(fileobj=fh) if gz else fh
     try:
-        while chunk := src.read(READ_SIZE):
-            counter[0] = fh.tell()
-            yield chunk
-    except (EOFError, OSError, isal.igzip.BadGzipFile) as exc:
+        if gz:
+            yield from _gunzip(fh, counter)
+        else:
+            while chunk := fh.read(READ_SIZE):
+                counter[0] += len(chunk)
+                yield chunk
+    except (EOFError, isal_zlib.error) as exc:
         problems.append(ParseError(unit, None, f"truncated or corrupt gzip stream: {exc}"))
-    counter[0] = fh.tell()
 
 
 def open_unit(
@@ -65,11 +92,12 @@ def open_unit(
     """Parse one file of any supported format. Raises OSError only if the file cannot be opened or read."""
     counter = bytes_read if bytes_read is not None else [0]
     with open(path, "rb") as fh:
-        magic = fh.read(4)
-        fh.seek(0)
+        magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
         if magic == PARQUET_MAGIC:
             counter[0] = os.fstat(fh.fileno()).st_size
-            yield from parse_parquet(fh, unit=unit, source=source, resume=resume)
+            yield from parse_parquet(
+                fh if fh.seekable() else io.BytesIO(fh.read()), unit=unit, source=source, resume=resume
+            )
             return
         gz = magic[:2] == GZIP_MAGIC
         problems: list[ParseError] = []

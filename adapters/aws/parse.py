@@ -30,8 +30,8 @@ BLOCK_SIZE = 4 << 20
 _HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, key=len, reverse=True))
 # A header is a line whose first token is a known field name. Searching for "\n<name>" is ~10x faster than a
 # multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
-# on its own.
-_HEADER_IN_BLOCK = re.compile(rb"\n(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
+# on its own. The `(?=[a-z])` lookahead rejects the usual record line (starting with a digit) before the alternation.
+_HEADER_IN_BLOCK = re.compile(rb"\n(?=[a-z])(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
 _HEADER_AT_START = re.compile(rb"[ \t]*(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
 _DIGITS = r"^[0-9]+$"
 _MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseconds
@@ -63,7 +63,8 @@ class TextState:
     line: int = 0
     fields: tuple[str, ...] | None = None
     header_seen: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Address text -> 16 bytes, shared by the blocks of one object: a few thousand addresses recur all through it.
+    addresses: dict[str, bytes | None] = field(default_factory=dict)
 
     def as_position(self) -> dict[str, Any]:
         return {"offset": self.offset, "line": self.line, "fields": list(self.fields or ())}
@@ -91,7 +92,8 @@ def parse_text(
         state.line = int(resume.get("line", 0))
         if resume.get("fields"):
             state.fields = tuple(resume["fields"])
-    pending = bytearray()
+    pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
+    size = 0
     for chunk in chunks:
         if skip:
             if len(chunk) <= skip:
@@ -99,33 +101,34 @@ def parse_text(
                 continue
             chunk = chunk[skip:]
             skip = 0
-        pending += chunk
-        if len(pending) < block_size:
-            continue
-        cut = pending.rfind(b"\n")
-        if cut < 0:
-            continue  # one line longer than a block: keep reading until it ends
-        block = bytes(pending[: cut + 1])
-        del pending[: cut + 1]
-        yield _parse_block(block, state, unit, source)
-    result = _parse_block(bytes(pending), state, unit, source)
+        pending.append(chunk)
+        size += len(chunk)
+        if size < block_size or chunk.rfind(b"\n") < 0:
+            continue  # a block ends at a line end: a line longer than a block just makes the block longer
+        data = b"".join(pending)
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        pending = [tail] if tail else []
+        size = len(tail)
+        yield _parse_block(data if not tail else data[:cut], state, unit, source)
+    result = _parse_block(b"".join(pending), state, unit, source)
     result.final = True
     yield result
 
 
 def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> ParseResult:
     first_line = state.line + 1
-    segments = list(_split_headers(block, state, first_line))
-    state.offset += len(block)
-    nlines = block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
-    state.line += nlines
+    segments = _split_headers(block, state, first_line)
     batches: list[FlowBatch] = []
     errors: list[ParseError] = []
     for seg in segments:
-        batch, errs = _parse_segment(seg, unit, source)
+        batch, errs = _parse_segment(seg, unit, source, state.addresses)
         if batch.num_rows:
             batches.append(batch)
         errors.extend(errs)
+    nlines = block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
+    state.offset += len(block)
+    state.line += nlines
     if not batches:
         batch = assemble(0, {})
     elif len(batches) == 1:
@@ -135,8 +138,9 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> Pars
     return ParseResult(batch, errors, state.as_position(), nlines)
 
 
-def _split_headers(block: bytes, state: TextState, first_line: int) -> Iterator[_Segment]:
+def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Segment]:
     """Cut a block at header lines; each piece is parsed with the field order in force for it."""
+    segments: list[_Segment] = []
     starts: list[int] = []
     if _HEADER_AT_START.match(block):
         starts.append(0)
@@ -145,7 +149,7 @@ def _split_headers(block: bytes, state: TextState, first_line: int) -> Iterator[
     line = first_line
     for hstart in starts:
         if hstart > pos:
-            yield _Segment(state.fields or F.V2_FIELDS, block[pos:hstart], line)
+            segments.append(_Segment(state.fields or F.V2_FIELDS, block[pos:hstart], line))
             line += block.count(b"\n", pos, hstart)
         hend = block.find(b"\n", hstart)
         hend = len(block) if hend < 0 else hend + 1
@@ -154,7 +158,8 @@ def _split_headers(block: bytes, state: TextState, first_line: int) -> Iterator[
         pos = hend
         line += 1
     if pos < len(block):
-        yield _Segment(state.fields or F.V2_FIELDS, block[pos:], line)
+        segments.append(_Segment(state.fields or F.V2_FIELDS, block if pos == 0 else block[pos:], line))
+    return segments
 
 
 def _read(data: bytes, names: Sequence[str], typed: bool, invalid: list[Any]) -> pa.Table:
@@ -172,7 +177,10 @@ def _read(data: bytes, names: Sequence[str], typed: bool, invalid: list[Any]) ->
         pa.py_buffer(data),
         read_options=pacsv.ReadOptions(column_names=list(names), use_threads=False, block_size=len(data) + 1),
         parse_options=pacsv.ParseOptions(
-            delimiter=" ", quote_char=False, escape_char=False, invalid_row_handler=on_invalid
+            delimiter=" ",
+            quote_char=False,
+            escape_char=False,
+            invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
             column_types=col_types, null_values=["-"], strings_can_be_null=True, check_utf8=False
@@ -191,9 +199,11 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _parse_segment(seg: _Segment, unit: str, source: str) -> tuple[FlowBatch, list[ParseError]]:
+def _parse_segment(
+    seg: _Segment, unit: str, source: str, addresses: dict[str, bytes | None]
+) -> tuple[FlowBatch, list[ParseError]]:
     names = _unique_names(seg.fields)
-    if not seg.data.strip():
+    if not seg.data:
         return assemble(0, {}), []
     invalid: list[Any] = []
     try:
@@ -205,26 +215,29 @@ def _parse_segment(seg: _Segment, unit: str, source: str) -> tuple[FlowBatch, li
     errors: list[ParseError] = []
     rescued: list[list[str]] = []
     rescued_lines: list[int] = []
+    lines = _line_map(seg) if invalid else []
     for row in invalid:
         text = row.text
         tokens = text.split()
-        line = _line_of(seg, row.number, text)
+        if not tokens:
+            continue  # a line of spaces: nothing to deliver, nothing wrong
+        line = lines[row.number - 1] if row.number and row.number <= len(lines) else seg.first_line
         if len(tokens) == len(names):
             rescued.append(tokens)
             rescued_lines.append(line)
         else:
             errors.append(ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200]))
     cols = {n: table.column(n).combine_chunks() for n in names}
-    batch, bad = normalize(cols, table.num_rows, source)
+    batch, bad = normalize(cols, table.num_rows, source, addresses)
     if bad is not None:
-        line_numbers = _row_lines(seg, invalid)
+        line_numbers = _valid_row_lines(lines or _line_map(seg), invalid)
         for i in np.flatnonzero(bad.mask):
             errors.append(ParseError(unit, line_numbers[i], bad.reason_of(i, cols), _row_text(cols, names, i)))
     if rescued:
         rcols = {
             n: pa.array([None if r[j] == "-" else r[j] for r in rescued], pa.string()) for j, n in enumerate(names)
         }
-        rbatch, rbad = normalize(rcols, len(rescued), source)
+        rbatch, rbad = normalize(rcols, len(rescued), source, addresses)
         if rbad is not None:
             for i in np.flatnonzero(rbad.mask):
                 errors.append(ParseError(unit, rescued_lines[i], rbad.reason_of(i, rcols), " ".join(rescued[i])[:200]))
@@ -234,23 +247,17 @@ def _parse_segment(seg: _Segment, unit: str, source: str) -> tuple[FlowBatch, li
     return batch, errors
 
 
-def _line_of(seg: _Segment, number: int | None, text: str) -> int:
-    if number is not None and number > 0:
-        return seg.first_line + number - 1
-    # pyarrow could not number the row: find it by content (error path only).
-    idx = seg.data.find(text.encode("utf-8", "surrogateescape"))
-    return seg.first_line + seg.data.count(b"\n", 0, max(idx, 0))
+def _line_map(seg: _Segment) -> list[int]:
+    """Line number of each CSV row (1-based row k -> element k-1): pyarrow numbers rows skipping blank lines.
+
+    Error path only: it splits the segment in Python."""
+    return [seg.first_line + i for i, text in enumerate(seg.data.split(b"\n")) if text.strip(b"\r")]
 
 
-def _row_lines(seg: _Segment, invalid: list[Any]) -> list[int]:
-    """Line number of each parsed row: lines of the segment minus empty and invalid ones (error path only)."""
-    skipped = {seg.first_line + row.number - 1 for row in invalid if row.number}
-    out = []
-    for i, text in enumerate(seg.data.split(b"\n")):
-        line = seg.first_line + i
-        if text.strip(b"\r") and line not in skipped:
-            out.append(line)
-    return out
+def _valid_row_lines(lines: list[int], invalid: list[Any]) -> list[int]:
+    """Line number of each row of the parsed table: every row minus those the invalid-row handler took."""
+    skipped = {row.number for row in invalid}
+    return [line for k, line in enumerate(lines, start=1) if k not in skipped]
 
 
 def _row_text(cols: dict[str, pa.Array], names: Sequence[str], i: int) -> str:
@@ -322,18 +329,27 @@ def _extra(cols: dict[str, pa.Array], names: list[str], n: int) -> pa.Array | No
     if not names:
         return None
     values = [_text(cols[name]) for name in names]
+    k = len(names)
+    if not any(v.null_count for v in values):
+        # The common case (every field present): k entries per row, interleaved row by row.
+        offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+        if k == 1:
+            return pa.MapArray.from_arrays(offsets, pa.repeat(pa.scalar(names[0]), n), values[0])
+        order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
+        keys = pa.array(names, pa.string()).take(pa.array(np.tile(np.arange(k), n)))
+        return pa.MapArray.from_arrays(offsets, keys, pa.concat_arrays(values).take(pa.array(order)))
     valid = np.stack([~v.is_null().to_numpy(zero_copy_only=False) for v in values], axis=1)  # n x k
-    counts = valid.sum(axis=1)
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
+    np.cumsum(valid.sum(axis=1), out=offsets[1:])
     rows, colidx = np.nonzero(valid)  # row-major: entries of each row stay together, in field order
-    all_values = pa.concat_arrays(values)
-    items = all_values.take(pa.array(colidx.astype(np.int64) * n + rows))
+    items = pa.concat_arrays(values).take(pa.array(colidx.astype(np.int64) * n + rows))
     keys = pa.array(names, pa.string()).take(pa.array(colidx))
     return pa.MapArray.from_arrays(pa.array(offsets), keys, items)
 
 
-def normalize(cols: dict[str, pa.Array], n: int, source: str) -> tuple[FlowBatch, BadRows | None]:
+def normalize(
+    cols: dict[str, pa.Array], n: int, source: str, addresses: dict[str, bytes | None] | None = None
+) -> tuple[FlowBatch, BadRows | None]:
     """AWS field columns (text or integers, named as in the header) -> FlowBatch, dropping invalid rows."""
     out: dict[str, pa.Array] = {}
     bad: dict[str, np.ndarray] = {}
@@ -349,7 +365,7 @@ def normalize(cols: dict[str, pa.Array], n: int, source: str) -> tuple[FlowBatch
         if base in F.STRING_COLUMNS:
             out[F.STRING_COLUMNS[base]] = _text(arr)
         elif base in F.ADDRESS_COLUMNS:
-            addrs, wrong = parse_addresses(_text(arr))
+            addrs, wrong = parse_addresses(_text(arr), addresses)
             out[F.ADDRESS_COLUMNS[base]] = addrs
             if wrong.any():
                 bad[base] = wrong
@@ -394,6 +410,7 @@ def parse_parquet(
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(file)
+    addresses: dict[str, bytes | None] = {}
     done = int(resume.get("rows", 0)) if resume else 0
     names = [n.replace("_", "-") for n in pf.schema_arrow.names]
     groups = []
@@ -417,7 +434,7 @@ def parse_parquet(
                 if rb.num_rows == 0:
                     continue
             cols = {name: rb.column(i) for i, name in enumerate(names)}
-            batch, bad = normalize(cols, rb.num_rows, source)
+            batch, bad = normalize(cols, rb.num_rows, source, addresses)
             errors = []
             if bad is not None:
                 for i in np.flatnonzero(bad.mask):
