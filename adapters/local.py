@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from isal import isal_zlib
 
+from adapters.aws.fields import KNOWN_FIELDS
 from adapters.aws.parse import ParseResult, parse_parquet, parse_text
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
@@ -106,6 +107,10 @@ def open_unit(
         kind = provider
         if kind == "auto":
             kind = "json" if first.lstrip()[:1] in (b"{", b"[") else "aws"
+            if kind == "aws" and aws_fields is None and not _looks_like_aws(first):
+                reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
+                yield ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)
+                return
         if kind != "aws":
             what = {"gcp": "GCP", "azure": "Azure"}.get(kind, "JSON (GCP or Azure)")
             yield ParseResult(
@@ -122,6 +127,14 @@ def open_unit(
             if result.final and problems:
                 result.errors.extend(problems)
             yield result
+
+
+def _looks_like_aws(head: bytes) -> bool:
+    """Auto-detection for text: an AWS header line, or a default-format record (its first field, version, is a
+    number). Other text (a README beside the logs) is reported once instead of as hundreds of malformed lines."""
+    line = head.lstrip().split(b"\n", 1)[0]
+    token = line.split(None, 1)[0] if line.strip() else b""
+    return not token or token.isdigit() or token.decode("ascii", "replace") in KNOWN_FIELDS
 
 
 class LocalSource:
