@@ -229,8 +229,10 @@ class LocalSource:
                 self.counters.records += n
                 if n:
                     self.counters.status_rows += _status_rows(result)
+                # Text positions count decompressed bytes, Parquet positions rows: both grow within a unit.
+                progress = int(result.position.get("offset", result.position.get("rows", 0)))
                 await pipeline.emit(
-                    Delivery(self.name, unit, version, result.batch, result.position, result.final, records)
+                    Delivery(self.name, unit, version, result.batch, result.position, result.final, records, progress)
                 )
                 if result.final:
                     break

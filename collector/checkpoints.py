@@ -11,7 +11,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,16 @@ CREATE TABLE IF NOT EXISTS units (
     records  INTEGER NOT NULL DEFAULT 0,
     updated  REAL NOT NULL,
     PRIMARY KEY (source, unit)
+) WITHOUT ROWID;
+-- How far each sink has durably taken a unit that is not yet done for every sink. On a restart, batches a sink
+-- already has are not sent to it again: duplicates stay confined to what that sink had in flight.
+CREATE TABLE IF NOT EXISTS sink_units (
+    sink     TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    unit     TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    PRIMARY KEY (source, unit, sink)
 ) WITHOUT ROWID;
 """
 
@@ -65,6 +76,17 @@ class CheckpointStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def get(self, source: str, unit: str) -> Checkpoint | None:
         with self._lock:
             row = self._db.execute(
@@ -89,20 +111,38 @@ class CheckpointStore:
         ]
         if not rows:
             return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO units (source, unit, version, position, done, records, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(source, unit) DO UPDATE SET version=excluded.version, position=excluded.position,"
+                " done=excluded.done, records=excluded.records, updated=excluded.updated",
+                rows,
+            )
+            # A unit done for every sink needs no per-sink progress any more.
+            self._db.executemany(
+                "DELETE FROM sink_units WHERE source=? AND unit=?", [(r[0], r[1]) for r in rows if r[4]]
+            )
+
+    def sink_progress(self, source: str, unit: str) -> dict[str, tuple[str, int]]:
+        """sink -> (version, progress) for one unit: what each sink already holds of it."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO units (source, unit, version, position, done, records, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT(source, unit) DO UPDATE SET version=excluded.version, position=excluded.position,"
-                    " done=excluded.done, records=excluded.records, updated=excluded.updated",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            rows = self._db.execute(
+                "SELECT sink, version, progress FROM sink_units WHERE source=? AND unit=?", (source, unit)
+            ).fetchall()
+        return {sink: (version, progress) for sink, version, progress in rows}
+
+    def commit_sink(self, sink: str, items: Iterable[tuple[str, str, str, int]]) -> None:
+        """Record (source, unit, version, progress) a sink has durably taken, in one transaction."""
+        rows = [(sink, *item) for item in items]
+        if not rows:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO sink_units (sink, source, unit, version, progress) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(source, unit, sink) DO UPDATE SET version=excluded.version, progress=excluded.progress",
+                rows,
+            )
 
     def forget_before(self, source: str, before: float) -> int:
         """Drop finished units last updated before `before` (epoch seconds): the store's horizon."""

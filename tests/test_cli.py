@@ -1,0 +1,139 @@
+"""The command line as a user meets it: real subprocesses, real files, exact output."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from collector import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+# AWS documentation, "Flow log record examples": default-format records, and the "bogus!" line that
+# flowlogs-reader's tests add (tests/fixtures/conformance).
+V2 = (
+    "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK\n"
+    "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA\n"
+    "bogus!\n"
+    "2 123456789010 eni-1235b8ca123456789 2001:db8:1234:a100:8d6e:3477:df66:f105 2001:db8:1234:a102:3304:8879:34cf:4071 "
+    "34892 22 6 54 8855 1477913708 1477913820 ACCEPT OK\n"
+)
+
+
+def flowcollector(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version_and_help() -> None:
+    assert flowcollector("--version").stdout.strip() == f"flowcollector {__version__}"
+    helptext = flowcollector("--help").stdout
+    for word in ("run", "check", "parse", "examples:", "FLOWCOLLECTOR_CONFIG"):
+        assert word in helptext
+    assert "--aws-format" in flowcollector("parse", "--help").stdout
+
+
+def test_parse_prints_flows_errors_and_summary(tmp_path: Path) -> None:
+    f = tmp_path / "v2.log.gz"
+    f.write_bytes(gzip.compress(V2.encode()))
+    res = flowcollector("parse", str(f))
+    assert res.returncode == 0
+    rows = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert [r["log_status"] for r in rows] == ["ok", "nodata", "ok"]
+    assert rows[0]["src_addr"] == "172.31.16.139" and rows[0]["time_end"] == "2014-12-14T04:07:50.000Z"
+    assert rows[1]["src_addr"] is None and rows[1]["packets"] is None
+    assert rows[2]["dst_addr"] == "2001:db8:1234:a102:3304:8879:34cf:4071"
+    assert res.stderr.splitlines() == [
+        f"{f}:3: expected 14 fields, found 1",
+        "flowcollector parse: 1 files, 3 records, 1 errors",
+    ]
+
+
+def test_parse_custom_aws_format_and_unreadable_file(tmp_path: Path) -> None:
+    f = tmp_path / "cw.txt"
+    f.write_text("eni-1 10.0.0.1 443 ACCEPT\n")
+    res = flowcollector(
+        "parse", "--aws-format", "${interface-id} ${srcaddr} ${srcport} ${action}", str(f), str(tmp_path / "missing")
+    )
+    assert res.returncode == 1
+    (row,) = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert (row["interface"], row["src_addr"], row["src_port"], row["action"]) == ("eni-1", "10.0.0.1", 443, "accept")
+    assert f"{tmp_path / 'missing'}: cannot read: No such file or directory" in res.stderr
+    assert res.stderr.splitlines()[-1] == "flowcollector parse: 1 files, 1 records, 0 errors, 1 unreadable"
+
+
+def test_parse_conformance_format(tmp_path: Path) -> None:
+    f = tmp_path / "v2.log"
+    f.write_text(V2)
+    res = flowcollector("parse", "--format", "conformance", str(f))
+    objs = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert objs[0] == {
+        "provider": "aws",
+        "account": "123456789010",
+        "interface": "eni-1235b8ca123456789",
+        "src_addr": "172.31.16.139",
+        "dst_addr": "172.31.16.21",
+        "src_port": 20641,
+        "dst_port": 22,
+        "protocol": 6,
+        "packets": 20,
+        "bytes": 4249,
+        "start": 1418530010,
+        "end": 1418530070,
+        "action": "accept",
+        "direction": None,
+        "tcp_flags": None,
+        "log_status": "ok",
+    }
+    assert objs[-1] == {
+        "provider": "aws",
+        "_kind": "error",
+        "error": "expected 14 fields, found 1",
+        "_input": str(f),
+        "_line": 3,
+    }
+
+
+def test_check_reports_file_line_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "sources:\n  - name: a\n    type: local\n    path: .\nsinks:\n  - name: b\n    type: file\n    formt: jsonl\n"
+    )
+    res = flowcollector("check", "-c", str(cfg))
+    assert res.returncode == 1
+    assert f"{cfg}:8:5: sinks[0].formt: unknown key (did you mean 'format'?)" in res.stderr
+    ok = flowcollector("check", env={"FLOWCOLLECTOR_CONFIG": str(ROOT / "config.example.yaml")})
+    assert ok.returncode == 0 and "source samples (local)" in ok.stdout
+
+
+def test_run_once_twice_delivers_once(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.log").write_text(V2)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "state_dir: state\nsources:\n  - {name: s, type: local, path: in}\n"
+        "sinks:\n  - {name: j, type: file, path: out/j, format: jsonl}\n"
+        "  - {name: p, type: file, path: out/p, format: parquet}\n"
+    )
+    first = flowcollector("run", "-c", str(cfg), "--once", cwd=tmp_path.parent)
+    assert first.returncode == 0, first.stderr
+    table = first.stderr.split("source ", 1)[1].splitlines()
+    assert table[2].split() == ["s", "1", "0", "3", "1", "1", "0.0"]
+    again = flowcollector("run", "-c", str(cfg), "--once")
+    assert again.returncode == 0
+    assert again.stderr.split("source ", 1)[1].splitlines()[2].split()[1:4] == ["0", "0", "0"]
+    (jf,) = (tmp_path / "out/j").glob("*.jsonl")
+    assert len(jf.read_text().splitlines()) == 3
+    (pf,) = (tmp_path / "out/p").glob("*.parquet")
+    assert pq.read_table(pf).column("packets").to_pylist() == [20, None, 54]
