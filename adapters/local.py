@@ -145,6 +145,7 @@ class LocalSource:
         self.counters = metrics.sources[config.name]
         self.executor = executor
         self.root = Path(config.path)
+        self._emitted: dict[str, str] = {}
 
     def _scan(self) -> list[tuple[Path, str, float]]:
         """(path, version, mtime) of every candidate file, in path order (so runs are reproducible)."""
@@ -182,11 +183,14 @@ class LocalSource:
         files = await loop.run_in_executor(self.executor, self._scan) if self.root.exists() else []
         done = await loop.run_in_executor(self.executor, self.store.done_versions, self.name)
         now = time.time()
+        # Units emitted to the end but not yet acked by every sink (a Parquet sink acks when its file closes) are
+        # not read again by the next poll; once committed as done they are known from the store.
+        self._emitted = {u: v for u, v in self._emitted.items() if done.get(u) != v}
         for path, version, mtime in files:
             if stop.is_set():
                 return
             unit = self._unit_name(path)
-            if done.get(unit) == version:
+            if done.get(unit) == version or self._emitted.get(unit) == version:
                 continue
             if not once and now - mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
@@ -235,6 +239,7 @@ class LocalSource:
                     Delivery(self.name, unit, version, result.batch, result.position, result.final, records, progress)
                 )
                 if result.final:
+                    self._emitted[unit] = version
                     break
                 if stop.is_set():
                     return  # the checkpoint of what was emitted still lands; the rest next run
