@@ -181,7 +181,7 @@ class _AwsFields:
     def convert(self, walker: _Walker, node: Node, key: str) -> Any:
         if isinstance(node, SequenceNode):
             items = [walker.value(item, str, f"{key}[{i}]") for i, item in enumerate(node.value)]
-            if _INVALID in items:
+            if any(item is _INVALID for item in items):
                 return _INVALID
             spec = " ".join(items)
         else:
@@ -206,7 +206,7 @@ class _AwsFields:
 AwsFields = _AwsFields()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Registry:
     """Marker: a list of sections tagged by `type:` (dataclass from `types`) with unique `name:`s; at least one.
 
@@ -261,7 +261,7 @@ class _Registry:
             preset = {"type": tname, "name": "" if name is _INVALID else name}
             obj = walker.dataclass(item, cls, ikey, preset=preset, consumed=("type", "name"), pairs=pairs)
             out.append(_INVALID if name is _INVALID else obj)
-        return _INVALID if _INVALID in out else tuple(out)
+        return _INVALID if any(item is _INVALID for item in out) else tuple(out)
 
     def check(self, value: Any) -> str | None:
         return None if value else f"at least one {self.kind} is required"
@@ -637,7 +637,7 @@ class _Walker:
             if not isinstance(node, SequenceNode):
                 return self.error(node, key, f"expected a list, got {_kind(node)}")
             items = [self.value(item, get_args(tp)[0], f"{key}[{i}]") for i, item in enumerate(node.value)]
-            return _INVALID if _INVALID in items else tuple(items)
+            return _INVALID if any(item is _INVALID for item in items) else tuple(items)
         raise TypeError(f"config field {key}: unsupported type {tp!r}")  # a schema bug, not a config error
 
     def scalar(self, node: Node, key: str, tags: tuple[str, ...], what: str, retype: bool) -> Any:
@@ -664,7 +664,10 @@ class _Walker:
             return self.error(node, key, f"invalid value {text!r}: {exc}")
 
     def interpolate(self, node: Node, key: str, text: str) -> Any:
-        """`${VAR}`, `${VAR:-default}` and `$${` in `text`; each unset VAR without a default is an error."""
+        """`${VAR}`, `${VAR:-default}` and `$${` in `text`; each unset VAR without a default is an error.
+
+        The default runs to the first `}` (it cannot contain one) and is not itself interpolated.
+        """
         missing: list[str] = []
 
         def sub(m: re.Match[str]) -> str:

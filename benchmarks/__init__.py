@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.run` prints records per CPU-second and peak memory per case."""

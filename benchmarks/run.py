@@ -1,0 +1,308 @@
+"""Benchmarks: records per CPU-second and peak memory of the parse and sink paths.
+
+    .venv/bin/python -m benchmarks.run                  # every case (generates benchmarks/.data/ the first time)
+    .venv/bin/python -m benchmarks.run --quick          # 200k-record variants, a smoke test
+    .venv/bin/python -m benchmarks.run --case "parse v5 gzip" --profile
+
+Each case runs in its own subprocess, so its peak RSS (`ru_maxrss`) is its own; the child reports records,
+`time.process_time()` (CPU of all its threads: pyarrow and the sink's worker threads count) and wall time as JSON.
+Linux carries `ru_maxrss` across fork + exec, so this parent stays small: it imports neither numpy nor pyarrow and
+generates data in a subprocess too ("start RSS" is a child's peak before its case starts: interpreter + imports).
+Targets are printed next to the results and never fail the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from benchmarks import datasets as D
+
+ROOT = Path(__file__).resolve().parent.parent
+READ_SIZE = 1 << 20
+RESULT_MARK = "@@bench-result "
+SKIPPED_SINK = "skipped (file sink not available)"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    metric: str  # "rate" (records per CPU-second, at least) or "rss" (peak MB, below)
+    value: float
+
+    def met(self, result: dict[str, Any]) -> bool:
+        if self.metric == "rate":
+            return result["records"] / max(result["cpu"], 1e-9) >= self.value
+        return result["rss_mb"] < self.value
+
+    def __str__(self) -> str:
+        return f">= {self.value / 1e6:.2f} M rec/CPU-s" if self.metric == "rate" else f"peak RSS < {self.value:.0f} MB"
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    run: str  # name of a worker function below
+    full: D.Dataset
+    quick: D.Dataset
+    target: Target | None = None
+    arg: str = ""
+
+
+CASES: tuple[Case, ...] = (
+    Case("parse v2 gzip", "parse", D.V2_2M, D.V2_200K, Target("rate", 1_500_000)),
+    Case("parse v5 gzip", "parse", D.V5_2M, D.V5_200K, Target("rate", 700_000)),
+    Case("parse v2 1GB gzip (memory)", "parse", D.V2_1G, D.V2_200K, Target("rss", 300)),
+    Case("v2 -> jsonl encode only", "encode_jsonl", D.V2_2M, D.V2_200K),
+    Case("v2 -> file jsonl", "file_sink", D.V2_2M, D.V2_200K, arg="jsonl"),
+    Case("v2 -> file parquet", "file_sink", D.V2_2M, D.V2_200K, arg="parquet"),
+)
+
+
+# -- the work, run inside the child process ------------------------------------------------------------------------
+def _chunks(path: Path) -> Iterator[bytes]:
+    import isal.igzip
+
+    with isal.igzip.open(path, "rb") as fh:
+        while chunk := fh.read(READ_SIZE):
+            yield chunk
+
+
+def _parse(path: Path) -> Iterator[Any]:
+    from adapters.aws.parse import parse_text
+
+    return parse_text(_chunks(path), unit=path.name, source="bench")
+
+
+def work_parse(path: Path, arg: str) -> dict[str, Any]:
+    records = errors = 0
+    for result in _parse(path):
+        records += result.batch.num_rows
+        errors += len(result.errors)
+    return {"records": records, "errors": errors}
+
+
+def work_encode_jsonl(path: Path, arg: str) -> dict[str, Any]:
+    from collector.jsonl import dumps_batch
+
+    records = out_bytes = 0
+    with tempfile.TemporaryDirectory(prefix="bench-jsonl-") as tmp, open(Path(tmp) / "flows.jsonl", "wb") as fh:
+        for result in _parse(path):
+            records += result.batch.num_rows
+            data = dumps_batch(result.batch)
+            out_bytes += len(data)
+            fh.write(data)
+    return {"records": records, "out_mb": out_bytes / 1e6}
+
+
+def work_file_sink(path: Path, arg: str) -> dict[str, Any]:
+    try:
+        from collector.config import FileSinkConfig
+        from collector.sinks.file import FileSink
+    except ImportError as exc:
+        return {"skipped": f"{SKIPPED_SINK}: {exc}"}
+
+    async def main(tmp: Path) -> dict[str, Any]:
+        sink = FileSink(FileSinkConfig(name="bench", path=tmp, format=arg))
+        await sink.open()
+        records = batches = 0
+        for result in _parse(path):
+            await sink.write(result.batch)
+            records += result.batch.num_rows
+            batches += 1  # noqa: SIM113 (counted next to the records on purpose)
+            # As the pipeline does: flush when enough JSON is pending, and now and then anyway.
+            pending = getattr(sink, "pending_bytes", lambda: 0)()
+            if pending >= 8 << 20 or batches % 8 == 0:
+                await sink.flush()
+        await sink.close()
+        out = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+        return {"records": records, "out_mb": out / 1e6}
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{arg}-") as tmp:
+        return asyncio.run(main(Path(tmp)))
+
+
+WORKERS: dict[str, Callable[[Path, str], dict[str, Any]]] = {
+    "parse": work_parse,
+    "encode_jsonl": work_encode_jsonl,
+    "file_sink": work_file_sink,
+}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(run: str, path: Path, arg: str, profile: bool) -> None:
+    # Import what the cases use before the clock starts: the measure is the work, not the imports.
+    import adapters.aws.parse  # noqa: F401
+    import collector.jsonl  # noqa: F401
+
+    fn = WORKERS[run]
+    rss0 = _rss_mb()
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    out = fn(path, arg)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    out.update(user=ru.ru_utime - ru0.ru_utime, sys=ru.ru_stime - ru0.ru_stime, minflt=ru.ru_minflt - ru0.ru_minflt)
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(15)
+    out.update(cpu=cpu, wall=wall, rss_mb=_rss_mb(), rss0_mb=rss0)
+    print(RESULT_MARK + json.dumps(out), flush=True)
+
+
+# -- the parent: data, subprocesses, the table ---------------------------------------------------------------------
+def run_case(case: Case, quick: bool, profile: bool) -> dict[str, Any]:
+    ds = case.quick if quick else case.full
+    cmd = [sys.executable, "-m", "benchmarks.run", "--child", case.run, str(ds.path), case.arg]
+    if profile:
+        cmd.append("--profile")
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK) :])
+        print(line)
+    return {"failed": f"exit status {proc.returncode}"}
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the least CPU (other load on the machine only ever adds), with the highest peak RSS seen."""
+    done = [r for r in runs if "records" in r]
+    if not done:
+        return runs[-1]
+    best = dict(min(done, key=lambda r: r["cpu"]))
+    best["rss_mb"] = max(r["rss_mb"] for r in done)
+    return best
+
+
+def _fmt_row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+
+def table(rows: list[tuple[Case, D.Dataset, dict[str, Any]]]) -> str:
+    head = ["case", "records", "CPU s", "rec/CPU-s", "wall s", "peak RSS MB", "start RSS MB", "target", ""]
+    cells: list[list[str] | tuple[str, str]] = []  # a full row, or (case, why it has no numbers)
+    for case, ds, res in rows:
+        name = f"{case.name} [{ds.name}]"
+        if "records" not in res:
+            cells.append((name, res.get("skipped") or res.get("failed", "?")))
+            continue
+        rate = res["records"] / max(res["cpu"], 1e-9)
+        verdict = ("met" if case.target.met(res) else "MISSED") if case.target else ""
+        cells.append(
+            [
+                name,
+                f"{res['records']:,}",
+                f"{res['cpu']:.2f}",
+                f"{rate:,.0f}",
+                f"{res['wall']:.2f}",
+                f"{res['rss_mb']:.0f}",
+                f"{res['rss0_mb']:.0f}",
+                str(case.target or ""),
+                verdict,
+            ]
+        )
+    full = [head] + [r for r in cells if isinstance(r, list)]
+    widths = [max(len(r[i]) for r in full) for i in range(len(head))]
+    widths[0] = max(widths[0], *(len(r[0]) for r in cells))
+    out = [_fmt_row(head, widths), _fmt_row(["-" * w for w in widths], widths)]
+    for r in cells:
+        out.append(_fmt_row(r, widths) if isinstance(r, list) else f"{r[0].ljust(widths[0])}  {r[1]}")
+    return "\n".join(line.rstrip() for line in out)
+
+
+def select(names: list[str] | None) -> list[Case]:
+    if not names:
+        return list(CASES)
+    out = []
+    for want in names:
+        exact = [c for c in CASES if c.name.lower() == want.lower()]
+        found = exact or [c for c in CASES if want.lower() in c.name.lower()]
+        if len(found) != 1:
+            choices = ", ".join(repr(c.name) for c in CASES)
+            raise SystemExit(f"--case {want!r} matches {len(found)} cases; choose one of {choices}")
+        out.append(found[0])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="200k-record variants (smoke test)")
+    ap.add_argument("--case", action="append", metavar="NAME", help="run this case (exact or unique part of a name)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N", help="run each case N times, report the best CPU")
+    ap.add_argument("--profile", action="store_true", help="cProfile each case; top 15 by tottime on stderr")
+    ap.add_argument("--list", action="store_true", help="list the cases")
+    ap.add_argument("--child", nargs=3, metavar=("RUN", "PATH", "ARG"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child[0], Path(args.child[1]), args.child[2], args.profile)
+        return 0
+    if args.list:
+        print("\n".join(c.name for c in CASES))
+        return 0
+    cases = select(args.case)
+
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"load average {load} (other work on the machine slows the cases; --repeat N keeps the best), "
+        f"python {platform.python_version()}, pyarrow {version('pyarrow')}, numpy {version('numpy')}, "
+        f"isal {version('isal')}, {os.cpu_count()} CPUs, {platform.machine()}"
+    )
+    datasets = {(c.quick if args.quick else c.full) for c in cases}
+    for ds in sorted(datasets, key=lambda d: d.name):
+        t0 = time.perf_counter()
+        meta = D.cached(ds)
+        if meta is None:
+            subprocess.run([sys.executable, "-m", "benchmarks.data", ds.name], cwd=ROOT, check=True)
+            meta = D.cached(ds)
+            assert meta is not None
+        took = time.perf_counter() - t0
+        print(
+            f"data {ds.name}: {meta['records']:,} records, {meta['raw_bytes'] / 1e6:,.0f} MB text, "
+            f"{meta['gzip_bytes'] / 1e6:,.0f} MB gzip" + (f" (generated in {took:.1f} s)" if took > 1 else "")
+        )
+    rows = []
+    for case in cases:
+        ds = case.quick if args.quick else case.full
+        print(f"running {case.name} [{ds.name}] ...", flush=True)
+        runs = []
+        for _ in range(args.repeat):
+            res = run_case(case, args.quick, args.profile)
+            if res.get("errors"):
+                print(f"  note: the parser reported {res['errors']} errors")
+            if "user" in res:
+                out = f", output {res['out_mb']:,.0f} MB" if "out_mb" in res else ""
+                print(f"  user {res['user']:.2f} s, sys {res['sys']:.2f} s, {res['minflt']:,} minor page faults{out}")
+            runs.append(res)
+            if "records" not in res:
+                break
+        rows.append((case, ds, best_of(runs)))
+    print()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

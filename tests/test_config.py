@@ -1,0 +1,498 @@
+"""collector.config: typed values from YAML, and errors an operator can act on (file, line, column, key path)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from adapters.aws.fields import TGW_DEFAULT_FIELDS, V2_FIELDS
+from collector.config import (
+    Config,
+    ConfigError,
+    FileSinkConfig,
+    LocalSourceConfig,
+    PipelineConfig,
+    StdoutSinkConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+REPO = Path(__file__).parent.parent
+
+MINIMAL = """\
+sources:
+  - name: in
+    type: local
+sinks:
+  - name: out
+    type: stdout
+"""
+
+
+def parse(text: str) -> Config:
+    return parse_config(textwrap.dedent(text), Path("/etc/fc/cfg.yaml"))
+
+
+def errors(text: str) -> list[str]:
+    """The errors of config text read as `cfg.yaml` (a relative name, so messages are short and exact)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), Path("cfg.yaml"))
+    assert str(info.value) == "\n".join(info.value.errors)
+    return info.value.errors
+
+
+# --- valid configs ------------------------------------------------------------------------------------------------
+
+
+def test_full_config_every_field_converted_and_resolved():
+    config = load_config(FIXTURES / "full.yaml")
+    assert config == Config(
+        path=FIXTURES / "full.yaml",
+        state_dir=FIXTURES / "state",
+        log_level="debug",
+        progress_interval=90.0,
+        pipeline=PipelineConfig(queue_batches=4, workers=3),
+        sources=(
+            LocalSourceConfig(
+                name="vpc",
+                type="local",
+                path=FIXTURES / "data/vpc",
+                glob="*.log.gz",
+                recursive=False,
+                provider="aws",
+                aws_fields=("version", "account-id", "interface-id", "srcaddr", "dstaddr"),
+                poll_interval=0.5,
+                settle=0.0,
+            ),
+            LocalSourceConfig(
+                name="tgw",
+                path=Path("/srv/flows/tgw.log"),
+                aws_fields=("version", "resource-type", "account-id"),
+            ),
+        ),
+        sinks=(
+            FileSinkConfig(
+                name="archive",
+                type="file",
+                path=FIXTURES / "out/jsonl",
+                format="jsonl",
+                rotate_bytes=64 * 1024,
+                rotate_interval=7200.0,
+                compression="gzip",
+                fsync=False,
+                flush_interval=0.25,
+            ),
+            FileSinkConfig(
+                name="lake",
+                path=FIXTURES / "out/parquet",
+                format="parquet",
+                rotate_bytes=10_000_000,
+                compression="snappy",
+            ),
+            StdoutSinkConfig(name="console"),
+        ),
+    )
+    # Defaults of the second source and sink are the documented ones, paths not given resolve to the config dir.
+    tgw = config.sources[1]
+    assert (tgw.glob, tgw.recursive, tgw.provider, tgw.poll_interval, tgw.settle) == ("*", True, "auto", 10.0, 2.0)
+    lake = config.sinks[1]
+    assert (lake.rotate_interval, lake.fsync, lake.flush_interval) == (300.0, True, 1.0)
+    assert all(type(s.poll_interval) is float for s in config.sources)
+    assert type(config.sinks[0].rotate_bytes) is int
+
+
+def test_defaults_and_relative_default_paths_resolve_against_config_dir(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the current directory must not matter
+    config = load_config(FIXTURES / "minimal.yaml")
+    assert config.path == FIXTURES / "minimal.yaml"
+    assert config.state_dir == FIXTURES / "var/state"
+    assert (config.log_level, config.progress_interval) == ("info", 10.0)
+    assert config.pipeline == PipelineConfig(queue_batches=8, workers=0)
+    assert config.sources == (LocalSourceConfig(name="in", path=FIXTURES),)
+    assert config.sinks == (
+        FileSinkConfig(
+            name="out",
+            path=FIXTURES / "var/flows",
+            format="jsonl",
+            rotate_bytes=128 * 2**20,
+            rotate_interval=300.0,
+            compression="none",
+            fsync=True,
+            flush_interval=1.0,
+        ),
+    )
+    assert config.sources[0].aws_fields is None
+
+
+def test_relative_config_path_is_made_absolute(monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    config = load_config("minimal.yaml")
+    assert config.path == FIXTURES / "minimal.yaml"
+    assert config.state_dir == FIXTURES / "var/state"
+
+
+def test_compression_default_follows_format():
+    config = parse(
+        MINIMAL
+        + """\
+  - name: p
+    type: file
+    format: parquet
+  - name: j
+    type: file
+    format: jsonl
+"""
+    )
+    assert [(s.name, getattr(s, "compression", None)) for s in config.sinks] == [
+        ("out", None),
+        ("p", "zstd"),
+        ("j", "none"),
+    ]
+
+
+def test_hand_built_file_sink_resolves_and_checks_compression():
+    assert FileSinkConfig(name="p", format="parquet").compression == "zstd"
+    assert FileSinkConfig(name="j").compression == "none"
+    with pytest.raises(ValueError, match="'zstd' is not supported with format jsonl"):
+        FileSinkConfig(name="j", compression="zstd")
+
+
+def test_merge_keys_and_anchors():
+    config = load_config(FIXTURES / "merge.yaml")
+    assert [(s.name, s.format, s.compression, s.rotate_interval) for s in config.sinks] == [
+        ("hourly", "parquet", "zstd", 3600.0),
+        ("daily", "parquet", "zstd", 86400.0),
+    ]
+
+
+def test_aws_fields_forms():
+    def fields(spec: str) -> tuple[str, ...] | None:
+        return (
+            parse(f"sources:\n  - {{name: s, type: local, aws_fields: {spec}}}\nsinks: [{{name: o, type: stdout}}]\n")
+            .sources[0]
+            .aws_fields
+        )
+
+    assert fields("default") == V2_FIELDS
+    assert fields("tgw-default") == TGW_DEFAULT_FIELDS
+    assert fields('"version account-id srcaddr"') == ("version", "account-id", "srcaddr")
+    assert fields("[version, srcaddr]") == ("version", "srcaddr")
+    assert fields("null") is None
+    assert fields('"${version} ${my-custom-field}"') == ("version", "my-custom-field")  # unknown, not a typo: kept
+
+
+def test_example_config_is_valid():
+    config = load_config(REPO / "config.example.yaml")
+    assert [s.name for s in config.sources] == ["samples"]
+    assert config.sources[0].path == REPO / "examples/data"
+    assert [(s.name, s.compression) for s in config.sinks] == [("archive-jsonl", "none"), ("archive-parquet", "zstd")]
+
+
+# --- environment interpolation -----------------------------------------------------------------------------------
+
+
+def test_env_interpolation(monkeypatch):
+    monkeypatch.setenv("FLOW_DIR", "/data/flows")
+    monkeypatch.setenv("WORKERS", "6")
+    monkeypatch.setenv("EMPTY", "")
+    monkeypatch.delenv("UNSET_LEVEL", raising=False)
+    config = parse(
+        """\
+        state_dir: ${FLOW_DIR}/state
+        log_level: ${UNSET_LEVEL:-warning}
+        progress_interval: ${EMPTY:-30s}
+        pipeline:
+          workers: ${WORKERS}
+          queue_batches: "${WORKERS}"
+        sources:
+          - name: src-${EMPTY}x
+            type: local
+            path: ${FLOW_DIR}
+            glob: "$${NOT_A_VAR}*"
+            aws_fields: "${version} ${srcaddr} ${account-id}"
+        sinks:
+          - name: out
+            type: stdout
+        """
+    )
+    assert config.state_dir == Path("/data/flows/state")
+    assert config.log_level == "warning"
+    assert config.progress_interval == 30.0
+    assert config.pipeline == PipelineConfig(queue_batches=6, workers=6)  # interpolated values are re-typed
+    src = config.sources[0]
+    assert (src.name, src.path, src.glob) == ("src-x", Path("/data/flows"), "${NOT_A_VAR}*")
+    assert src.aws_fields == ("version", "srcaddr", "account-id")  # lower-case LogFormat names are not variables
+
+
+def test_interpolated_string_field_stays_a_string(monkeypatch):
+    monkeypatch.setenv("NAME", "123")
+    assert parse(MINIMAL.replace("name: in", "name: ${NAME}")).sources[0].name == "123"
+
+
+# --- durations and sizes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(10, 10.0), (2.5, 2.5), (0, 0.0), ("10", 10.0), ("10s", 10.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0)]
+    + [("1d", 86400.0), ("1h30m", 5400.0), ("1.5s", 1.5), (" 2s ", 2.0)],
+)
+def test_parse_duration(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "10 sec", "s", "-1s", -1, "1.5.2s", "10S", True, None, [1], float("inf")])
+def test_parse_duration_rejects(value):
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [(1024, 1024), ("512B", 512), ("64KiB", 65536), ("128MiB", 128 * 2**20), ("1GiB", 2**30), ("10MB", 10**7)]
+    + [("1kb", 1000), ("1.5KiB", 1536), ("2 TiB", 2 * 2**40), ("100", 100), (0, 0)],
+)
+def test_parse_size(value, size):
+    assert parse_size(value) == size
+    assert type(parse_size(value)) is int
+
+
+@pytest.mark.parametrize("value", ["", "12 parsecs", "KiB", "-1", -5, "0.5B", True, None, 1.5, "1e3"])
+def test_parse_size_rejects(value):
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(value)
+
+
+# --- errors -------------------------------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sources:\n  - name: a\n   type: local\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [
+        f"{path}:3:4: invalid YAML: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection at line 2, column 3)"
+    ]
+
+
+def test_yaml_scanner_error():
+    assert errors("sources: [a\nsinks: b\n") == [
+        "cfg.yaml:2:6: invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 1, column 10)"
+    ]
+
+
+def test_unreadable_and_empty_files(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "missing.yaml")
+    assert info.value.errors == [f"{tmp_path}/missing.yaml: cannot read config: No such file or directory"]
+    assert errors("") == ["cfg.yaml:1:1: empty config"]
+    assert errors("# only comments\n") == ["cfg.yaml:1:1: empty config"]
+    assert errors("just text\n") == ["cfg.yaml:1:1: expected a mapping, got a string ('just text')"]
+
+
+def test_unknown_key_with_and_without_suggestion():
+    assert errors(
+        MINIMAL
+        + """\
+  - name: f
+    type: file
+    formt: parquet
+pipeline:
+  queue: 3
+  workrs: 2
+"""
+    ) == [
+        "cfg.yaml:9:5: sinks[1].formt: unknown key (did you mean 'format'?)",
+        "cfg.yaml:11:3: pipeline.queue: unknown key (known keys: queue_batches, workers)",
+        "cfg.yaml:12:3: pipeline.workrs: unknown key (did you mean 'workers'?)",
+    ]
+    assert errors(MINIMAL + "colour: blue\n") == [
+        "cfg.yaml:7:1: colour: unknown key (known keys: log_level, pipeline, progress_interval, sinks, sources, "
+        "state_dir)"
+    ]
+
+
+def test_wrong_types():
+    assert errors(
+        """\
+        log_level: 3
+        pipeline:
+          workers: true
+          queue_batches: 2.0
+        sources:
+          - name: in
+            type: local
+            path: [a, b]
+            recursive: "no"
+        sinks: {name: out, type: stdout}
+        """
+    ) == [
+        "cfg.yaml:1:12: log_level: expected a string, got an integer ('3')",
+        "cfg.yaml:3:12: pipeline.workers: expected an integer, got a boolean ('true')",
+        "cfg.yaml:4:18: pipeline.queue_batches: expected an integer, got a number ('2.0')",
+        "cfg.yaml:8:11: sources[0].path: expected a string, got a list",
+        "cfg.yaml:9:16: sources[0].recursive: expected a boolean, got a string ('no')",
+        "cfg.yaml:10:8: sinks: expected a list of sinks, got a mapping",
+    ]
+
+
+def test_bad_duration_and_size_and_bounds():
+    assert errors(
+        MINIMAL.replace("type: local", "type: local\n    poll_interval: 10 sec\n    settle: -1")
+        + """\
+  - name: f
+    type: file
+    rotate_bytes: 0
+    rotate_interval: 0s
+pipeline: {queue_batches: 0, workers: -1}
+"""
+    ) == [
+        "cfg.yaml:4:20: sources[0].poll_interval: invalid duration '10 sec': expected seconds or a number with a "
+        "unit ms, s, m, h, d (e.g. '500ms', '10s', '5m', '1h')",
+        "cfg.yaml:5:13: sources[0].settle: invalid duration -1: must be a finite number of seconds >= 0",
+        "cfg.yaml:11:19: sinks[1].rotate_bytes: must be at least 1, got 0",
+        "cfg.yaml:12:22: sinks[1].rotate_interval: must be greater than 0, got 0.0",
+        "cfg.yaml:13:27: pipeline.queue_batches: must be at least 1, got 0",
+        "cfg.yaml:13:39: pipeline.workers: must be at least 0, got -1",
+    ]
+
+
+def test_bad_choice_and_compression_for_format():
+    assert errors(
+        "log_level: INFO\n"
+        + MINIMAL.replace("type: local", "type: local\n    provider: gpc")
+        + """\
+  - name: f
+    type: file
+    format: csv
+  - name: g
+    type: file
+    compression: zstd
+"""
+    ) == [
+        "cfg.yaml:1:12: log_level: expected one of debug, info, warning, error, got 'INFO' (did you mean 'info'?)",
+        "cfg.yaml:5:15: sources[0].provider: expected one of auto, aws, gcp, azure, got 'gpc' (did you mean 'gcp'?)",
+        "cfg.yaml:11:13: sinks[1].format: expected one of jsonl, parquet, got 'csv'",
+        "cfg.yaml:14:18: sinks[2].compression: 'zstd' is not supported with format jsonl (expected one of none, gzip)",
+    ]
+
+
+def test_duplicate_names_name_both_lines():
+    assert errors(
+        """\
+        sources:
+          - {name: a, type: local}
+          - {name: a, type: local, path: other}
+        sinks:
+          - name: out
+            type: stdout
+          - name: out
+            type: file
+        """
+    ) == [
+        "cfg.yaml:3:12: sources[1].name: duplicate source name 'a' (first at line 2)",
+        "cfg.yaml:7:11: sinks[1].name: duplicate sink name 'out' (first at line 5)",
+    ]
+
+
+def test_unknown_type_and_missing_name_or_type():
+    assert errors(
+        """\
+        sources:
+          - name: s3
+            type: s3
+            bucket: x
+          - type: local
+        sinks:
+          - name: k
+            type: kafak
+          - name: nameless
+          - name: ""
+            type: stdout
+        """
+    ) == [
+        "cfg.yaml:3:11: sources[0].type: unknown source type 's3' (known: local)",
+        "cfg.yaml:5:5: sources[1]: missing required key 'name'",
+        "cfg.yaml:8:11: sinks[0].type: unknown sink type 'kafak' (known: file, stdout)",
+        "cfg.yaml:9:5: sinks[1]: missing required key 'type' (one of: file, stdout)",
+        "cfg.yaml:10:11: sinks[2].name: must not be empty",
+    ]
+    assert errors(MINIMAL.replace("type: stdout", "type: stdot")) == [
+        "cfg.yaml:6:11: sinks[0].type: unknown sink type 'stdot' (known: file, stdout; did you mean 'stdout'?)"
+    ]
+
+
+def test_missing_env_var(monkeypatch):
+    monkeypatch.delenv("FLOW_DIR", raising=False)
+    monkeypatch.delenv("STATE_ROOT", raising=False)
+    assert errors(
+        "state_dir: ${STATE_ROOT}/x\n" + MINIMAL.replace("type: local", "type: local\n    path: ${FLOW_DIR}")
+    ) == [
+        "cfg.yaml:1:12: state_dir: environment variable STATE_ROOT is not set",
+        "cfg.yaml:5:11: sources[0].path: environment variable FLOW_DIR is not set",
+    ]
+
+
+def test_missing_sources_and_sinks():
+    assert errors("log_level: info\n") == [
+        "cfg.yaml:1:1: sources: at least one source is required",
+        "cfg.yaml:1:1: sinks: at least one sink is required",
+    ]
+    assert errors("sources: []\nsinks:\n  - {name: o, type: stdout}\n") == [
+        "cfg.yaml:1:10: sources: at least one source is required"
+    ]
+
+
+def test_duplicate_keys_and_aws_field_typo():
+    assert errors(
+        """\
+        log_level: info
+        log_level: debug
+        sources:
+          - name: in
+            type: local
+            aws_fields: "${version} ${srcadr}"
+        sinks: [{name: o, type: stdout}]
+        """
+    ) == [
+        "cfg.yaml:2:1: log_level: duplicate key (first at line 1)",
+        "cfg.yaml:6:17: sources[0].aws_fields: unknown AWS field 'srcadr' (did you mean 'srcaddr'?)",
+    ]
+
+
+def test_all_errors_collected_in_file_order(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("sinks:\n  - {name: o, type: stdout, extra: 1}\nlog_level: loud\nprogress_interval: soon\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [
+        f"{path}:1:1: sources: at least one source is required",
+        f"{path}:2:29: sinks[0].extra: unknown key (known keys: name, type)",
+        f"{path}:3:12: log_level: expected one of debug, info, warning, error, got 'loud'",
+        f"{path}:4:20: progress_interval: invalid duration 'soon': expected seconds or a number with a unit ms, s, m, "
+        "h, d (e.g. '500ms', '10s', '5m', '1h')",
+    ]
+    assert str(info.value) == "\n".join(info.value.errors)
+
+
+def test_aws_fields_errors():
+    assert errors(
+        """\
+        sources:
+          - {name: a, type: local, aws_fields: ""}
+          - {name: b, type: local, aws_fields: [version, 2]}
+          - {name: c, type: local, aws_fields: {version: 1}}
+        sinks: [{name: o, type: stdout}]
+        """
+    ) == [
+        "cfg.yaml:2:40: sources[0].aws_fields: empty field list",
+        "cfg.yaml:3:50: sources[1].aws_fields[1]: expected a string, got an integer ('2')",
+        "cfg.yaml:4:40: sources[2].aws_fields: expected a string, got a mapping",
+    ]
