@@ -118,11 +118,11 @@ def _pack(text: str) -> bytes | None:
     # inet_pton is strict (no "1" or "010.1.1.1" as inet_aton would take) and ~6x faster than ipaddress.
     try:
         return _V4_PREFIX + inet_pton(AF_INET, text)
-    except (OSError, TypeError):
+    except (OSError, TypeError, ValueError):  # ValueError: text with an embedded NUL
         pass
     try:
         return inet_pton(AF_INET6, text)
-    except (OSError, TypeError):
+    except (OSError, TypeError, ValueError):
         return None
 
 

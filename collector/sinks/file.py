@@ -76,7 +76,7 @@ class FileSink:
         self._data_since: float | None = None  # when the oldest unpublished data arrived
         self._bytes = 0
         self._fh: Any = None  # binary file (jsonl) or ParquetWriter
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
         self._rows: list[FlowBatch] = []
         self._row_count = 0
@@ -127,6 +127,8 @@ class FileSink:
                 data = await asyncio.to_thread(dumps_batch, batch)
                 self._pending.append(data)
                 self._pending_size += len(data)
+                if self._pending_size >= _JSONL_BUFFER:
+                    await asyncio.to_thread(self._drain)  # hand it to the OS now; fsync waits for flush
         self._written += 1
 
     async def flush(self, force: bool = False) -> int:
@@ -144,15 +146,7 @@ class FileSink:
             if self._fh is None and not self._rows:
                 self._acked = self._written  # everything written is in closed files
             return
-        if self._pending:
-            self._ensure_open()
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self._pending_size = 0
-            if self.compression == "gzip":
-                data = isal.igzip.compress(data, 1)  # one member per flush: a crash cuts at a member boundary
-            self._fh.write(data)
-            self._bytes += len(data)
+        self._drain()
         if self._fh is not None:
             self._fh.flush()
             if self.config.fsync:
@@ -161,8 +155,18 @@ class FileSink:
                 self._publish()
         self._acked = self._written
 
-    def pending_bytes(self) -> int:
-        return self._pending_size
+    def _drain(self) -> None:
+        """Write buffered JSON Lines to the part file (not yet fsynced, so not yet acked)."""
+        if not self._pending:
+            return
+        self._ensure_open()
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        if self.compression == "gzip":
+            data = isal.igzip.compress(data, 1)  # one member per drain: a crash cuts at a member boundary
+        self._fh.write(data)
+        self._bytes += len(data)
 
     # -- files ------------------------------------------------------------------------------------------------
     def _rotation_due(self) -> bool:
