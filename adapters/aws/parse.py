@@ -118,9 +118,13 @@ def parse_text(
 
 def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> ParseResult:
     first_line = state.line + 1
-    segments = _split_headers(block, state, first_line)
     batches: list[FlowBatch] = []
     errors: list[ParseError] = []
+    fast = _parse_without_headers(block, state, first_line, unit, source)
+    segments = [] if fast is not None else _split_headers(block, state, first_line)
+    if fast is not None:
+        batches.append(fast[0])
+        errors.extend(fast[1])
     for seg in segments:
         batch, errs = _parse_segment(seg, unit, source, state.addresses)
         if batch.num_rows:
@@ -136,6 +140,34 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> Pars
     else:
         batch = pa.concat_batches(batches)
     return ParseResult(batch, errors, state.as_position(), nlines)
+
+
+def _parse_without_headers(
+    block: bytes, state: TextState, first_line: int, unit: str, source: str
+) -> tuple[FlowBatch, list[ParseError]] | None:
+    """The fast path: parse a block as one piece in the current field order, with integer columns typed.
+
+    Most blocks hold no header, and when the format has an integer field a header line cannot pass the typed read
+    (a field name where a number belongs fails it; a header of another length is a wrong-field-count row that starts
+    with a field name). So no block is searched for headers unless this fails; None means "take the careful path".
+    """
+    fields = state.fields or F.V2_FIELDS
+    if not any(f in F.INT_FIELDS for f in fields) or _HEADER_AT_START.match(block):
+        return None
+    names = _unique_names(fields)
+    invalid: list[Any] = []
+    try:
+        table = _read(block, names, True, invalid)
+    except pa.ArrowInvalid:
+        return None
+    if any(_starts_with_field_name(row.text) for row in invalid):
+        return None
+    return _parse_segment(_Segment(fields, block, first_line), unit, source, state.addresses, (table, invalid))
+
+
+def _starts_with_field_name(text: str) -> bool:
+    first = text.split(None, 1)
+    return bool(first) and first[0] in F.KNOWN_FIELDS
 
 
 def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Segment]:
@@ -200,17 +232,25 @@ def _unique_names(names: Sequence[str]) -> list[str]:
 
 
 def _parse_segment(
-    seg: _Segment, unit: str, source: str, addresses: dict[str, bytes | None]
+    seg: _Segment,
+    unit: str,
+    source: str,
+    addresses: dict[str, bytes | None],
+    read: tuple[pa.Table, list[Any]] | None = None,
 ) -> tuple[FlowBatch, list[ParseError]]:
+    """Rows and errors of a piece of text in one field order; `read` is the typed read if already done."""
     names = _unique_names(seg.fields)
     if not seg.data:
         return assemble(0, {}), []
-    invalid: list[Any] = []
-    try:
-        table = _read(seg.data, names, True, invalid)
-    except pa.ArrowInvalid:
-        invalid.clear()
-        table = _read(seg.data, names, False, invalid)
+    if read is not None:
+        table, invalid = read
+    else:
+        invalid = []
+        try:
+            table = _read(seg.data, names, True, invalid)
+        except pa.ArrowInvalid:
+            invalid.clear()
+            table = _read(seg.data, names, False, invalid)
     # Lines that did not split into the right number of fields: retry on whitespace runs, else report.
     errors: list[ParseError] = []
     rescued: list[list[str]] = []
@@ -354,6 +394,7 @@ def normalize(
     out: dict[str, pa.Array] = {}
     bad: dict[str, np.ndarray] = {}
     ints: dict[str, pa.Array] = {}
+    addr_cols: dict[str, pa.Array] = {}
     extra_names: list[str] = []
     for name, arr in cols.items():
         base = name.split("#", 1)[0]
@@ -365,10 +406,7 @@ def normalize(
         if base in F.STRING_COLUMNS:
             out[F.STRING_COLUMNS[base]] = _text(arr)
         elif base in F.ADDRESS_COLUMNS:
-            addrs, wrong = parse_addresses(_text(arr), addresses)
-            out[F.ADDRESS_COLUMNS[base]] = addrs
-            if wrong.any():
-                bad[base] = wrong
+            addr_cols[base] = _text(arr)
         elif base in F.NUMBER_COLUMNS:
             out[F.NUMBER_COLUMNS[base]] = ints[base]
         elif base in F.ENUM_COLUMNS:
@@ -379,6 +417,15 @@ def normalize(
             out[F.TIME_FIELDS[base]] = ms.cast(TIME)
         else:
             extra_names.append(name)
+    if addr_cols:
+        # All address columns in one conversion: src, dst and pkt-* share most of their values.
+        joined = pa.concat_arrays(list(addr_cols.values())) if len(addr_cols) > 1 else next(iter(addr_cols.values()))
+        packed, wrong_all = parse_addresses(joined, addresses)
+        for k, base in enumerate(addr_cols):
+            out[F.ADDRESS_COLUMNS[base]] = packed.slice(k * n, n)
+            wrong = wrong_all[k * n : (k + 1) * n]
+            if wrong.any():
+                bad[base] = wrong
     extra = _extra({k: (ints.get(k) or cols[k]) for k in extra_names}, extra_names, n)
     if extra is not None:
         out["extra"] = extra
