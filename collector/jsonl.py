@@ -9,7 +9,7 @@ small bytes objects (the heap-trim trap in ARCHITECTURE.md's performance notes).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
@@ -18,10 +18,12 @@ import pyarrow.compute as pc
 
 from collector.schema import ADDRESS_COLUMNS, SCHEMA, TIME_COLUMNS, FlowBatch, address_text
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def format_time_ms(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds: 2026-11-22T06:00:00.000Z."""
-    dt = datetime.fromtimestamp(ms // 1000, UTC)
+    """RFC 3339 UTC with milliseconds: 2026-11-22T06:00:00.000Z (years 0001-9999; parsers reject others)."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
 
 
@@ -58,6 +60,9 @@ def _map(arr: pa.MapArray) -> pa.Array:
         # A null map owns no entries; give it an empty list so it prints as {}.
         offsets = pc.fill_null(offsets, 0)
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, pairs), ",")
+    if arr.null_count:
+        # A null map prints as {} even if its offsets span entries (Arrow allows that).
+        joined = pc.if_else(arr.is_null(), "", joined)
     if joined.null_count:
         joined = joined.fill_null("")
     return pc.binary_join_element_wise("{", joined, "}", "")

@@ -165,8 +165,9 @@ def address_text(arr: pa.Array) -> pa.Array:
     if len(arr) == 0 or arr.null_count == len(arr):
         return pa.nulls(len(arr), pa.string())
     denc = pc.dictionary_encode(arr)
+    # ipaddress, not inet_ntop, for IPv6: glibc writes ::2:3 as ::0.2.0.3, RFC 5952 wants ::2:3.
     texts = [
-        inet_ntop(AF_INET, raw[12:]) if raw[:12] == _V4_PREFIX else inet_ntop(AF_INET6, raw)
+        inet_ntop(AF_INET, raw[12:]) if raw[:12] == _V4_PREFIX else str(ipaddress.IPv6Address(raw))
         for raw in denc.dictionary.to_pylist()
     ]
     return pc.take(pa.array(texts, pa.string()), denc.indices)

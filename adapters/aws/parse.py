@@ -31,9 +31,12 @@ _HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, 
 # A header is a line whose first token is a known field name. Searching for "\n<name>" is ~10x faster than a
 # multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
 # on its own. The `(?=[a-z])` lookahead rejects the usual record line (starting with a digit) before the alternation.
-_HEADER_IN_BLOCK = re.compile(rb"\n(?=[a-z])(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
+_HEADER_IN_BLOCK = re.compile(rb"\n[ \t]*(?=[a-z])(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
 _HEADER_AT_START = re.compile(rb"[ \t]*(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
-_DIGITS = r"^[0-9]{1,18}$"
+_DIGITS = r"^[0-9]{1,19}$"
+_ROW_END = re.compile(rb"\r\n|\r|\n")
+_INT64_MAX = 2**63 - 1
+_MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write
 _MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseconds
 
 
@@ -118,6 +121,11 @@ def parse_text(
 
 def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> ParseResult:
     first_line = state.line + 1
+    consumed = len(block)
+    if not block.isascii():
+        # Flow logs are ASCII. Anything else is made valid UTF-8 (U+FFFD for undecodable bytes) before Arrow sees it,
+        # so every string column is valid and a garbage line is an error like any other, never an exception.
+        block = block.decode("utf-8", "replace").encode("utf-8")
     batches: list[FlowBatch] = []
     errors: list[ParseError] = []
     fast = _parse_without_headers(block, state, first_line, unit, source)
@@ -131,7 +139,7 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> Pars
             batches.append(batch)
         errors.extend(errs)
     nlines = block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
-    state.offset += len(block)
+    state.offset += consumed
     state.line += nlines
     if not batches:
         batch = assemble(0, {})
@@ -281,17 +289,39 @@ def _parse_segment(
         if rbad is not None:
             for i in np.flatnonzero(rbad.mask):
                 errors.append(ParseError(unit, rescued_lines[i], rbad.reason_of(i, rcols), " ".join(rescued[i])[:200]))
-        if rbatch.num_rows:
-            batch = pa.concat_batches([batch, rbatch]) if batch.num_rows else rbatch
+        if rbatch.num_rows and not batch.num_rows:
+            batch = rbatch
+        elif rbatch.num_rows:
+            # Put rescued rows back in input order, so the output never depends on where a block was cut.
+            main_lines = np.array(_valid_row_lines(lines, invalid))
+            if bad is not None:
+                main_lines = main_lines[~bad.mask]
+            extra_lines = np.array(rescued_lines)
+            if rbad is not None:
+                extra_lines = extra_lines[~rbad.mask]
+            order = np.argsort(np.concatenate([main_lines, extra_lines]), kind="stable")
+            batch = pa.concat_batches([batch, rbatch]).take(pa.array(order))
     errors.sort(key=lambda e: e.line or 0)
     return batch, errors
 
 
 def _line_map(seg: _Segment) -> list[int]:
-    """Line number of each CSV row (1-based row k -> element k-1): pyarrow numbers rows skipping blank lines.
+    """Line number of each CSV row (1-based row k -> element k-1). Error path only.
 
-    Error path only: it splits the segment in Python."""
-    return [seg.first_line + i for i, text in enumerate(seg.data.split(b"\n")) if text.strip(b"\r")]
+    pyarrow ends a row at CRLF, LF or a lone CR, and skips empty rows; lines (what an operator counts, and what
+    positions count) end at LF only."""
+    out = []
+    line = seg.first_line
+    start = 0
+    for m in _ROW_END.finditer(seg.data):
+        if m.start() > start:
+            out.append(line)
+        if m.group() != b"\r":
+            line += 1
+        start = m.end()
+    if start < len(seg.data):
+        out.append(line)
+    return out
 
 
 def _valid_row_lines(lines: list[int], invalid: list[Any]) -> list[int]:
@@ -320,20 +350,28 @@ class BadRows:
 
 
 def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
-    """An integer column from text or any integer type; non-integers and out-of-range values mark the row bad.
-
-    Checks run as Arrow kernels, and the common case (every value fine) costs one regex or one min/max pass."""
+    """An integer column from text or any integer type; the row is bad unless the value is a non-negative integer
+    that fits int64 and its column. The same rule on the typed fast path and the text path, so a line's outcome
+    never depends on its neighbours. Checks run as Arrow kernels: the common case costs one regex or min/max pass."""
     limit = F.INT_FIELDS.get(name)
+    limit = _INT64_MAX if limit is None else limit
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        # At most 18 digits: every such value fits int64 (19 digits may not; no flow counter gets there).
         wrong = pc.invert(pc.match_substring_regex(arr, _DIGITS)).fill_null(False)
         if pc.any(wrong).as_py():
-            bad[name] = wrong.to_numpy(zero_copy_only=False)
             arr = pc.if_else(wrong, pa.scalar(None, arr.type), arr)
-        arr = arr.cast(pa.int64())
+        wrong_np = wrong.to_numpy(zero_copy_only=False)
+        try:
+            arr = arr.cast(pa.int64())
+        except pa.ArrowInvalid:  # a 19-digit value beyond int64: find it in Python (rare)
+            vals = arr.to_pylist()
+            over = np.array([v is not None and int(v) > _INT64_MAX for v in vals])
+            wrong_np = wrong_np | over
+            arr = pc.if_else(pa.array(over), pa.scalar(None, arr.type), arr).cast(pa.int64())
+        if wrong_np.any():
+            bad[name] = wrong_np
     elif not pa.types.is_int64(arr.type):
         arr = arr.cast(pa.int64())
-    if limit is not None and len(arr):
+    if len(arr):
         bounds = pc.min_max(arr)
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
         if lo is not None and (lo < 0 or hi > limit):
@@ -406,7 +444,17 @@ def normalize(
             out[F.ENUM_COLUMNS[base]] = _enum(_text(arr))
         elif base in F.TIME_FIELDS:
             v = ints[base]
-            ms = pc.if_else(pc.greater(v, _MS_THRESHOLD), v, pc.multiply(v, 1000))
+            is_ms = pc.greater(v, _MS_THRESHOLD)
+            # Multiply only the values that are seconds (<= 2^31): a huge millisecond value must not overflow.
+            ms = pc.if_else(is_ms, v, pc.multiply(pc.if_else(is_ms, 0, v), 1000))
+            if pc.any(pc.greater(ms, _MAX_TIME_MS)).as_py():  # beyond year 9999: not a time
+                late = pc.greater(ms, _MAX_TIME_MS).fill_null(False)
+                bad[base] = (
+                    bad[base] | late.to_numpy(zero_copy_only=False)
+                    if base in bad
+                    else late.to_numpy(zero_copy_only=False)
+                )
+                ms = pc.if_else(late, pa.scalar(None, pa.int64()), ms)
             out[F.TIME_FIELDS[base]] = ms.cast(TIME)
         else:
             extra_names.append(name)
@@ -457,8 +505,8 @@ def parse_parquet(
     skip = done
     for i in range(pf.num_row_groups):
         rows = pf.metadata.row_group(i).num_rows
-        if skip >= rows:
-            skip -= rows
+        if not groups and skip >= rows:
+            skip -= rows  # whole row groups before the resume point are not read at all
             continue
         groups.append(i)
     consumed = done - skip
