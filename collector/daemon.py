@@ -133,8 +133,16 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
     return metrics
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def summary_table(metrics: Metrics, elapsed: float) -> str:
-    rows = [("source", "units", "failed", "records", "status", "errors", "MB read")]
+    rows = [("source", "units", "failed", "records", "status", "errors", "read")]
     for name, c in sorted(metrics.sources.items()):
         rows.append(
             (
@@ -144,7 +152,7 @@ def summary_table(metrics: Metrics, elapsed: float) -> str:
                 str(c.records),
                 str(c.status_rows),
                 str(c.errors),
-                f"{c.bytes_read / 1e6:.1f}",
+                _human_bytes(c.bytes_read),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -129,7 +129,7 @@ def test_run_once_twice_delivers_once(tmp_path: Path) -> None:
     first = flowcollector("run", "-c", str(cfg), "--once", cwd=tmp_path.parent)
     assert first.returncode == 0, first.stderr
     table = first.stderr.split("source ", 1)[1].splitlines()
-    assert table[2].split() == ["s", "1", "0", "3", "1", "1", "0.0"]
+    assert table[2].split() == ["s", "1", "0", "3", "1", "1", str(len(V2)), "B"]
     again = flowcollector("run", "-c", str(cfg), "--once")
     assert again.returncode == 0
     assert again.stderr.split("source ", 1)[1].splitlines()[2].split()[1:4] == ["0", "0", "0"]
