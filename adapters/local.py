@@ -30,7 +30,7 @@ from adapters.aws.parse import ParseResult, parse_parquet, parse_text
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
-from collector.pipeline import Delivery, Pipeline
+from collector.pipeline import Delivery, Pipeline, PipelineFailed
 from collector.schema import ParseError, empty_batch
 
 log = logging.getLogger("flowcollector.source.local")
@@ -38,6 +38,7 @@ log = logging.getLogger("flowcollector.source.local")
 READ_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
+FORGET_AFTER = 86400.0  # seconds a finished file must have been gone before its checkpoint is dropped
 MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
 
 
@@ -146,6 +147,8 @@ class LocalSource:
         self.executor = executor
         self.root = Path(config.path)
         self._emitted: dict[str, str] = {}
+        # unit -> (version, when to try again, backoff): a unit that failed is not retried on every poll.
+        self._retry: dict[str, tuple[str, float, float]] = {}
 
     def _scan(self) -> list[tuple[Path, str, float]]:
         """(path, version, mtime) of every candidate file, in path order (so runs are reproducible)."""
@@ -186,18 +189,37 @@ class LocalSource:
         # Units emitted to the end but not yet acked by every sink (a Parquet sink acks when its file closes) are
         # not read again by the next poll; once committed as done they are known from the store.
         self._emitted = {u: v for u, v in self._emitted.items() if done.get(u) != v}
+        present = set()
         for path, version, mtime in files:
             if stop.is_set():
                 return
             unit = self._unit_name(path)
+            present.add(unit)
             if done.get(unit) == version or self._emitted.get(unit) == version:
+                continue
+            retry = self._retry.get(unit)
+            if retry is not None and retry[0] == version and now < retry[1]:
                 continue
             if not once and now - mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
             await self._process(pipeline, path, unit, version, stop)
 
+        # The store's horizon: forget finished files that are gone, once they have been gone a while (a directory
+        # that is briefly unmounted must not make every file new again).
+        gone = [u for u in done if u not in present]
+        if gone and files:
+            await loop.run_in_executor(self.executor, self.store.forget_units, self.name, gone, now - FORGET_AFTER)
+
+    def _failed(self, unit: str, version: str) -> None:
+        self.counters.units_failed += 1
+        previous = self._retry.get(unit)
+        delay = min(previous[2] * 2, 3600.0) if previous and previous[0] == version else 60.0
+        self._retry[unit] = (version, time.time() + delay, delay)
+        log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, unit, delay)
+
     async def _process(self, pipeline: Pipeline, path: Path, unit: str, version: str, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        pipeline.begin_unit(self.name, unit)
         ckpt = await loop.run_in_executor(self.executor, self.store.get, self.name, unit)
         resume = None
         records = 0
@@ -240,15 +262,18 @@ class LocalSource:
                 )
                 if result.final:
                     self._emitted[unit] = version
+                    self._retry.pop(unit, None)
                     break
                 if stop.is_set():
                     return  # the checkpoint of what was emitted still lands; the rest next run
-        except OSError as exc:
-            self.counters.units_failed += 1
+        except PipelineFailed:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            self._failed(unit, version)
             log.error("source=%s unit=%s cannot be read: %s", self.name, path, exc)
             return
         except Exception:  # a parser bug must not take the daemon down: report it with where it happened
-            self.counters.units_failed += 1
+            self._failed(unit, version)
             log.exception("source=%s unit=%s failed unexpectedly", self.name, path)
             return
         finally:

@@ -144,6 +144,15 @@ class CheckpointStore:
                 rows,
             )
 
+    def forget_units(self, source: str, units: Iterable[str], before: float) -> int:
+        """Drop finished units of a source among `units` last updated before `before` (epoch seconds)."""
+        with self._transaction():
+            cur = self._db.executemany(
+                "DELETE FROM units WHERE source=? AND unit=? AND done=1 AND updated<?",
+                [(source, u, before) for u in units],
+            )
+        return cur.rowcount
+
     def forget_before(self, source: str, before: float) -> int:
         """Drop finished units last updated before `before` (epoch seconds): the store's horizon."""
         with self._lock:

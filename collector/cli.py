@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 
 from collector import __version__
 
@@ -133,9 +134,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _setup_logging(args.log_level or config.log_level)  # type: ignore[attr-defined]
     started = time.monotonic()
-    metrics = asyncio.run(run(config, once=args.once))
+    try:
+        metrics = asyncio.run(run(config, once=args.once))
+    except OSError as exc:  # the state directory or a sink's directory cannot be used
+        print(f"flowcollector: cannot start: {exc}", file=sys.stderr)
+        return 1
     if args.once:
         print(summary_table(metrics, time.monotonic() - started), file=sys.stderr)
+    if metrics.failed:
+        print(f"flowcollector: stopped early: {metrics.failed}", file=sys.stderr)
+        return 1
     failed = sum(c.units_failed for c in metrics.sources.values())
     return 1 if failed else 0
 
@@ -185,6 +193,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
         except OSError as exc:
             unreadable += 1
             print(f"{name}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        except pa.ArrowException as exc:  # a container too damaged to read at all (a Parquet file without footer)
+            unreadable += 1
+            print(f"{name}: cannot read: {exc}", file=sys.stderr)
     out.flush()
     msg = f"flowcollector parse: {files} files, {records} records, {errors} errors"
     if unreadable:

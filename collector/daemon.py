@@ -19,10 +19,14 @@ from adapters import create_source
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, PipelineFailed
 from collector.sinks import create_sink
 
 log = logging.getLogger("flowcollector")
+
+# How long a stop waits for the sinks to drain; past it, what they lack is left to the next run (never lost:
+# it was not checkpointed). systemd's TimeoutStopSec in systemd/flowcollector.service is longer.
+DRAIN_TIMEOUT = 60.0
 
 
 def sd_notify(message: str) -> None:
@@ -46,6 +50,8 @@ async def _supervise(source: Any, pipeline: Pipeline, once: bool, stop: asyncio.
         try:
             await source.run(pipeline, once, stop)
             return
+        except PipelineFailed:
+            return  # a sink failed for good: the daemon is stopping
         except Exception:
             log.exception("source=%s crashed", source.name)
             if once:
@@ -103,6 +109,7 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    pipeline.on_failure = lambda exc: stop.set()
     try:
         await pipeline.start()
         sources = [create_source(c, store, metrics, executor) for c in config.sources]
@@ -122,9 +129,11 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
             for source in sources:
                 tg.create_task(_supervise(source, pipeline, once, stop), name=f"source:{source.name}")
         stop.set()
-        await pipeline.close()
+        await pipeline.close(timeout=DRAIN_TIMEOUT)
         for h in helpers:
             await h
+        if pipeline.failed is not None:
+            metrics.failed = f"{type(pipeline.failed).__name__}: {pipeline.failed}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -34,6 +34,7 @@ class Metrics:
     started: float = field(default_factory=time.time)
     sources: dict[str, SourceCounters] = field(default_factory=lambda: defaultdict(SourceCounters))
     sinks: dict[str, SinkCounters] = field(default_factory=lambda: defaultdict(SinkCounters))
+    failed: str | None = None  # why the pipeline stopped early, if it did
 
     def total_records(self) -> int:
         return sum(c.records for c in self.sources.values())

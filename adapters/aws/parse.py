@@ -27,6 +27,7 @@ from adapters.aws import fields as F
 from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble, constant, parse_addresses
 
 BLOCK_SIZE = 4 << 20
+MAX_LINE = 1 << 20  # AWS records are well under 4 KiB; a longer "line" is damage, not data
 _HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, key=len, reverse=True))
 # A header is a line whose first token is a known field name. Searching for "\n<name>" is ~10x faster than a
 # multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
@@ -97,6 +98,7 @@ def parse_text(
             state.fields = tuple(resume["fields"])
     pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
     size = 0
+    discarding = False  # inside a line longer than MAX_LINE: drop bytes until it ends
     for chunk in chunks:
         if skip:
             if len(chunk) <= skip:
@@ -104,12 +106,34 @@ def parse_text(
                 continue
             chunk = chunk[skip:]
             skip = 0
+        if discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                state.offset += len(chunk)
+                continue
+            state.offset += end + 1
+            chunk = chunk[end + 1 :]
+            discarding = False
+            yield ParseResult(assemble(0, {}), [], state.as_position(), 0)
         pending.append(chunk)
         size += len(chunk)
-        if size < block_size or chunk.rfind(b"\n") < 0:
-            continue  # a block ends at a line end: a line longer than a block just makes the block longer
+        if size < block_size or chunk.rfind(b"\n") < 0 and size < block_size + MAX_LINE:
+            continue  # a block ends at a line end: a long line makes the block longer, up to MAX_LINE
         data = b"".join(pending)
         cut = data.rfind(b"\n") + 1
+        if cut == 0 and size >= block_size + MAX_LINE:
+            # No line end in sight: this is not flow log text (or its line ends are lost). Report the line once and
+            # skip to its end, rather than buffer the whole object.
+            state.line += 1
+            state.offset += size
+            err = ParseError(
+                unit, state.line, f"line longer than {MAX_LINE} bytes: skipped", data[:200].decode("utf-8", "replace")
+            )
+            pending, size, discarding = [], 0, True
+            yield ParseResult(assemble(0, {}), [err], state.as_position(), 1)
+            continue
+        if cut == 0:
+            continue
         tail = data[cut:]
         pending = [tail] if tail else []
         size = len(tail)
@@ -497,10 +521,14 @@ def parse_parquet(
     """
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(file)
+    try:
+        pf = pq.ParquetFile(file)
+        names = [n.replace("_", "-") for n in pf.schema_arrow.names]
+    except (pa.ArrowException, OSError) as exc:
+        yield ParseResult(assemble(0, {}), [ParseError(unit, None, f"unreadable Parquet: {exc}")], {}, 0, final=True)
+        return
     addresses: dict[str, bytes | None] = {}
     done = int(resume.get("rows", 0)) if resume else 0
-    names = [n.replace("_", "-") for n in pf.schema_arrow.names]
     groups = []
     skip = done
     for i in range(pf.num_row_groups):
@@ -510,24 +538,36 @@ def parse_parquet(
             continue
         groups.append(i)
     consumed = done - skip
-    if groups:
-        for rb in pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False):
-            first_row = consumed
-            if skip:
-                take = min(skip, rb.num_rows)
-                rb = rb.slice(take)
-                skip -= take
-                consumed += take
-                first_row = consumed
-                if rb.num_rows == 0:
-                    continue
-            cols = {name: rb.column(i) for i, name in enumerate(names)}
+    problem: list[ParseError] = []
+    batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False) if groups else iter(())
+    while True:
+        try:
+            rb = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:  # a damaged row group: report it, keep what came before
+            problem.append(ParseError(unit, consumed + 1, f"unreadable Parquet data from row {consumed + 1}: {exc}"))
+            break
+        if rb is None:
+            break
+        if skip:
+            take = min(skip, rb.num_rows)
+            rb = rb.slice(take)
+            skip -= take
+            consumed += take
+            if rb.num_rows == 0:
+                continue
+        first_row = consumed
+        cols = {name: rb.column(i) for i, name in enumerate(names)}
+        consumed += rb.num_rows
+        try:
             batch, bad = normalize(cols, rb.num_rows, source, addresses)
-            errors = []
-            if bad is not None:
-                for i in np.flatnonzero(bad.mask):
-                    errors.append(ParseError(unit, first_row + int(i) + 1, "row " + bad.reason_of(i, cols)))
-            consumed += rb.num_rows
-            yield ParseResult(batch, errors, {"rows": consumed}, rb.num_rows)
+        except (pa.ArrowException, ValueError, TypeError) as exc:  # a column of a type AWS never writes
+            err = ParseError(unit, first_row + 1, f"rows {first_row + 1}-{consumed}: unsupported column data: {exc}")
+            yield ParseResult(assemble(0, {}), [err], {"rows": consumed}, rb.num_rows)
+            continue
+        errors = []
+        if bad is not None:
+            for i in np.flatnonzero(bad.mask):
+                errors.append(ParseError(unit, first_row + int(i) + 1, "row " + bad.reason_of(i, cols)))
+        yield ParseResult(batch, errors, {"rows": consumed}, rb.num_rows)
     # An explicit empty, final result tells the adapter the unit is complete (also for a file of no rows).
-    yield ParseResult(assemble(0, {}), [], {"rows": consumed}, 0, final=True)
+    yield ParseResult(assemble(0, {}), problem, {"rows": consumed}, 0, final=True)

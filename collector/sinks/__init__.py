@@ -17,6 +17,11 @@ from typing import Any, Protocol
 from collector.schema import FlowBatch
 
 
+class SinkFatal(Exception):
+    """A failure retrying cannot cure (the reader of a pipe went away, data the sink can no longer vouch for):
+    the pipeline stops, and what this sink had not acked is delivered again on the next run."""
+
+
 class Sink(Protocol):
     name: str
 

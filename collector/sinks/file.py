@@ -19,7 +19,7 @@ import secrets
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import isal.igzip
 import pyarrow as pa
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from collector.jsonl import dumps_batch
 from collector.schema import SCHEMA, FlowBatch
-from collector.sinks import register
+from collector.sinks import SinkFatal, register
 
 log = logging.getLogger("flowcollector.sink.file")
 
@@ -43,22 +43,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _complete_gzip_prefix(data: bytes) -> int:
-    """Length of the longest prefix of `data` made of complete gzip members."""
-    good = 0
-    rest = data
-    while rest:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            d.decompress(rest)
-        except zlib.error:
-            break
-        if not d.eof:
-            break
-        used = len(rest) - len(d.unused_data)
-        good += used
-        rest = d.unused_data
+def _complete_gzip_prefix(fh: BinaryIO) -> int:
+    """Length of the longest prefix of a file made of complete gzip members, read in bounded chunks."""
+    good = pos = 0
+    d = zlib.decompressobj(wbits=31)
+    while chunk := fh.read(1 << 20):
+        data = chunk
+        while data:
+            try:
+                d.decompress(data)
+            except zlib.error:
+                return good
+            if not d.eof:
+                pos += len(data)
+                break
+            pos += len(data) - len(d.unused_data)
+            good = pos
+            data = d.unused_data
+            d = zlib.decompressobj(wbits=31)
     return good
+
+
+def _last_line_end(fh: BinaryIO, size: int) -> int:
+    """Offset just past the last newline of a file, reading backwards in bounded chunks."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        fh.seek(start)
+        chunk = fh.read(end - start)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+def _write_all(fh: Any, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = fh.write(view)
+        view = view[n:]
 
 
 @register("file")
@@ -80,7 +104,7 @@ class FileSink:
         self._pending_size = 0
         self._rows: list[FlowBatch] = []
         self._row_count = 0
-        self.files_published: list[Path] = []
+        self._dirty = False  # JSON Lines written since the last fsync
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -96,16 +120,16 @@ class FileSink:
                 )
                 part.unlink()
                 continue
-            data = part.read_bytes()
-            keep = _complete_gzip_prefix(data) if final.name.endswith(".gz") else data.rfind(b"\n") + 1
+            size = part.stat().st_size
+            with open(part, "r+b") as fh:
+                keep = _complete_gzip_prefix(fh) if final.name.endswith(".gz") else _last_line_end(fh, size)
+                if 0 < keep < size:
+                    log.warning("sink=%s cutting %d bytes of a partial record from %s", self.name, size - keep, part)
+                    fh.truncate(keep)
+                    os.fsync(fh.fileno())
             if keep == 0:
                 part.unlink()
                 continue
-            if keep < len(data):
-                log.warning("sink=%s cutting %d bytes of a partial record from %s", self.name, len(data) - keep, part)
-                with open(part, "r+b") as fh:
-                    fh.truncate(keep)
-                    os.fsync(fh.fileno())
             os.replace(part, final)
             log.info("sink=%s published recovered file %s", self.name, final)
         _fsync_dir(self.dir)
@@ -148,25 +172,35 @@ class FileSink:
             return
         self._drain()
         if self._fh is not None:
-            self._fh.flush()
-            if self.config.fsync:
+            if self._dirty and self.config.fsync:
                 os.fsync(self._fh.fileno())
+            self._dirty = False
             if force or self._rotation_due():
                 self._publish()
         self._acked = self._written
 
     def _drain(self) -> None:
-        """Write buffered JSON Lines to the part file (not yet fsynced, so not yet acked)."""
+        """Write buffered JSON Lines to the part file (not yet fsynced, so not yet acked).
+
+        A failed write (disk full) is undone by truncating back and keeps the buffer, so a retry writes it again
+        whole: never half a line, never an ack for data that is not there."""
         if not self._pending:
             return
         self._ensure_open()
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
+        data: bytes | memoryview = b"".join(self._pending)
         if self.compression == "gzip":
             data = isal.igzip.compress(data, 1)  # one member per drain: a crash cuts at a member boundary
-        self._fh.write(data)
+        pos = self._fh.tell()
+        try:
+            _write_all(self._fh, data)
+        except OSError:
+            self._fh.truncate(pos)
+            self._fh.seek(pos)
+            raise
+        self._pending.clear()
+        self._pending_size = 0
         self._bytes += len(data)
+        self._dirty = True
 
     # -- files ------------------------------------------------------------------------------------------------
     def _rotation_due(self) -> bool:
@@ -189,32 +223,44 @@ class FileSink:
             codec = None if self.compression == "none" else self.compression
             self._fh = pq.ParquetWriter(self._part, SCHEMA, compression=codec)
         else:
-            self._fh = open(self._part, "wb")  # noqa: SIM115 (kept open across flushes until rotation)
+            # Unbuffered: a write reaches the OS or fails, so a failed write can be undone exactly.
+            self._fh = open(self._part, "wb", buffering=0)  # noqa: SIM115 (kept open until rotation)
+        if self.config.fsync:
+            _fsync_dir(self.dir)  # the part file's name must survive a power loss along with its data
 
     def _write_row_group(self) -> None:
         if not self._rows:
             return
         self._ensure_open()
         table = pa.Table.from_batches(self._rows, SCHEMA)
+        try:
+            self._fh.write_table(table, row_group_size=_ROW_GROUP_ROWS)
+        except Exception as exc:
+            # A Parquet writer that failed mid-row-group cannot be trusted to finish the file; nothing in it was
+            # acked, so stop and let the next run deliver it all again.
+            raise SinkFatal(f"sink={self.name}: writing {self._part} failed: {exc}") from exc
         self._rows.clear()
         self._row_count = 0
-        self._fh.write_table(table, row_group_size=_ROW_GROUP_ROWS)
         self._bytes = os.stat(self._part).st_size  # row groups go to disk as written; the footer adds little
 
     def _publish(self) -> None:
+        """Close, fsync and rename the part file. Safe to call again after a failure at any step."""
         assert self._part is not None and self._final is not None
-        if self.format == "parquet":
-            self._fh.close()
-            with open(self._part, "rb") as fh:
-                if self.config.fsync:
-                    os.fsync(fh.fileno())
-        else:
-            self._fh.close()
-        os.replace(self._part, self._final)
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except Exception as exc:
+                if self.format == "parquet":
+                    raise SinkFatal(f"sink={self.name}: closing {self._part} failed: {exc}") from exc
+                raise  # JSON Lines were fsynced before: the file is complete
+            if self.config.fsync and self.format == "parquet":
+                with open(self._part, "rb") as f:
+                    os.fsync(f.fileno())
+        if self._part.exists():
+            os.replace(self._part, self._final)
         if self.config.fsync:
             _fsync_dir(self.dir)
         log.info("sink=%s published %s", self.name, self._final)
-        self.files_published.append(self._final)
-        self._fh = None
         self._part = self._final = None
         self._data_since = None

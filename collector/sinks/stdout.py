@@ -8,7 +8,7 @@ from typing import Any
 
 from collector.jsonl import dumps_batch
 from collector.schema import FlowBatch
-from collector.sinks import register
+from collector.sinks import SinkFatal, register
 
 
 @register("stdout")
@@ -23,13 +23,20 @@ class StdoutSink:
     async def write(self, batch: FlowBatch) -> None:
         if batch.num_rows:
             data = await asyncio.to_thread(dumps_batch, batch)
-            await asyncio.to_thread(sys.stdout.buffer.write, data)
+            await asyncio.to_thread(self._out, sys.stdout.buffer.write, data)
         self._written += 1
 
     async def flush(self, force: bool = False) -> int:
         # A pipe's reader has the data once it is flushed out of our buffer: that is all stdout can promise.
-        await asyncio.to_thread(sys.stdout.buffer.flush)
+        await asyncio.to_thread(self._out, sys.stdout.buffer.flush)
         return self._written
+
+    @staticmethod
+    def _out(op: Any, *args: Any) -> None:
+        try:
+            op(*args)
+        except (BrokenPipeError, ValueError) as exc:  # the reader left, or stdout is closed: retrying cannot help
+            raise SinkFatal(f"stdout: {exc}") from exc
 
     async def close(self) -> int:
         return await self.flush(True)
