@@ -176,3 +176,47 @@ def test_daemon_picks_up_new_files_and_drains_on_sigterm(tmp_path: Path) -> None
     assert "SIGTERM received" in err and "progress records=" in err
     (pf,) = (tmp_path / "out").glob("*.parquet")
     assert pq.read_table(pf).column("dst_port").to_pylist() == [22, None, 22]
+
+
+def test_stdout_reader_going_away_stops_the_run(tmp_path: Path) -> None:
+    """`flowcollector run --once | head -c 100` must end: a closed pipe is fatal for the stdout sink, not retried."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.log").write_text(V2 * 2000)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "state_dir: state\nsources:\n  - {name: s, type: local, path: in}\nsinks:\n  - {name: o, type: stdout}\n"
+    )
+    res = subprocess.run(
+        f"{sys.executable} -m collector.cli run -c {cfg} --once | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.stdout.strip() == "1", res.stderr
+    assert "stopped early" in res.stderr and "stdout" in res.stderr
+
+
+def test_unusable_sink_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "state_dir: state\nsources:\n  - {name: s, type: local, path: .}\n"
+        "sinks:\n  - {name: f, type: file, path: blocker/out}\n"
+    )
+    res = flowcollector("run", "-c", str(cfg), "--once")
+    assert res.returncode == 1
+    assert res.stderr.startswith("flowcollector: cannot start:") and "Traceback" not in res.stderr
+
+
+def test_parse_reports_damaged_files_and_goes_on(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    good = tmp_path / "good.log"
+    good.write_text(V2)
+    res = flowcollector("parse", str(bad), str(good))
+    assert res.returncode == 0
+    assert len(res.stdout.splitlines()) == 3
+    assert f"{bad}: unreadable Parquet" in res.stderr

@@ -126,3 +126,61 @@ async def test_replay_skips_what_a_sink_already_holds(tmp_path: Path) -> None:
     cp = store.get("s", "u")
     assert (cp.position, cp.done, cp.records) == ({"offset": 2}, True, 3)
     assert store.sink_progress("s", "u") == {}  # done for every sink: per-sink rows are dropped
+
+
+async def test_a_failed_checkpoint_commit_is_retried_with_the_same_tickets(tmp_path: Path, monkeypatch) -> None:
+    """The store failing once (disk full, a lock) must not let the checkpoint skip tickets a sink never acked."""
+    store = CheckpointStore(tmp_path)
+    real_commit = store.commit
+    calls = []
+
+    def flaky(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise OSError("disk full")
+        real_commit(calls[-1])
+
+    monkeypatch.setattr(store, "commit", flaky)
+    monkeypatch.setattr("collector.pipeline.random.random", lambda: 0.0)  # shortest backoff
+    sink = ManualSink("a")
+    sink.ackable = 1
+    pipe = Pipeline([sink], store, Metrics(), flush_intervals={"a": 0.01})
+    await pipe.start()
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    for k in range(3):
+        await pipe.emit(Delivery("s", "u", "v", batch, {"offset": k}, False, k + 1, k))
+    await _wait_for(lambda: store.get("s", "u") is not None)
+    assert store.get("s", "u").position == {"offset": 0}  # only what the sink acked, after the retry
+    assert calls[0] == calls[1]
+    sink.ackable = 3
+    await pipe.close()
+    assert store.get("s", "u").position == {"offset": 2}
+
+
+async def test_a_fatal_sink_stops_the_pipeline_without_committing_past_it(tmp_path: Path) -> None:
+    from collector.pipeline import PipelineFailed
+    from collector.sinks import SinkFatal
+
+    store = CheckpointStore(tmp_path)
+    good, bad = ManualSink("good"), ManualSink("bad")
+    good.ackable = 10**9
+
+    async def broken(batch) -> None:
+        raise SinkFatal("reader went away")
+
+    bad.write = broken  # type: ignore[method-assign]
+    failures = []
+    pipe = Pipeline([good, bad], store, Metrics(), flush_intervals={"good": 0.01, "bad": 0.01})
+    pipe.on_failure = failures.append
+    await pipe.start()
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    await pipe.emit(Delivery("s", "u", "v", batch, {"offset": 0}, True, 1, 0))
+    await _wait_for(lambda: failures)
+    try:
+        for k in range(1, 20):
+            await pipe.emit(Delivery("s", "u", "v", batch, {"offset": k}, False, 1, k))
+        raise AssertionError("emit must fail once a sink has failed for good")
+    except PipelineFailed:
+        pass
+    await pipe.close(timeout=5)
+    assert store.get("s", "u") is None  # the failed sink never acked: nothing committed

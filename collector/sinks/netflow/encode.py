@@ -158,7 +158,7 @@ _SKIPPED_STATUS = ("nodata", "skipdata")
 _ACTION = {"accept": (64, 1), "reject": (129, 3)}  # -> (forwardingStatus, firewallEvent); see module docstring
 _DIRECTION = {"ingress": 0, "egress": 1}
 DIRECTION_UNKNOWN = 255
-_MAPPED = np.array([0, 0, 0xFFFF], dtype=">u4")  # the first 12 octets of ::ffff:a.b.c.d, as three words
+_MAPPED_WORD = np.frombuffer(b"\0\0\xff\xff", dtype=np.uint32)[0]  # octets 8..11 of ::ffff:a.b.c.d
 
 
 @dataclass(slots=True)
@@ -212,8 +212,8 @@ def _addresses(arr: pa.Array) -> np.ndarray:
 
 
 def _is_mapped(addr: np.ndarray) -> np.ndarray:
-    words = addr.view(">u4")[:, :3]
-    return (words == _MAPPED).all(axis=1)
+    words = addr.view(np.uint32)  # native order: compare with the prefix read the same way
+    return (addr.view(np.uint64)[:, 0] == 0) & (words[:, 2] == _MAPPED_WORD)
 
 
 def _codes(arr: pa.Array, table: Mapping[str, int], default: int) -> np.ndarray:
@@ -225,9 +225,7 @@ def _codes(arr: pa.Array, table: Mapping[str, int], default: int) -> np.ndarray:
     return lut[idx]
 
 
-def _interfaces(
-    batch: FlowBatch, kept: np.ndarray
-) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
+def _interfaces(batch: FlowBatch, kept: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
     """Per-row ifIndex (0 when null) and, for indexes used by kept rows, (name, description) from one row each."""
     arr = batch.column("interface")
     n = len(arr)
@@ -340,12 +338,14 @@ def _frame(
         if set_header:
             layout += [("set_id", ">u2"), ("set_len", ">u2")]
             body += 4
-        layout.append(("recs", records.dtype, (count,)))
+        # Records as raw octets: a structured copy would go field by field, this is one memcpy-like pass.
+        layout.append(("recs", np.uint8, (count * records.dtype.itemsize,)))
         pad = _pad(body, align)
         if pad:
             layout.append(("pad", f"V{pad}"))
         msgs = np.zeros(m, np.dtype(layout))
-        msgs["recs"] = records[first : first + m * count].reshape(m, count)
+        raw = np.ascontiguousarray(records[first : first + m * count]).view(np.uint8)
+        msgs["recs"] = raw.reshape(m, count * records.dtype.itemsize)
         if set_header:
             msgs["set_len"] = body + pad
         parts.append((msgs, count, first))
@@ -559,7 +559,9 @@ class NetflowV9Encoder:
 
     def _header(self, count: int, export_time: float) -> bytes:
         uptime = self.uptime_ms(export_time)
-        header = struct.pack("!HHIIII", V9_VERSION, count, uptime, int(export_time) % _U32, self.sequence, self.source_id)
+        header = struct.pack(
+            "!HHIIII", V9_VERSION, count, uptime, int(export_time) % _U32, self.sequence, self.source_id
+        )
         self.sequence = (self.sequence + 1) % _U32
         return header
 
