@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS sink_units (
     progress INTEGER NOT NULL,
     PRIMARY KEY (source, unit, sink)
 ) WITHOUT ROWID;
+-- A file sink's unpublished files and how many of their bytes hold recorded (acked) data: after a crash the sink
+-- cuts each file back to that size and publishes it (two-phase publish, collector/sinks/file.py).
+CREATE TABLE IF NOT EXISTS sink_journal (
+    sink TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (sink, name)
+) WITHOUT ROWID;
 """
 
 
@@ -132,10 +140,14 @@ class CheckpointStore:
             ).fetchall()
         return {sink: (version, progress) for sink, version, progress in rows}
 
-    def commit_sink(self, sink: str, items: Iterable[tuple[str, str, str, int]]) -> None:
-        """Record (source, unit, version, progress) a sink has durably taken, in one transaction."""
+    def commit_sink(
+        self, sink: str, items: Iterable[tuple[str, str, str, int]], journal: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        """Record (source, unit, version, progress) a sink has durably taken, and (file, size) of the unpublished
+        files that hold it, in one transaction."""
         rows = [(sink, *item) for item in items]
-        if not rows:
+        files = [(sink, name, size) for name, size in journal]
+        if not rows and not files:
             return
         with self._transaction():
             self._db.executemany(
@@ -143,6 +155,19 @@ class CheckpointStore:
                 " ON CONFLICT(source, unit, sink) DO UPDATE SET version=excluded.version, progress=excluded.progress",
                 rows,
             )
+            self._db.executemany(
+                "INSERT INTO sink_journal (sink, name, size) VALUES (?, ?, ?)"
+                " ON CONFLICT(sink, name) DO UPDATE SET size=excluded.size",
+                files,
+            )
+
+    def sink_journal(self, sink: str) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, size FROM sink_journal WHERE sink=?", (sink,)).fetchall())
+
+    def forget_journal(self, sink: str, names: Iterable[str]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM sink_journal WHERE sink=? AND name=?", [(sink, n) for n in names])
 
     def forget_units(self, source: str, units: Iterable[str], before: float) -> int:
         """Drop finished units of a source among `units` last updated before `before` (epoch seconds)."""

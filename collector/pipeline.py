@@ -142,19 +142,26 @@ class _SinkWorker:
             count += 1
             if write_no is not None:
                 held[(ticket.source, ticket.unit)] = ticket
-        if not count:
+        journal = self.sink.journal() if hasattr(self.sink, "journal") else []
+        sealed = self.sink.sealed() if hasattr(self.sink, "sealed") else []
+        if not count and not sealed:
             return
-        if held:
+        if held or journal:
             rows = [(t.source, t.unit, t.version, t.progress) for t in held.values()]
             await _with_backoff(
-                lambda: asyncio.to_thread(self.store.commit_sink, self.sink.name, rows),
+                lambda: asyncio.to_thread(self.store.commit_sink, self.sink.name, rows, journal),
                 f"sink={self.sink.name} recording progress",
                 self._failed,
             )
+        if sealed:
+            # Recorded: now the files may become visible (two-phase publish, see collector/sinks/file.py).
+            await _with_backoff(self.sink.publish_sealed, f"sink={self.sink.name} publish", self._failed)
+            await asyncio.to_thread(self.store.forget_journal, self.sink.name, sealed)
         for _ in range(count):
             self._pending.popleft()
-        self.acked += count
-        await on_ack()
+        if count:
+            self.acked += count
+            await on_ack()
 
 
 class Pipeline:
@@ -182,7 +189,12 @@ class Pipeline:
 
     async def start(self) -> None:
         for w in self.workers:
+            journal = {}
+            if hasattr(w.sink, "journal_in_store"):
+                journal = w.sink.journal_in_store = await asyncio.to_thread(self.store.sink_journal, w.sink.name)
             await w.sink.open()
+            if journal:  # open() has settled every file the journal named
+                await asyncio.to_thread(self.store.forget_journal, w.sink.name, list(journal))
         self._tasks = [asyncio.create_task(self._run_worker(w), name=f"sink:{w.sink.name}") for w in self.workers]
 
     async def _run_worker(self, worker: _SinkWorker) -> None:

@@ -1,8 +1,9 @@
-"""The file sink: what it acks is on disk and readable; what a crash leaves behind is repaired, never published
-half-written."""
+"""The file sink: what it acks is on disk and readable; files are published in two phases, so what a crash leaves
+behind is cut back to what was recorded, never published half-written or doubled."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,67 +44,99 @@ def _cfg(path: Path, **kw):
     return SimpleNamespace(**base)
 
 
-async def test_jsonl_acks_on_flush_and_publishes_on_close(tmp_path: Path) -> None:
+def _visible(path: Path, pattern: str = "flows-*") -> list[Path]:
+    return sorted(path.glob(pattern))
+
+
+async def test_jsonl_acks_on_flush_and_publishes_in_two_phases(tmp_path: Path) -> None:
     sink = FileSink(_cfg(tmp_path))
     await sink.open()
     await sink.write(_batch())
     await sink.write(_batch())
     assert await sink.flush() == 2
-    # Acked data is durable in the hidden part file, not yet visible to readers.
-    assert list(tmp_path.glob("*.jsonl")) == []
-    parts = list(tmp_path.glob(".*.part"))
-    assert len(parts) == 1 and parts[0].read_bytes().count(b"\n") == 4
+    # Acked data is durable in the hidden part file, and journaled with its size; not yet visible to readers.
+    (part,) = tmp_path.glob(".*.part")
+    assert part.read_bytes().count(b"\n") == 4
+    assert sink.journal() == [(part.name[1:].removesuffix(".part"), part.stat().st_size)]
     assert await sink.close() == 2
-    (published,) = tmp_path.glob("flows-*.jsonl")
+    assert _visible(tmp_path) == [] and len(sink.sealed()) == 1  # sealed: complete, waiting for the record
+    await sink.publish_sealed()
+    (published,) = _visible(tmp_path)
     rows = [orjson.loads(line) for line in published.read_bytes().splitlines()]
     assert [r["src_addr"] for r in rows] == ["172.31.16.139", "172.31.9.69"] * 2
     assert rows[1]["action"] == "reject" and rows[1]["time_start"] == "2014-12-14T04:06:50.000Z"
 
 
-async def test_jsonl_gzip_members_survive_a_torn_write(tmp_path: Path) -> None:
-    sink = FileSink(_cfg(tmp_path, compression="gzip"))
-    await sink.open()
-    await sink.write(_batch())
-    await sink.flush()
-    await sink.write(_batch())
-    await sink.flush()
-    (part,) = tmp_path.glob(".*.part")
-    data = part.read_bytes()
-    # Simulate a crash in the middle of writing a third member.
-    part.write_bytes(data + gzip.compress(LINES)[:15])
-    sink2 = FileSink(_cfg(tmp_path, compression="gzip"))
-    await sink2.open()
-    (published,) = tmp_path.glob("flows-*.jsonl.gz")
-    assert gzip.decompress(published.read_bytes()).count(b"\n") == 4
-    assert list(tmp_path.glob(".*.part")) == []
-
-
-async def test_recovery_cuts_a_partial_line(tmp_path: Path) -> None:
+async def test_recovery_cuts_back_to_the_recorded_size(tmp_path: Path) -> None:
+    """Crash after more was written than recorded: the part file is cut to the journaled size and published."""
     part = tmp_path / ".flows-20261122T060000Z-deadbeef.jsonl.part"
-    part.write_bytes(b'{"a":1}\n{"a":2}\n{"a":')
+    part.write_bytes(b'{"a":1}\n{"a":2}\n{"a":3}\n{"a":')
     sink = FileSink(_cfg(tmp_path))
+    sink.journal_in_store = {"flows-20261122T060000Z-deadbeef.jsonl": 16}
     await sink.open()
     assert (tmp_path / "flows-20261122T060000Z-deadbeef.jsonl").read_bytes() == b'{"a":1}\n{"a":2}\n'
     assert not part.exists()
 
 
-async def test_parquet_acks_only_when_file_is_closed(tmp_path: Path) -> None:
+async def test_gzip_part_is_cut_at_the_recorded_member(tmp_path: Path) -> None:
+    sink = FileSink(_cfg(tmp_path, compression="gzip"))
+    await sink.open()
+    await sink.write(_batch())
+    await sink.flush()
+    ((name, size),) = sink.journal()
+    await sink.write(_batch())
+    await sink.flush()  # a second member, written but (in this story) never recorded
+    (part,) = tmp_path.glob(".*.part")
+    part.write_bytes(part.read_bytes() + gzip.compress(LINES)[:15])  # and a torn third one
+    again = FileSink(_cfg(tmp_path, compression="gzip"))
+    again.journal_in_store = {name: size}
+    await again.open()
+    (published,) = _visible(tmp_path, "flows-*.jsonl.gz")
+    assert gzip.decompress(published.read_bytes()).count(b"\n") == 2
+    assert list(tmp_path.glob(".*.part")) == []
+
+
+async def test_unrecorded_part_files_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".flows-20261122T060000Z-deadbeef.parquet.part").write_bytes(b"PAR1 torn")
+    (tmp_path / ".flows-20261122T060000Z-cafecafe.jsonl.part").write_bytes(b'{"a":1}\n')
+    sink = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
+    await sink.open()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_parquet_acks_only_when_file_is_sealed(tmp_path: Path) -> None:
     sink = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
     await sink.open()
     await sink.write(_batch())
     assert await sink.flush() == 0  # not readable yet, so not acked
+    assert sink.journal() == []
     assert await sink.close() == 1
-    (published,) = tmp_path.glob("flows-*.parquet")
+    assert _visible(tmp_path) == [] and sink.sealed()
+    await sink.publish_sealed()
+    (published,) = _visible(tmp_path)
     table = pq.read_table(published)
     assert table.schema.equals(SCHEMA, check_metadata=False)
     assert table.column("dst_port").to_pylist() == [22, 3389]
 
 
-async def test_parquet_part_file_is_discarded_after_crash(tmp_path: Path) -> None:
-    (tmp_path / ".flows-20261122T060000Z-deadbeef.parquet.part").write_bytes(b"PAR1 torn")
-    sink = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
-    await sink.open()
-    assert list(tmp_path.iterdir()) == []
+async def test_sealed_parquet_recorded_before_a_crash_is_published_on_open(tmp_path: Path) -> None:
+    """Crash between recording the ack and the rename: the journal names the file, so open() finishes the
+    publish; a sealed file the journal does not name was never recorded, so it is removed (and delivered again)."""
+    first = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
+    await first.open()
+    await first.write(_batch())
+    await first.close()
+    ((recorded, size),) = first.journal()
+    second = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
+    second.journal_in_store = {recorded: size}
+    await second.open()
+    await second.write(_batch())
+    await second.close()
+    assert second.sealed() != [recorded]
+    third = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
+    await third.open()  # the journal was forgotten after the second open settled it
+    assert [p.name for p in tmp_path.iterdir()] == [recorded]
+    assert pq.read_table(tmp_path / recorded).num_rows == 2
 
 
 async def test_rotation_by_size(tmp_path: Path) -> None:
@@ -113,7 +146,8 @@ async def test_rotation_by_size(tmp_path: Path) -> None:
         await sink.write(_batch())
         await sink.flush()
     await sink.close()
-    files = sorted(tmp_path.glob("flows-*.jsonl"))
+    await sink.publish_sealed()
+    files = _visible(tmp_path)
     assert len(files) == 3
     assert all(f.read_bytes().count(b"\n") == 2 for f in files)
 
@@ -144,7 +178,8 @@ async def test_a_failed_write_is_undone_and_retried_whole(tmp_path: Path, monkey
     assert sink._acked == 0
     assert await sink.flush() == 1
     await sink.close()
-    (published,) = tmp_path.glob("flows-*.jsonl")
+    await sink.publish_sealed()
+    (published,) = _visible(tmp_path)
     assert [orjson.loads(line)["dst_port"] for line in published.read_bytes().splitlines()] == [22, 3389]
 
 
@@ -153,8 +188,6 @@ async def test_rotation_happens_while_idle(tmp_path: Path) -> None:
     await sink.open()
     await sink.write(_batch())
     await sink.flush()
-    import asyncio
-
     await asyncio.sleep(0.1)
     await sink.flush()  # the pipeline flushes idle sinks on their interval
-    assert len(list(tmp_path.glob("flows-*.jsonl"))) == 1
+    assert len(sink.sealed()) == 1

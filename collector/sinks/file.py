@@ -1,13 +1,15 @@
-"""`file` sink: JSON Lines (optionally gzip) or Parquet files, rotated by size and time.
+"""`file` sink: JSON Lines (optionally gzip) or Parquet files, rotated by size and time; exactly once across crashes.
 
-Readers never see a partial file: data goes to a hidden `.<name>.part` file, renamed into place (and the directory
-fsynced) when the file rotates. What is acked is durable:
-- JSON Lines: `flush` writes the buffered lines (a gzip member per flush) and fsyncs the part file. After a crash,
-  `open` finds the part file, cuts it back to its last complete line (or gzip member) and publishes it; anything
-  written after the last checkpoint is delivered again (duplicates bounded by the batches in flight).
-- Parquet: a file is readable only once its footer is written, so batches are acked when the file is closed
-  (on rotation, or `flush(force=True)` at shutdown). After a crash the unreadable part file is removed: its batches
-  were never acked, so they are delivered again, exactly once.
+Readers never see a partial file: data goes to a hidden `.<name>.part` file that is renamed into place when the
+file rotates. What is acked is durable, and what is durable is journaled:
+- JSON Lines: `flush` writes the buffered lines (whole gzip members) and fsyncs; the ack is recorded in the
+  checkpoint store together with the file's fsynced size (`journal()`).
+- Parquet: a file is readable only once its footer is written, so batches are acked when the file is closed.
+- Rotation is two-phase: the file is *sealed* (closed, fsynced, still hidden), the pipeline records the ack with the
+  file's name and size, and only then calls `publish_sealed()` to rename it.
+After a crash, `open()` settles every part file by the journal the pipeline hands it (`journal_in_store`): a named
+file is cut back to its recorded size and published; an unnamed one held nothing recorded and is removed. The
+batches beyond what was recorded are delivered again by the source, so every flow lands exactly once.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import logging
 import os
 import secrets
 import time
-import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import isal.igzip
 import pyarrow as pa
@@ -41,41 +42,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _complete_gzip_prefix(fh: BinaryIO) -> int:
-    """Length of the longest prefix of a file made of complete gzip members, read in bounded chunks."""
-    good = pos = 0
-    d = zlib.decompressobj(wbits=31)
-    while chunk := fh.read(1 << 20):
-        data = chunk
-        while data:
-            try:
-                d.decompress(data)
-            except zlib.error:
-                return good
-            if not d.eof:
-                pos += len(data)
-                break
-            pos += len(data) - len(d.unused_data)
-            good = pos
-            data = d.unused_data
-            d = zlib.decompressobj(wbits=31)
-    return good
-
-
-def _last_line_end(fh: BinaryIO, size: int) -> int:
-    """Offset just past the last newline of a file, reading backwards in bounded chunks."""
-    end = size
-    while end > 0:
-        start = max(0, end - (1 << 16))
-        fh.seek(start)
-        chunk = fh.read(end - start)
-        i = chunk.rfind(b"\n")
-        if i >= 0:
-            return start + i + 1
-        end = start
-    return 0
 
 
 def _write_all(fh: Any, data: bytes | memoryview) -> None:
@@ -105,33 +71,39 @@ class FileSink:
         self._rows: list[FlowBatch] = []
         self._row_count = 0
         self._dirty = False  # JSON Lines written since the last fsync
+        self._synced_size = 0  # bytes of the open JSON Lines file made durable by the last flush
+        self._sealed: list[tuple[Path, Path, int]] = []  # (part, final, size) closed, awaiting publish_sealed()
+        # Set by the pipeline before open(): file name -> acked size, as the checkpoint store recorded them.
+        self.journal_in_store: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def open(self) -> None:
         await asyncio.to_thread(self._recover)
 
     def _recover(self) -> None:
+        """Finish what a crash interrupted, using what the checkpoint store recorded of this sink's files.
+
+        A hidden part file the store names holds acked data up to the recorded size: cut it there (what follows was
+        not recorded, so it is delivered again) and publish it. A part file the store does not name holds nothing
+        recorded: remove it, its batches are delivered again. Either way nothing is lost and nothing doubled."""
         self.dir.mkdir(parents=True, exist_ok=True)
         for part in sorted(self.dir.glob(".*.part")):
             final = part.with_name(part.name[1:].removesuffix(".part"))
-            if final.suffix == ".parquet":
-                log.warning(
-                    "sink=%s removing unfinished Parquet file %s (its batches were never acked)", self.name, part
-                )
+            size = self.journal_in_store.get(final.name)
+            if size is None:
+                log.warning("sink=%s removing %s: nothing in it was recorded as delivered", self.name, part)
                 part.unlink()
                 continue
-            size = part.stat().st_size
-            with open(part, "r+b") as fh:
-                keep = _complete_gzip_prefix(fh) if final.name.endswith(".gz") else _last_line_end(fh, size)
-                if 0 < keep < size:
-                    log.warning("sink=%s cutting %d bytes of a partial record from %s", self.name, size - keep, part)
-                    fh.truncate(keep)
+            actual = part.stat().st_size
+            if actual > size:
+                log.warning("sink=%s cutting %d unrecorded bytes from %s", self.name, actual - size, part)
+                with open(part, "r+b") as fh:
+                    fh.truncate(size)
                     os.fsync(fh.fileno())
-            if keep == 0:
-                part.unlink()
-                continue
+            elif actual < size:
+                log.error("sink=%s %s is shorter than recorded (%d < %d bytes)", self.name, part, actual, size)
             os.replace(part, final)
-            log.info("sink=%s published recovered file %s", self.name, final)
+            log.info("sink=%s published %s (recovered)", self.name, final)
         _fsync_dir(self.dir)
 
     async def close(self) -> int:
@@ -160,23 +132,27 @@ class FileSink:
         return self._acked
 
     def _flush(self, force: bool) -> None:
+        # Files are published in two phases: a file due for rotation is *sealed* (complete, fsynced, still hidden),
+        # the pipeline records the sink's progress together with the file's name and size (journal()), and only
+        # then calls publish_sealed(). The open JSON Lines file is journaled at every ack with its fsynced size.
         if self.format == "parquet":
             # Row groups are written as they fill; a short flush interval must not make tiny row groups, so the
-            # remainder is written only when the file closes.
+            # remainder is written only when the file closes: a Parquet file is readable only once closed.
             if force or self._rotation_due():
                 self._write_row_group()
                 if self._fh is not None:
-                    self._publish()
+                    self._seal()
             if self._fh is None and not self._rows:
-                self._acked = self._written  # everything written is in closed files
+                self._acked = self._written  # everything written is in sealed or published files
             return
         self._drain()
         if self._fh is not None:
             if self._dirty and self.config.fsync:
                 os.fsync(self._fh.fileno())
             self._dirty = False
+            self._synced_size = self._fh.tell()
             if force or self._rotation_due():
-                self._publish()
+                self._seal()
         self._acked = self._written
 
     def _drain(self) -> None:
@@ -219,6 +195,7 @@ class FileSink:
         self._final = final
         self._part = final.with_name("." + final.name + ".part")
         self._bytes = 0
+        self._synced_size = 0
         if self.format == "parquet":
             codec = None if self.compression == "none" else self.compression
             self._fh = pq.ParquetWriter(self._part, SCHEMA, compression=codec)
@@ -243,24 +220,38 @@ class FileSink:
         self._row_count = 0
         self._bytes = os.stat(self._part).st_size  # row groups go to disk as written; the footer adds little
 
-    def _publish(self) -> None:
-        """Close, fsync and rename the part file. Safe to call again after a failure at any step."""
+    def journal(self) -> list[tuple[str, int]]:
+        """(file name, acked size) of every file not yet published: sealed files and the open JSON Lines file."""
+        out = [(final.name, size) for _, final, size in self._sealed]
+        if self._fh is not None and self.format == "jsonl" and self._final is not None:
+            out.append((self._final.name, self._synced_size))
+        return out
+
+    def sealed(self) -> list[str]:
+        return [final.name for _, final, _ in self._sealed]
+
+    async def publish_sealed(self) -> None:
+        await asyncio.to_thread(self._publish_sealed)
+
+    def _publish_sealed(self) -> None:
+        for part, final, _ in self._sealed:
+            if part.exists():
+                os.replace(part, final)
+            log.info("sink=%s published %s", self.name, final)
+        if self._sealed and self.config.fsync:
+            _fsync_dir(self.dir)
+        self._sealed.clear()
+
+    def _seal(self) -> None:
         assert self._part is not None and self._final is not None
-        if self._fh is not None:
-            fh, self._fh = self._fh, None
-            try:
-                fh.close()
-            except Exception as exc:
-                if self.format == "parquet":
-                    raise SinkFatal(f"sink={self.name}: closing {self._part} failed: {exc}") from exc
-                raise  # JSON Lines were fsynced before: the file is complete
-            if self.config.fsync and self.format == "parquet":
+        fh, self._fh = self._fh, None
+        try:
+            fh.close()
+            if self.config.fsync:
                 with open(self._part, "rb") as f:
                     os.fsync(f.fileno())
-        if self._part.exists():
-            os.replace(self._part, self._final)
-        if self.config.fsync:
-            _fsync_dir(self.dir)
-        log.info("sink=%s published %s", self.name, self._final)
+        except Exception as exc:
+            raise SinkFatal(f"sink={self.name}: closing {self._part} failed: {exc}") from exc
+        self._sealed.append((self._part, self._final, os.stat(self._part).st_size))
         self._part = self._final = None
         self._data_since = None
