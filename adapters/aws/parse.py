@@ -299,7 +299,7 @@ def _parse_segment(
             rescued_lines.append(line)
         else:
             errors.append(ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200]))
-    cols = {n: table.column(n).combine_chunks() for n in names}
+    cols = {n: _one_chunk(table.column(n)) for n in names}
     batch, bad = normalize(cols, table.num_rows, source, addresses)
     if bad is not None:
         line_numbers = _valid_row_lines(lines or _line_map(seg), invalid)
@@ -327,6 +327,11 @@ def _parse_segment(
             batch = pa.concat_batches([batch, rbatch]).take(pa.array(order))
     errors.sort(key=lambda e: e.line or 0)
     return batch, errors
+
+
+def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
+    # read_csv gives one chunk per column for a block; combine_chunks would copy it.
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _line_map(seg: _Segment) -> list[int]:
