@@ -686,3 +686,9 @@ class _Walker:
         for name in dict.fromkeys(missing):
             self.error(node, key, f"environment variable {name} is not set")
         return _INVALID if missing else result
+
+
+# Sinks whose options live beside their code register here; imported last because they build on the markers above.
+from collector.sinks.netflow.config import NetflowSinkConfig  # noqa: E402
+
+SINK_TYPES["netflow"] = NetflowSinkConfig

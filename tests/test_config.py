@@ -420,12 +420,12 @@ def test_unknown_type_and_missing_name_or_type():
     ) == [
         "cfg.yaml:3:11: sources[0].type: unknown source type 's3' (known: local)",
         "cfg.yaml:5:5: sources[1]: missing required key 'name'",
-        "cfg.yaml:8:11: sinks[0].type: unknown sink type 'kafak' (known: file, stdout)",
-        "cfg.yaml:9:5: sinks[1]: missing required key 'type' (one of: file, stdout)",
+        "cfg.yaml:8:11: sinks[0].type: unknown sink type 'kafak' (known: file, stdout, netflow)",
+        "cfg.yaml:9:5: sinks[1]: missing required key 'type' (one of: file, stdout, netflow)",
         "cfg.yaml:10:11: sinks[2].name: must not be empty",
     ]
     assert errors(MINIMAL.replace("type: stdout", "type: stdot")) == [
-        "cfg.yaml:6:11: sinks[0].type: unknown sink type 'stdot' (known: file, stdout; did you mean 'stdout'?)"
+        "cfg.yaml:6:11: sinks[0].type: unknown sink type 'stdot' (known: file, stdout, netflow; did you mean 'stdout'?)"
     ]
 
 

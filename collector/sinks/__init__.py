@@ -48,5 +48,6 @@ def register(type_name: str) -> Callable[[type], type]:
 def create_sink(config: Any) -> Sink:
     # Import the built-in sinks so they register; later sinks add themselves the same way.
     from collector.sinks import file, stdout  # noqa: F401
+    from collector.sinks.netflow import sink  # noqa: F401
 
     return SINKS[config.type](config)
