@@ -688,7 +688,6 @@ class _Walker:
         return _INVALID if missing else result
 
 
-# Sinks whose options live beside their code register here; imported last because they build on the markers above.
-from collector.sinks.netflow.config import NetflowSinkConfig  # noqa: E402
-
-SINK_TYPES["netflow"] = NetflowSinkConfig
+# Sinks whose options live beside their code register themselves into SINK_TYPES when imported; imported last
+# because they build on the markers above (and a plain module import survives either import order).
+import collector.sinks.netflow.config  # noqa: E402, F401

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from collector.config import Duration, Min, NonEmpty, Positive, _InvalidField, _Parse
+from collector.config import SINK_TYPES, Duration, Min, NonEmpty, Positive, _InvalidField, _Parse
 
 VERSIONS = (5, 9, 10)
 DOMAIN_MODES = ("source", "account")
@@ -139,3 +139,6 @@ class NetflowSinkConfig:
     def fixed_domain(self) -> int | None:
         """The configured integer observation domain, or None for `source` / `account`."""
         return None if self.observation_domain in DOMAIN_MODES else int(self.observation_domain)
+
+
+SINK_TYPES["netflow"] = NetflowSinkConfig
