@@ -15,8 +15,10 @@ if [ -s scripts/apt-packages.txt ]; then
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    # tshark asks whether non-root users may capture: answer "no" up front so the install never prompts.
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi
 

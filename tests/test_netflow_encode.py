@@ -133,6 +133,8 @@ def expected_flows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
             "forwarding": forwarding,
             "fw_event": fw_event,
             "sampling": row["sampling_rate"],
+            # ICMP type * 256 + code rides in the destination port; icmpTypeCode (32 / 139) repeats it for v9.
+            "icmp": (row["dst_port"] or 0) if row["protocol"] in (1, 58) else 0,
         }
         both_v4 = src.ipv4_mapped is not None and dst.ipv4_mapped is not None
         (v4 if both_v4 else v6).append(flow)
@@ -309,7 +311,8 @@ def flows_of(messages: list[Message]) -> list[dict[str, Any]]:
                 "out_if": r[14],
             }
             if msg.version != 5:
-                flow.update(direction=r[61], forwarding=r[89], fw_event=r[233], sampling=r[34])
+                icmp = r[32] if 32 in r else r[139]
+                flow.update(direction=r[61], forwarding=r[89], fw_event=r[233], sampling=r[34], icmp=icmp)
             out.append(flow)
     return out
 
@@ -328,7 +331,7 @@ def test_prepare_splits_families_skips_status_rows_and_maps_fields() -> None:
     flows = prepare_flows(batch)
     assert flows.skipped == 2  # NODATA and SKIPDATA
     assert (len(flows.v4), len(flows.v6)) == (9, 2)  # the docs IPv6 flow and the mixed-family flow
-    assert flows.v4.dtype.itemsize == 61 and flows.v6.dtype.itemsize == 85
+    assert flows.v4.dtype.itemsize == 63 and flows.v6.dtype.itemsize == 87
     mixed = flows.v6[1]
     assert bytes(mixed["dst"]) == ipaddress.IPv6Address("::ffff:10.0.0.62").packed
     eni = interface_index(ENI)
@@ -360,6 +363,31 @@ def test_prepare_splits_families_skips_status_rows_and_maps_fields() -> None:
     )
 
 
+def test_icmp_type_code_goes_to_the_icmp_element_of_its_family() -> None:
+    # Synthetic rows: AWS itself writes ports 0 for ICMP (DOCS_V2), but a source that keeps type/code in the
+    # destination port (the exporter convention) must reach v9 collectors, which read it only from 32 / 139.
+    batch = batch_of(
+        [
+            f"2 123456789010 {ENI} 10.0.0.1 10.0.0.2 0 2048 1 1 84 1566848875 1566848876 ACCEPT OK",  # echo request
+            f"2 123456789010 {ENI} 10.0.0.2 10.0.0.1 0 771 1 1 84 1566848875 1566848876 ACCEPT OK",  # port unreach.
+            f"2 123456789010 {ENI} 2001:db8::1 2001:db8::2 0 32768 58 1 104 1566848875 1566848876 ACCEPT OK",  # v6
+            f"2 123456789010 {ENI} 10.0.0.1 10.0.0.2 40000 2048 6 1 60 1566848875 1566848876 ACCEPT OK",  # TCP
+        ]
+    )
+    flows = prepare_flows(batch)
+    assert [int(v) for v in flows.v4["icmp"]] == [2048, 771, 0]
+    assert [int(v) for v in flows.v6["icmp"]] == [32768]
+    assert [int(v) for v in flows.v4["dst_port"]] == [2048, 771, 2048]  # the port keeps its value
+    for enc in (IpfixEncoder(1), NetflowV9Encoder(1, BOOT)):
+        collector = Collector()
+        collector.parse(enc.template_message(EXPORT))
+        messages = [collector.parse(m) for m in enc.data_messages(flows.v4, flows.v6, EXPORT)]
+        assert [(r.get(32), r.get(139)) for m in messages for _, r in m.records] == [
+            (2048, None), (771, None), (0, None), (None, 32768)
+        ]  # fmt: skip
+        assert flows_of(messages) == expected_flows(batch)
+
+
 def test_rows_without_times_or_only_status_produce_nothing() -> None:
     no_times = (
         "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes action log-status"
@@ -372,9 +400,9 @@ def test_rows_without_times_or_only_status_produce_nothing() -> None:
 
 # --- IPFIX ----------------------------------------------------------------------------------------------------
 
-IPFIX_V4_SPEC = [(152, 8), (153, 8), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (2, 8), (1, 8), (10, 4)]
-IPFIX_V4_SPEC += [(14, 4), (61, 1), (89, 1), (233, 1), (34, 4)]
-IPFIX_V6_SPEC = IPFIX_V4_SPEC[:2] + [(27, 16), (28, 16)] + IPFIX_V4_SPEC[4:]
+IPFIX_V4_SPEC = [(152, 8), (153, 8), (8, 4), (12, 4), (7, 2), (11, 2), (32, 2), (4, 1), (6, 1), (2, 8), (1, 8)]
+IPFIX_V4_SPEC += [(10, 4), (14, 4), (61, 1), (89, 1), (233, 1), (34, 4)]
+IPFIX_V6_SPEC = IPFIX_V4_SPEC[:2] + [(27, 16), (28, 16)] + IPFIX_V4_SPEC[4:6] + [(139, 2)] + IPFIX_V4_SPEC[7:]
 
 
 def _fields(spec: list[tuple[int, int]]) -> bytes:
@@ -383,13 +411,13 @@ def _fields(spec: list[tuple[int, int]]) -> bytes:
 
 def test_ipfix_template_message_field_by_field() -> None:
     msg = IpfixEncoder(7).template_message(1566849000.9)
-    expected = struct.pack("!HHIII", 10, 192, 1566849000, 0, 7)  # version, length, export time, sequence, domain
-    expected += struct.pack("!HH", 2, 4 + 2 * (4 + 16 * 4))  # Template Set
-    expected += struct.pack("!HH", 256, 16) + _fields(IPFIX_V4_SPEC)
-    expected += struct.pack("!HH", 257, 16) + _fields(IPFIX_V6_SPEC)
-    expected += struct.pack("!HH", 3, 4 + 18 + 14)  # Options Template Set
-    expected += struct.pack("!HHH", 258, 3, 1) + _fields([(10, 4), (82, 32), (83, 96)])
-    expected += struct.pack("!HHH", 259, 2, 1) + _fields([(149, 4), (300, 64)])
+    expected = struct.pack("!HHIII", 10, 204, 1566849000, 0, 7)  # version, length, export time, sequence, domain
+    expected += struct.pack("!HH", 2, 4 + 2 * (4 + 17 * 4))  # Template Set
+    expected += struct.pack("!HH", 256, 17) + _fields(IPFIX_V4_SPEC)
+    expected += struct.pack("!HH", 257, 17) + _fields(IPFIX_V6_SPEC)
+    # One Options Template Set per options template (pmacct misreads a second one in the same set).
+    expected += struct.pack("!HH", 3, 4 + 18) + struct.pack("!HHH", 258, 3, 1) + _fields([(10, 4), (82, 32), (83, 96)])
+    expected += struct.pack("!HH", 3, 4 + 14) + struct.pack("!HHH", 259, 2, 1) + _fields([(149, 4), (300, 64)])
     assert msg == expected
 
 
@@ -399,7 +427,7 @@ def test_ipfix_messages_fit_the_mtu_with_exact_lengths(mtu: int) -> None:
     flows = prepare_flows(batch)
     enc = IpfixEncoder(3, mtu)
     messages = enc.data_messages(flows.v4, flows.v6, 1418530100)
-    per4, per6 = (mtu - 20) // 61, (mtu - 20) // 85
+    per4, per6 = (mtu - 20) // 63, (mtu - 20) // 87
     assert (enc.records_per_message(False), enc.records_per_message(True)) == (per4, per6)
     collector = Collector()
     collector.parse(enc.template_message(1418530100))
@@ -408,7 +436,7 @@ def test_ipfix_messages_fit_the_mtu_with_exact_lengths(mtu: int) -> None:
         msg = collector.parse(raw)
         assert len(raw) <= mtu and msg.length == len(raw)
         ((set_id, set_len),) = msg.sets  # one set per message, unpadded: 4 + records
-        size = 61 if set_id == 256 else 85
+        size = 63 if set_id == 256 else 87
         assert set_len == len(raw) - 16 == 4 + size * len(msg.records)
         counts.append((set_id, len(msg.records)))
     v4 = [c for s, c in counts if s == 256]
@@ -433,7 +461,7 @@ def test_ipfix_sequence_counts_data_records_before_each_message() -> None:
         assert msg.sequence == sent and msg.domain == 9
         sent += len(msg.records)
     assert sent == 105 + 3 + 30 and enc.sequence == sent  # 104 IPv4 + 1 IPv6 flows, 3 options records, 30 flows
-    assert [len(collector.parse(m).records) for m in stream[1:7]] == [22, 22, 22, 22, 16, 1]
+    assert [len(collector.parse(m).records) for m in stream[1:7]] == [21, 21, 21, 21, 20, 1]
 
 
 def test_ipfix_sequence_wraps_modulo_2_32() -> None:
@@ -442,7 +470,7 @@ def test_ipfix_sequence_wraps_modulo_2_32() -> None:
     enc.sequence = 2**32 - 5
     first, second = enc.data_messages(flows.v4, flows.v6, 1e9)
     assert struct.unpack_from("!I", first, 8)[0] == 2**32 - 5
-    assert struct.unpack_from("!I", second, 8)[0] == 17  # 2^32 - 5 + 22
+    assert struct.unpack_from("!I", second, 8)[0] == 16  # 2^32 - 5 + 21
     assert enc.sequence == 25
 
 
@@ -488,8 +516,8 @@ def test_v9_template_packet_field_by_field() -> None:
     v6 = [(22, 4), (21, 4)] + IPFIX_V6_SPEC[2:]
     uptime = 1566849000 * 1000 - BOOT  # from the whole second: unix_secs * 1000 - uptime == boot
     expected = struct.pack("!HHIIII", 9, 3, uptime, 1566849000, 0, 42)  # count: 2 templates + 1 options template
-    expected += struct.pack("!HH", 0, 4 + 2 * (4 + 16 * 4)) + struct.pack("!HH", 256, 16) + _fields(v4)
-    expected += struct.pack("!HH", 257, 16) + _fields(v6)
+    expected += struct.pack("!HH", 0, 4 + 2 * (4 + 17 * 4)) + struct.pack("!HH", 256, 17) + _fields(v4)
+    expected += struct.pack("!HH", 257, 17) + _fields(v6)
     # Options template: id, scope length, option length, scope (Interface, 4), options; 22 octets padded to 24.
     expected += struct.pack("!HH", 1, 24) + struct.pack("!HHH", 258, 4, 8) + _fields([(2, 4), (82, 32), (83, 96)])
     expected += b"\0\0"
@@ -509,9 +537,9 @@ def test_v9_times_sequence_padding_and_round_trip() -> None:
     assert [d.sequence for d in decoded] == list(range(len(stream)))  # +1 per packet, templates included
     assert all(len(raw) <= 1400 and len(raw) % 4 == 0 for raw in stream)  # header 20 + FlowSets padded to 4
     data = [d for d in decoded if d.data(256, 257)]
-    assert [len(d.records) for d in data[:-1]] == [25] * 12 + [5, 1]  # (1400 - 24) // 53 = 25; 305 IPv4, 1 IPv6
-    # FlowSet lengths include the zero padding: 4 + 25 * 53 = 1329 -> 1332, 4 + 5 * 53 = 269 -> 272, 4 + 77 -> 84.
-    assert [d.sets[0][1] for d in data[:-1]] == [1332] * 12 + [272, 84]
+    assert [len(d.records) for d in data[:-1]] == [25] * 12 + [5, 1]  # (1400 - 24) // 55 = 25; 305 IPv4, 1 IPv6
+    # FlowSet lengths include the zero padding: 4 + 25 * 55 = 1379 -> 1380, 4 + 5 * 55 = 279 -> 280, 4 + 79 -> 84.
+    assert [d.sets[0][1] for d in data[:-1]] == [1380] * 12 + [280, 84]
     assert flows_of(data[:-1]) == expected_flows(batch)  # FIRST/LAST_SWITCHED back to the source milliseconds
     assert flows_of(data[-1:]) == expected_flows(batch)[:1]  # one second later: new sysUptime, same times
     assert [(r[2], r[82], r[83]) for r in decoded[-2].data(258)] == [(7, "eni-a", "b")]

@@ -113,7 +113,7 @@ async def test_all_records_arrive_templates_first(receivers: list[Receiver]) -> 
     batch = batch_of(DOCS_V2 + many_lines(2000) + [CUSTOM_HEADER] + CUSTOM)
     sink = await deliver(config(rx), [batch])
     messages = decode(await rx.wait_for(sink.metrics.packets))
-    assert len(messages) == sink.metrics.packets == 1 + 1 + 92 + 1  # templates, options, IPv4 data, IPv6 data
+    assert len(messages) == sink.metrics.packets == 1 + 1 + 96 + 1  # templates, options, IPv4 data, IPv6 data
     assert messages[0].templates == [256, 257, 258, 259]
     assert all(m.domain == domain_id("vpc-flows") and m.version == 10 for m in messages)
     names = {r[10]: r[82] for m in messages for r in m.data(258)}
@@ -131,10 +131,10 @@ async def test_templates_refresh_every_n_packets(receivers: list[Receiver]) -> N
     sink = await deliver(config(rx, template_refresh_packets=5), batches)
     messages = decode(await rx.wait_for(sink.metrics.packets))
     kinds = ["T" if m.templates else "O" if m.data(258, 259) else "D" for m in messages]
-    # 1000 rows = 45 full + 1 partial datagram, 200 rows = 9 + 1: templates (and options) before every 5 data.
+    # 1000 rows = 47 full + 1 partial datagram (21 per 1400 octets), 200 rows = 9 + 1: templates (and options) before every 5 data.
     data_runs = "".join(kinds).replace("TO", "|").split("|")
     assert data_runs[0] == "" and all(run == "D" * 5 for run in data_runs[1:-1])
-    assert kinds.count("D") == 46 + 10 and kinds.count("T") == 12 == sink.metrics.template_packets
+    assert kinds.count("D") == 48 + 10 and kinds.count("T") == 12 == sink.metrics.template_packets
     assert flows_of(messages) == expected_flows(batches[0]) + expected_flows(batches[1])
     check_ipfix_sequences(messages)
 
@@ -176,10 +176,10 @@ async def test_v5_sends_ipv4_only(receivers: list[Receiver]) -> None:
 
 async def test_pacing_does_not_lose_packets(receivers: list[Receiver]) -> None:
     rx = receivers[0]
-    batch = batch_of(many_lines(4400))  # 200 data datagrams at 1000/s: bursts of 50, then sleeps
+    batch = batch_of(many_lines(4400))  # 210 data datagrams at 1000/s: bursts of 50, then sleeps
     sink = await deliver(config(rx, max_packets_per_second=1000), [batch])
     messages = decode(await rx.wait_for(sink.metrics.packets))
-    assert len(messages) == sink.metrics.packets == 202
+    assert len(messages) == sink.metrics.packets == 212
     assert sink.metrics.pacing_waits > 0
     assert flows_of(messages) == expected_flows(batch)
 

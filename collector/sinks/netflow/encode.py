@@ -24,6 +24,9 @@ Code points (IANA "IPFIX Information Elements" registry, which NetFlow v9 field 
 - tcpControlBits (6): one octet (reduced-size; IANA has unsigned16 since RFC 7125): pmacct 1.7.7 loses the
   two-octet form (SERVICES.md), and cloud flow logs carry only the low eight flag bits anyway.
 - samplingInterval (34): unsigned32; a null sampling rate is sent as 1, since Akvorado drops flows without one.
+- icmpTypeCodeIPv4 (32) / icmpTypeCodeIPv6 (139): ICMP / ICMPv6 flows carry type * 256 + code in their
+  destination port (the usual exporter convention, which IPFIX collectors read); nfdump reads it over v9 only
+  from these elements, so it is sent there too (0 for other protocols).
 
 Padding: IPFIX sets are not padded (RFC 7011 sec. 3.3.1 makes it optional, and collectors read by set length), so
 set and message lengths are exactly header + records. v9 FlowSets are padded with zeros to 4 octets, as RFC 3954
@@ -94,20 +97,29 @@ class Field:
         return np.dtype(self.dtype).itemsize
 
 
-_COMMON = (
-    Field(7, "src_port", ">u2"),  # sourceTransportPort / L4_SRC_PORT
-    Field(11, "dst_port", ">u2"),  # destinationTransportPort / L4_DST_PORT
-    Field(4, "protocol", "u1"),  # protocolIdentifier / PROTOCOL
-    Field(6, "tcp_flags", "u1"),  # tcpControlBits / TCP_FLAGS, one octet (see module docstring)
-    Field(2, "packets", ">u8"),  # packetDeltaCount / IN_PKTS
-    Field(1, "bytes", ">u8"),  # octetDeltaCount / IN_BYTES
-    Field(10, "in_if", ">u4"),  # ingressInterface / INPUT_SNMP
-    Field(14, "out_if", ">u4"),  # egressInterface / OUTPUT_SNMP
-    Field(61, "direction", "u1"),  # flowDirection / DIRECTION
-    Field(89, "forwarding", "u1"),  # forwardingStatus / FORWARDING_STATUS
-    Field(233, "fw_event", "u1"),  # firewallEvent
-    Field(34, "sampling", ">u4"),  # samplingInterval / SAMPLING_INTERVAL
-)
+def _common(icmp_element: int) -> tuple[Field, ...]:
+    """The fields after the addresses; only the ICMP type/code element differs between the IPv4 and IPv6 layouts.
+
+    ICMP type * 256 + code goes both in the destination port (where IPFIX collectors and nfdump read it) and in
+    icmpTypeCodeIPv4 (32) / icmpTypeCodeIPv6 (139), the only place a v9 collector such as nfdump 1.7 looks.
+    """
+    return (
+        Field(7, "src_port", ">u2"),  # sourceTransportPort / L4_SRC_PORT
+        Field(11, "dst_port", ">u2"),  # destinationTransportPort / L4_DST_PORT
+        Field(icmp_element, "icmp", ">u2"),  # icmpTypeCodeIPv4 / ICMP_TYPE, icmpTypeCodeIPv6 / ICMP_IPv6_TYPE
+        Field(4, "protocol", "u1"),  # protocolIdentifier / PROTOCOL
+        Field(6, "tcp_flags", "u1"),  # tcpControlBits / TCP_FLAGS, one octet (see module docstring)
+        Field(2, "packets", ">u8"),  # packetDeltaCount / IN_PKTS
+        Field(1, "bytes", ">u8"),  # octetDeltaCount / IN_BYTES
+        Field(10, "in_if", ">u4"),  # ingressInterface / INPUT_SNMP
+        Field(14, "out_if", ">u4"),  # egressInterface / OUTPUT_SNMP
+        Field(61, "direction", "u1"),  # flowDirection / DIRECTION
+        Field(89, "forwarding", "u1"),  # forwardingStatus / FORWARDING_STATUS
+        Field(233, "fw_event", "u1"),  # firewallEvent
+        Field(34, "sampling", ">u4"),  # samplingInterval / SAMPLING_INTERVAL
+    )
+
+
 _IPFIX_TIMES = (Field(152, "start", ">u8"), Field(153, "end", ">u8"))  # flowStart/EndMilliseconds
 _V9_TIMES = (Field(22, "first", ">u4"), Field(21, "last", ">u4"))  # FIRST_SWITCHED / LAST_SWITCHED (sysUptime ms)
 # An IPv4 address as a big-endian u4 holds its four octets in wire order (and copies 2x faster than a subarray);
@@ -115,20 +127,20 @@ _V9_TIMES = (Field(22, "first", ">u4"), Field(21, "last", ">u4"))  # FIRST_SWITC
 _V4_ADDRS = (Field(8, "src", ">u4"), Field(12, "dst", ">u4"))
 _V6_ADDRS = (Field(27, "src", "V16"), Field(28, "dst", "V16"))
 
-IPFIX_V4_FIELDS: tuple[Field, ...] = _IPFIX_TIMES + _V4_ADDRS + _COMMON
-IPFIX_V6_FIELDS: tuple[Field, ...] = _IPFIX_TIMES + _V6_ADDRS + _COMMON
-V9_V4_FIELDS: tuple[Field, ...] = _V9_TIMES + _V4_ADDRS + _COMMON
-V9_V6_FIELDS: tuple[Field, ...] = _V9_TIMES + _V6_ADDRS + _COMMON
+IPFIX_V4_FIELDS: tuple[Field, ...] = _IPFIX_TIMES + _V4_ADDRS + _common(32)
+IPFIX_V6_FIELDS: tuple[Field, ...] = _IPFIX_TIMES + _V6_ADDRS + _common(139)
+V9_V4_FIELDS: tuple[Field, ...] = _V9_TIMES + _V4_ADDRS + _common(32)
+V9_V6_FIELDS: tuple[Field, ...] = _V9_TIMES + _V6_ADDRS + _common(139)
 
 
 def _dtype(fields: Sequence[Field]) -> np.dtype:
     return np.dtype([(f.name, f.dtype) for f in fields])  # packed (align=False): exactly the wire record
 
 
-IPFIX_V4 = _dtype(IPFIX_V4_FIELDS)  # 61 octets
-IPFIX_V6 = _dtype(IPFIX_V6_FIELDS)  # 85 octets
-V9_V4 = _dtype(V9_V4_FIELDS)  # 53 octets
-V9_V6 = _dtype(V9_V6_FIELDS)  # 77 octets
+IPFIX_V4 = _dtype(IPFIX_V4_FIELDS)  # 63 octets
+IPFIX_V6 = _dtype(IPFIX_V6_FIELDS)  # 87 octets
+V9_V4 = _dtype(V9_V4_FIELDS)  # 55 octets
+V9_V6 = _dtype(V9_V6_FIELDS)  # 79 octets
 
 # Options records: fixed-length strings, NUL padded (NUL is valid UTF-8, RFC 7011 sec. 6.1.6; nfdump and tshark
 # strip it), truncated on a character boundary.
@@ -293,12 +305,15 @@ def prepare_flows(batch: FlowBatch, interface_cache: dict[str, tuple[int, str]] 
     direction = _codes(col("direction"), _DIRECTION, DIRECTION_UNKNOWN).astype(np.uint8)
     index, interfaces = _interfaces(batch, kept, {} if interface_cache is None else interface_cache)
     egress = direction == 1
+    dst_port = _ints(col("dst_port"), 0, np.uint16)
+    protocol = _ints(col("protocol"), 0, np.uint8)
     columns = {
         "start": start,
         "end": end,
         "src_port": _ints(col("src_port"), 0, np.uint16),
-        "dst_port": _ints(col("dst_port"), 0, np.uint16),
-        "protocol": _ints(col("protocol"), 0, np.uint8),
+        "dst_port": dst_port,
+        "icmp": np.where((protocol == 1) | (protocol == 58), dst_port, 0).astype(np.uint16),
+        "protocol": protocol,
         "tcp_flags": _ints(col("tcp_flags"), 0, np.uint8),
         "packets": _ints(col("packets"), 0, np.uint64),
         "bytes": _ints(col("bytes"), 0, np.uint64),
@@ -389,8 +404,8 @@ _U32 = 1 << 32
 class IpfixEncoder:
     """IPFIX messages of one observation domain; `sequence` counts the Data Records sent (RFC 7011 sec. 3.1).
 
-    Every message carries one set; a template message carries the template set (256, 257) and the options
-    template set (258, 259), and does not advance the sequence number (only Data Records do, options data
+    Every message carries one set; a template message carries the template set (256, 257) and one options
+    template set each for 258 and 259, and does not advance the sequence number (only Data Records do, options data
     records included).
     """
 
@@ -403,15 +418,20 @@ class IpfixEncoder:
             True: _records_per_message(mtu, IPFIX_HEADER.itemsize, IPFIX_V6.itemsize, 1),
         }
         templates = _template_record(TEMPLATE_V4, IPFIX_V4_FIELDS) + _template_record(TEMPLATE_V6, IPFIX_V6_FIELDS)
-        options = (
+        interfaces = (
             struct.pack("!HHH", TEMPLATE_INTERFACES, 3, 1)  # scope: ingressInterface
             + struct.pack("!HH", 10, 4)
             + b"".join(struct.pack("!HH", ie, size) for ie, size in _INTERFACE_OPTION_FIELDS)
-            + struct.pack("!HHH", TEMPLATE_DOMAINS, 2, 1)  # scope: observationDomainId
+        )
+        domains = (
+            struct.pack("!HHH", TEMPLATE_DOMAINS, 2, 1)  # scope: observationDomainId
             + struct.pack("!HHHH", 149, 4, 300, DOMAIN_NAME_LENGTH)  # observationDomainName
         )
         self._template_sets = struct.pack("!HH", 2, 4 + len(templates)) + templates
-        self._template_sets += struct.pack("!HH", 3, 4 + len(options)) + options
+        # One options template per set: RFC 7011 allows several, but pmacct nfacctd 1.7.7 reads the second one of
+        # a set at a wrong offset and then drops its data as "unknown template" (tests/test_netflow_e2e.py).
+        for options in (interfaces, domains):
+            self._template_sets += struct.pack("!HH", 3, 4 + len(options)) + options
         if IPFIX_HEADER.itemsize + len(self._template_sets) > mtu:
             raise ValueError(f"mtu {mtu} cannot hold the template message")
 
