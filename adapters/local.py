@@ -21,16 +21,15 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from isal import isal_zlib
 
 from adapters.aws.fields import KNOWN_FIELDS
 from adapters.aws.parse import ParseResult, parse_parquet, parse_text
+from adapters.units import Outcome, RetryBook, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
-from collector.pipeline import Delivery, Pipeline, PipelineFailed
+from collector.pipeline import Pipeline
 from collector.schema import ParseError, empty_batch
 
 log = logging.getLogger("flowcollector.source.local")
@@ -39,7 +38,6 @@ READ_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 FORGET_AFTER = 86400.0  # seconds a finished file must have been gone before its checkpoint is dropped
-MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
 
 
 def _gunzip(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
@@ -92,42 +90,68 @@ def open_unit(
     bytes_read: list[int] | None = None,
 ) -> Iterator[ParseResult]:
     """Parse one file of any supported format. Raises OSError only if the file cannot be opened or read."""
-    counter = bytes_read if bytes_read is not None else [0]
     with open(path, "rb") as fh:
-        magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
-        if magic == PARQUET_MAGIC:
-            counter[0] = os.fstat(fh.fileno()).st_size
-            yield from parse_parquet(
-                fh if fh.seekable() else io.BytesIO(fh.read()), unit=unit, source=source, resume=resume
-            )
-            return
-        gz = magic[:2] == GZIP_MAGIC
-        problems: list[ParseError] = []
-        chunks = _chunks(fh, gz, unit, problems, counter)
-        first = next(chunks, b"")
-        kind = provider
-        if kind == "auto":
-            kind = "json" if first.lstrip()[:1] in (b"{", b"[") else "aws"
-            if kind == "aws" and aws_fields is None and not _looks_like_aws(first):
-                reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
-                yield ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)
-                return
-        if kind != "aws":
-            what = {"gcp": "GCP", "azure": "Azure"}.get(kind, "JSON (GCP or Azure)")
-            yield ParseResult(
-                empty_batch(), [ParseError(unit, None, f"{what} flow logs are not supported yet")], {}, 0, True
-            )
-            return
+        size = os.fstat(fh.fileno()).st_size if fh.seekable() else None
+        yield from open_stream(
+            fh,
+            unit=unit,
+            source=source,
+            provider=provider,
+            aws_fields=aws_fields,
+            resume=resume,
+            bytes_read=bytes_read,
+            size=size,
+        )
 
-        def all_chunks() -> Iterator[bytes]:
-            if first:
-                yield first
-            yield from chunks
 
-        for result in parse_text(all_chunks(), unit=unit, source=source, fields=aws_fields, resume=resume):
-            if result.final and problems:
-                result.errors.extend(problems)
-            yield result
+def open_stream(
+    fh: io.BufferedIOBase | BinaryIO,
+    *,
+    unit: str,
+    source: str,
+    provider: str = "auto",
+    aws_fields: tuple[str, ...] | None = None,
+    resume: dict[str, Any] | None = None,
+    bytes_read: list[int] | None = None,
+    size: int | None = None,
+) -> Iterator[ParseResult]:
+    """Parse a flow log object from a buffered binary stream (a file, an S3 object): the format is detected from its
+    first bytes. Parquet needs a seekable stream; `size` is what a Parquet object counts as read."""
+    counter = bytes_read if bytes_read is not None else [0]
+    magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
+    if magic == PARQUET_MAGIC:
+        counter[0] = size or 0
+        yield from parse_parquet(
+            fh if fh.seekable() else io.BytesIO(fh.read()), unit=unit, source=source, resume=resume
+        )
+        return
+    gz = magic[:2] == GZIP_MAGIC
+    problems: list[ParseError] = []
+    chunks = _chunks(fh, gz, unit, problems, counter)
+    first = next(chunks, b"")
+    kind = provider
+    if kind == "auto":
+        kind = "json" if first.lstrip()[:1] in (b"{", b"[") else "aws"
+        if kind == "aws" and aws_fields is None and not _looks_like_aws(first):
+            reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
+            yield ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)
+            return
+    if kind != "aws":
+        what = {"gcp": "GCP", "azure": "Azure"}.get(kind, "JSON (GCP or Azure)")
+        yield ParseResult(
+            empty_batch(), [ParseError(unit, None, f"{what} flow logs are not supported yet")], {}, 0, True
+        )
+        return
+
+    def all_chunks() -> Iterator[bytes]:
+        if first:
+            yield first
+        yield from chunks
+
+    for result in parse_text(all_chunks(), unit=unit, source=source, fields=aws_fields, resume=resume):
+        if result.final and problems:
+            result.errors.extend(problems)
+        yield result
 
 
 def _looks_like_aws(head: bytes) -> bool:
@@ -147,8 +171,7 @@ class LocalSource:
         self.executor = executor
         self.root = Path(config.path)
         self._emitted: dict[str, str] = {}
-        # unit -> (version, when to try again, backoff): a unit that failed is not retried on every poll.
-        self._retry: dict[str, tuple[str, float, float]] = {}
+        self._retry = RetryBook()  # a unit that failed is not retried on every poll
 
     def _scan(self) -> list[tuple[Path, str, float]]:
         """(path, version, mtime) of every candidate file, in path order (so runs are reproducible)."""
@@ -197,8 +220,7 @@ class LocalSource:
             present.add(unit)
             if done.get(unit) == version or self._emitted.get(unit) == version:
                 continue
-            retry = self._retry.get(unit)
-            if retry is not None and retry[0] == version and now < retry[1]:
+            if self._retry.waiting(unit, version, now):
                 continue
             if not once and now - mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
@@ -210,89 +232,37 @@ class LocalSource:
         if gone and files:
             await loop.run_in_executor(self.executor, self.store.forget_units, self.name, gone, now - FORGET_AFTER)
 
-    def _failed(self, unit: str, version: str) -> None:
-        self.counters.units_failed += 1
-        previous = self._retry.get(unit)
-        delay = min(previous[2] * 2, 3600.0) if previous and previous[0] == version else 60.0
-        self._retry[unit] = (version, time.time() + delay, delay)
-        log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, unit, delay)
-
     async def _process(self, pipeline: Pipeline, path: Path, unit: str, version: str, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        pipeline.begin_unit(self.name, unit)
-        ckpt = await loop.run_in_executor(self.executor, self.store.get, self.name, unit)
-        resume = None
-        records = 0
-        if ckpt is not None and ckpt.version == version and ckpt.position:
-            resume, records = ckpt.position, ckpt.records
-            log.info("source=%s unit=%s resuming at %s", self.name, unit, _describe(resume))
         bytes_read = [0]
-        results = open_unit(
-            path,
-            unit=str(path),
+
+        def open_results(resume: dict[str, Any] | None) -> Iterator[ParseResult]:
+            return open_unit(
+                path,
+                unit=str(path),
+                source=self.name,
+                provider=self.config.provider,
+                aws_fields=self.config.aws_fields,
+                resume=resume,
+                bytes_read=bytes_read,
+            )
+
+        outcome = await deliver_unit(
+            pipeline,
             source=self.name,
-            provider=self.config.provider,
-            aws_fields=self.config.aws_fields,
-            resume=resume,
+            unit=unit,
+            version=version,
+            label=str(path),
+            open_results=open_results,
+            store=self.store,
+            counters=self.counters,
+            executor=self.executor,
+            stop=stop,
+            log=log,
             bytes_read=bytes_read,
         )
-        logged = 0
-        errors = 0
-        sentinel = None
-        try:
-            while True:
-                result = await loop.run_in_executor(self.executor, next, results, sentinel)
-                if result is None:
-                    break
-                for err in result.errors:
-                    if logged < MAX_ERRORS_LOGGED:
-                        log.warning("source=%s %s", self.name, err)
-                        logged += 1
-                errors += len(result.errors)
-                self.counters.errors += len(result.errors)
-                n = result.batch.num_rows
-                records += n
-                self.counters.records += n
-                if n:
-                    self.counters.status_rows += _status_rows(result)
-                # Text positions count decompressed bytes, Parquet positions rows: both grow within a unit.
-                progress = int(result.position.get("offset", result.position.get("rows", 0)))
-                await pipeline.emit(
-                    Delivery(self.name, unit, version, result.batch, result.position, result.final, records, progress)
-                )
-                if result.final:
-                    self._emitted[unit] = version
-                    self._retry.pop(unit, None)
-                    break
-                if stop.is_set():
-                    return  # the checkpoint of what was emitted still lands; the rest next run
-        except PipelineFailed:
-            raise
-        except (OSError, pa.ArrowException) as exc:
-            self._failed(unit, version)
-            log.error("source=%s unit=%s cannot be read: %s", self.name, path, exc)
-            return
-        except Exception:  # a parser bug must not take the daemon down: report it with where it happened
-            self._failed(unit, version)
-            log.exception("source=%s unit=%s failed unexpectedly", self.name, path)
-            return
-        finally:
-            self.counters.bytes_read += bytes_read[0]
-            results.close()
-        if errors > logged:
-            log.warning("source=%s unit=%s %d more errors not shown", self.name, path, errors - logged)
-        log.info("source=%s unit=%s records=%d errors=%d", self.name, path, records, errors)
-
-
-_STATUS_VALUES = pa.array(["nodata", "skipdata"])
-
-
-def _status_rows(result: ParseResult) -> int:
-    statuses = result.batch.column("log_status")
-    if statuses.null_count == len(statuses):
-        return 0
-    return int(pc.sum(pc.is_in(statuses.cast(pa.string()), value_set=_STATUS_VALUES)).as_py() or 0)
-
-
-def _describe(position: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in position.items() if k != "fields")
+        if outcome is Outcome.DONE:
+            self._emitted[unit] = version
+            self._retry.succeeded(unit)
+        elif outcome is Outcome.FAILED:
+            delay = self._retry.failed(unit, version)
+            log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, unit, delay)

@@ -688,6 +688,7 @@ class _Walker:
         return _INVALID if missing else result
 
 
-# Sinks whose options live beside their code register themselves into SINK_TYPES when imported; imported last
-# because they build on the markers above (and a plain module import survives either import order).
+# Sources and sinks whose options live beside their code register themselves into SOURCE_TYPES / SINK_TYPES when
+# imported; imported last because they build on the markers above (a plain module import survives either order).
+import adapters.aws.config  # noqa: E402, F401
 import collector.sinks.netflow.config  # noqa: E402, F401

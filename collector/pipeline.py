@@ -184,6 +184,8 @@ class Pipeline:
         # (source, unit) -> {sink: (version, progress)} recorded before this unit started: what each sink holds.
         self._held: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # (source, unit) -> futures resolved when the unit's last batch is committed (every sink has all of it).
+        self._watchers: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
         self.failed: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
 
@@ -205,8 +207,33 @@ class Pipeline:
         except BaseException as exc:
             log.error("sink=%s failed for good: %s", worker.sink.name, exc)
             self.failed = self.failed or exc
+            self._fail_watchers(exc)
             if self.on_failure:
                 self.on_failure(exc)
+
+    def when_committed(self, source: str, unit: str) -> asyncio.Future[None]:
+        """A future resolved once the unit is checkpointed as done: every sink has durably taken all of it. Sources
+        that must acknowledge upstream (delete an SQS message) wait on it; it fails if the pipeline does."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failed is not None:
+            future.set_exception(PipelineFailed(str(self.failed)))
+        else:
+            self._watchers.setdefault((source, unit), []).append(future)
+        return future
+
+    def forget_watch(self, source: str, unit: str, future: asyncio.Future[None]) -> None:
+        futures = self._watchers.get((source, unit))
+        if futures and future in futures:
+            futures.remove(future)
+            if not futures:
+                del self._watchers[(source, unit)]
+
+    def _fail_watchers(self, exc: BaseException) -> None:
+        for futures in self._watchers.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(PipelineFailed(str(exc)))
+        self._watchers.clear()
 
     def begin_unit(self, source: str, unit: str) -> None:
         """A unit (re)starts: forget what we knew of the sinks' progress on it, the store has the latest."""
@@ -268,6 +295,9 @@ class Pipeline:
                     c = self.metrics.sources[t.source]
                     c.units += 1
                     c.newest_delivered = now
+                    for future in self._watchers.pop((t.source, t.unit), ()):
+                        if not future.done():
+                            future.set_result(None)
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain: every sink gets the rest, closes (everything durable), and the last checkpoints are committed.

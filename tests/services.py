@@ -725,3 +725,52 @@ def tshark_capture(port: int, tmpdir: Path | str | None = None) -> Iterator[Call
                 with contextlib.suppress(AssertionError):
                     proc.stop(signal.SIGINT, timeout=5)
             proc.kill()
+
+
+# --- moto (S3, CloudWatch Logs, SQS, SNS, STS) ----------------------------------------------------------------
+
+
+class Moto(NamedTuple):
+    """A running moto server: its endpoint URL, and `reset()` to empty every backend between tests."""
+
+    endpoint: str
+    process: Process
+
+    def reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status < 500)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def moto_server(tmpdir: Path | str) -> Iterator[Moto]:
+    """`moto_server` in its own process (not in-process: the collector under test, and benchmarks, must not share a
+    GIL with the fake AWS), on a free TCP port; ready when GET /moto-api/ answers."""
+    exe = which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(exe).exists():
+        unavailable("moto_server not installed (pip install 'moto[server]')")
+    failures = []
+    for _ in range(3):
+        port = free_tcp_port()
+        proc = Process("moto_server", [exe, "-H", LOOPBACK, "-p", str(port)], Path(tmpdir) / f"moto-{port}.log")
+        endpoint = f"http://{LOOPBACK}:{port}"
+        if proc.wait_until(lambda e=endpoint: _http_ok(f"{e}/moto-api/"), timeout=30):
+            try:
+                yield Moto(endpoint, proc)
+            finally:
+                proc.stop()
+            return
+        failures.append(proc.describe())
+        proc.kill()
+    unavailable("moto_server did not start:\n" + "\n---\n".join(failures))

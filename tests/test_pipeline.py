@@ -184,3 +184,40 @@ async def test_a_fatal_sink_stops_the_pipeline_without_committing_past_it(tmp_pa
         pass
     await pipe.close(timeout=5)
     assert store.get("s", "u") is None  # the failed sink never acked: nothing committed
+
+
+async def test_when_committed_resolves_after_every_sink_has_the_whole_unit(tmp_path: Path) -> None:
+    """What an SQS source waits on before deleting its message: the unit's last batch acked by every sink."""
+    store = CheckpointStore(tmp_path)
+    fast, slow = ManualSink("fast"), ManualSink("slow")
+    fast.ackable = 10**9
+    pipe = Pipeline([fast, slow], store, Metrics(), queue_batches=4, flush_intervals={"fast": 0.01, "slow": 0.01})
+    await pipe.start()
+    done_u, done_w = pipe.when_committed("s", "u"), pipe.when_committed("s", "w")
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    await pipe.emit(Delivery("s", "u", "v", batch, {"offset": 0}, False, 1, 0))
+    await pipe.emit(Delivery("s", "u", "v", batch, {"offset": 1}, True, 2, 1))
+    await pipe.emit(Delivery("s", "w", "v", batch, {"offset": 0}, True, 1, 0))
+    slow.ackable = 1  # the first batch only: the unit is not done for the slow sink
+    await _wait_for(lambda: store.get("s", "u") is not None)
+    await asyncio.sleep(0.05)
+    assert not done_u.done() and not done_w.done()
+    slow.ackable = 2
+    await asyncio.wait_for(done_u, 5)
+    assert store.get("s", "u").done and not done_w.done()
+    # A sink that fails for good fails the watchers: the message must not be deleted.
+    pipe.workers[1].sink.flush = _raise_fatal  # type: ignore[method-assign]
+    await pipe.emit(Delivery("s", "x", "v", batch, {"offset": 0}, False, 1, 0))
+    try:
+        await asyncio.wait_for(done_w, 5)
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "PipelineFailed"
+    else:
+        raise AssertionError("the watcher of an uncommitted unit must fail with the pipeline")
+    await pipe.abort()
+
+
+async def _raise_fatal(force: bool = False) -> int:
+    from collector.sinks import SinkFatal
+
+    raise SinkFatal("disk gone")

@@ -1,0 +1,270 @@
+"""Config sections of the AWS sources (`aws_s3`, `aws_cloudwatch`, `aws_sqs`), registered into `SOURCE_TYPES`.
+
+Declared like the built-in sections of `collector/config.py`: the dataclass is the schema, `Annotated` markers carry
+durations, bounds and choices, and `__post_init__` raises `_InvalidField` for what spans fields so the loader points
+at the key. Credentials are the same few keys on every AWS source (`AwsAuth`), and each entry of `accounts` may
+override them: the usual multi-account setup is one role name in every account, written once as
+`role_arn: "arn:aws:iam::{account}:role/FlowLogsReader"`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from yaml.nodes import MappingNode, SequenceNode
+
+from collector.config import (
+    SOURCE_TYPES,
+    AwsFields,
+    Choice,
+    Duration,
+    Min,
+    NonEmpty,
+    Positive,
+    _InvalidField,
+    _Parse,
+    _Walker,
+)
+
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{account\}):role/[\w+=,.@/-]+")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+SERVICES = ("vpcflowlogs", "transitgatewayflowlogs")
+
+
+def parse_start_from(value: object) -> str:
+    """`now`, an RFC 3339 / ISO 8601 time (`2026-11-01`, `2026-11-01T06:00:00Z`), or a duration before the first
+    run (`24h`, `7d`): normalized to `now`, `ago:SECONDS` or an ISO time in UTC."""
+    from collector.config import parse_duration
+
+    if isinstance(value, str) and value.strip().lower() == "now":
+        return "now"
+    if isinstance(value, datetime):  # YAML's own timestamp type
+        value = value.isoformat()
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return when.astimezone(UTC).isoformat()
+        try:
+            return f"ago:{parse_duration(text):g}"
+        except ValueError:
+            pass
+    raise ValueError(
+        f"invalid start_from {value!r}: expected 'now', a time such as '2026-11-01T06:00:00Z', or a duration "
+        "before the first run such as '24h' or '7d'"
+    )
+
+
+StartFrom = _Parse("'now', a time or a duration", parse_start_from)
+
+
+def _role_arn(value: str | None) -> str | None:
+    if value is not None and not _ROLE_ARN.fullmatch(value):
+        raise ValueError(
+            f"invalid role_arn {value!r}: expected arn:aws:iam::ACCOUNT:role/NAME (ACCOUNT may be '{{account}}')"
+        )
+    return value
+
+
+class _RoleArn:
+    def check(self, value: Any) -> str | None:
+        try:
+            _role_arn(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+class _Region:
+    def check(self, value: Any) -> str | None:
+        if value is None or _REGION.fullmatch(value):
+            return None
+        return f"invalid AWS region {value!r} (expected a name such as 'eu-west-1')"
+
+
+class _AtMost:
+    def __init__(self, bound: float) -> None:
+        self.bound = bound
+
+    def check(self, value: Any) -> str | None:
+        return f"must be at most {self.bound:g}, got {value!r}" if value > self.bound else None
+
+
+RoleArn = _RoleArn()
+Region = _Region()
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    """One AWS account: its id, and optionally its own credentials (else the source's) and regions."""
+
+    id: str
+    role_arn: Annotated[str | None, RoleArn] = None
+    external_id: str | None = None
+    profile: str | None = None
+    regions: tuple[Annotated[str, Region], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _ACCOUNT_ID.fullmatch(self.id):
+            raise _InvalidField("id", f"invalid AWS account id {self.id!r}: expected 12 digits (quote it in YAML)")
+
+
+class _Accounts:
+    """Marker: a list whose items are an account id (`"123456789012"`) or a mapping (`{id: ..., role_arn: ...}`).
+
+    An unquoted id is a YAML integer: taken only when it has 12 digits, since a leading zero is lost on the way."""
+
+    def convert(self, walker: _Walker, node: Any, key: str) -> Any:
+        from collector.config import _INVALID, _kind
+
+        if not isinstance(node, SequenceNode):
+            return walker.error(node, key, f"expected a list of account ids or mappings, got {_kind(node)}")
+        out = []
+        for i, item in enumerate(node.value):
+            ikey = f"{key}[{i}]"
+            if isinstance(item, MappingNode):
+                out.append(walker.dataclass(item, AccountConfig, ikey))
+                continue
+            value = walker.scalar(item, ikey, ("str", "int"), "an account id or a mapping", retype=True)
+            if value is _INVALID:
+                out.append(_INVALID)
+                continue
+            text = str(value).strip()
+            if isinstance(value, int) and len(text) != 12:
+                out.append(walker.error(item, ikey, f"account id {value} is not 12 digits: quote it ('0...') in YAML"))
+                continue
+            if not _ACCOUNT_ID.fullmatch(text):
+                out.append(walker.error(item, ikey, f"invalid AWS account id {text!r}: expected 12 digits"))
+                continue
+            out.append(AccountConfig(id=text))
+        if any(item is _INVALID for item in out):
+            return _INVALID
+        ids = [a.id for a in out]
+        dup = sorted({a for a in ids if ids.count(a) > 1})
+        if dup:
+            return walker.error(node, key, f"account listed twice: {', '.join(dup)}")
+        return tuple(out)
+
+
+Accounts = _Accounts()
+
+
+@dataclass(frozen=True, slots=True)
+class AwsAuth:
+    """Credentials and endpoint shared by every AWS source (see README "AWS credentials").
+
+    Order: static keys (`access_key_id` + `secret_access_key`, usually `${ENV}`), else `profile` (from
+    `credentials_file` when given), else the default chain (env, ~/.aws, instance or task role). With `role_arn`
+    that identity assumes the role (per account when it holds `{account}`), refreshed before it expires.
+    """
+
+    region: Annotated[str | None, Region] = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    credentials_file: Path | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    role_arn: Annotated[str | None, RoleArn] = None
+    external_id: str | None = None
+    role_session_name: Annotated[str, NonEmpty] = "flowcollector"
+    role_duration: Annotated[float, Duration, Min(900), _AtMost(43200)] = 3600.0
+
+
+def _check_auth(cfg: Any) -> None:
+    if (cfg.access_key_id is None) != (cfg.secret_access_key is None):
+        missing = "secret_access_key" if cfg.secret_access_key is None else "access_key_id"
+        raise _InvalidField(missing, "access_key_id and secret_access_key go together")
+    if cfg.session_token is not None and cfg.access_key_id is None:
+        raise _InvalidField("session_token", "needs access_key_id and secret_access_key")
+    if cfg.access_key_id is not None and cfg.profile is not None:
+        raise _InvalidField("profile", "give either static keys or a profile, not both")
+    if cfg.role_arn and "{account}" in cfg.role_arn and not getattr(cfg, "accounts", ()):
+        raise _InvalidField("role_arn", "'{account}' needs a list of accounts")
+    if cfg.endpoint_url is not None and not re.match(r"https?://", cfg.endpoint_url):
+        raise _InvalidField("endpoint_url", f"expected an http:// or https:// URL, got {cfg.endpoint_url!r}")
+
+
+def auth_of(cfg: Any) -> AwsAuth:
+    """The AwsAuth part of any AWS source config."""
+    return AwsAuth(**{f.name: getattr(cfg, f.name) for f in fields(AwsAuth)})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S3SourceConfig(AwsAuth):
+    """`type: aws_s3`: VPC and Transit Gateway flow logs delivered to S3, found by polling the bucket."""
+
+    name: Annotated[str, NonEmpty]
+    type: str = "aws_s3"
+    bucket: Annotated[str, NonEmpty]
+    prefix: str = ""
+    accounts: Annotated[tuple[AccountConfig, ...], Accounts] = ()
+    regions: tuple[Annotated[str, Region], ...] = ()
+    services: tuple[Annotated[str, Choice(*SERVICES)], ...] = SERVICES
+    start_from: Annotated[str | None, StartFrom] = None
+    lookback: Annotated[float, Duration] = 7200.0
+    poll_interval: Annotated[float, Duration, Positive] = 60.0
+    discover_interval: Annotated[float, Duration, Positive] = 3600.0
+    max_concurrency: Annotated[int, Min(1)] = 4
+
+    def __post_init__(self) -> None:
+        if "/" in self.bucket or "s3://" in self.bucket:
+            raise _InvalidField("bucket", f"a bucket name, not a path: {self.bucket!r} (put the path in 'prefix')")
+        _check_auth(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudWatchSourceConfig(AwsAuth):
+    """`type: aws_cloudwatch`: flow log events in CloudWatch Logs log groups (one stream per interface)."""
+
+    name: Annotated[str, NonEmpty]
+    type: str = "aws_cloudwatch"
+    log_groups: tuple[Annotated[str, NonEmpty], ...] = ()
+    log_group_prefix: str | None = None
+    fields: Annotated[tuple[str, ...] | None, AwsFields] = None
+    accounts: Annotated[tuple[AccountConfig, ...], Accounts] = ()
+    regions: tuple[Annotated[str, Region], ...] = ()
+    start_from: Annotated[str | None, StartFrom] = None
+    lookback: Annotated[float, Duration] = 600.0
+    poll_interval: Annotated[float, Duration, Positive] = 30.0
+    discover_interval: Annotated[float, Duration, Positive] = 300.0
+    max_concurrency: Annotated[int, Min(1)] = 4
+
+    def __post_init__(self) -> None:
+        if not self.log_groups and self.log_group_prefix is None:
+            raise _InvalidField("log_groups", "give log_groups (a list of names) or log_group_prefix")
+        _check_auth(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqsSourceConfig(AwsAuth):
+    """`type: aws_sqs`: S3 ObjectCreated notifications (direct, through SNS, or from EventBridge) on a queue."""
+
+    name: Annotated[str, NonEmpty]
+    type: str = "aws_sqs"
+    queue_url: Annotated[str, NonEmpty]
+    wait_time: Annotated[float, Duration, Min(0)] = 20.0
+    visibility_timeout: Annotated[float, Duration, Min(1)] = 300.0
+    max_receive_count: Annotated[int, Min(1)] = 5
+    max_concurrency: Annotated[int, Min(1)] = 4
+    key_filter: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.match(r"https?://", self.queue_url):
+            raise _InvalidField("queue_url", f"expected the queue's https:// URL, got {self.queue_url!r}")
+        _check_auth(self)
+
+
+SOURCE_TYPES["aws_s3"] = S3SourceConfig
+SOURCE_TYPES["aws_cloudwatch"] = CloudWatchSourceConfig
+SOURCE_TYPES["aws_sqs"] = SqsSourceConfig

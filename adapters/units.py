@@ -1,0 +1,151 @@
+"""Reading one unit (a file, an S3 object) into the pipeline: what every object-store source does the same way.
+
+A unit is parsed in a worker thread (the parser is a pure generator, see adapters/aws/parse.py) and each batch is
+handed to the pipeline with the position that makes it resumable. Where the unit came from only changes how it is
+opened: the caller passes `open_results(resume)`. Failures are reported with the unit's name and counted; the unit
+is retried later with backoff (`RetryBook`), and the source goes on with the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from adapters.aws.parse import ParseResult
+from collector.checkpoints import CheckpointStore
+from collector.metrics import SourceCounters
+from collector.pipeline import Delivery, Pipeline, PipelineFailed
+
+MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # every batch emitted (the checkpoint lands when every sink has acked)
+    STOPPED = "stopped"  # the daemon is stopping: what was emitted is checkpointed, the rest comes next run
+    FAILED = "failed"  # could not be read: reported, counted; retry later
+
+
+class RetryBook:
+    """When a failed unit may be tried again: 60 s, doubling to an hour, or at once if its version changes."""
+
+    def __init__(self, first: float = 60.0, cap: float = 3600.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._due: dict[str, tuple[str, float, float]] = {}  # unit -> (version, when, delay)
+
+    def waiting(self, unit: str, version: str, now: float | None = None) -> bool:
+        entry = self._due.get(unit)
+        return entry is not None and entry[0] == version and (now or time.time()) < entry[1]
+
+    def failed(self, unit: str, version: str) -> float:
+        previous = self._due.get(unit)
+        delay = min(previous[2] * 2, self.cap) if previous and previous[0] == version else self.first
+        self._due[unit] = (version, time.time() + delay, delay)
+        return delay
+
+    def succeeded(self, unit: str) -> None:
+        self._due.pop(unit, None)
+
+    def attempts_pending(self) -> int:
+        return len(self._due)
+
+
+_STATUS_VALUES = pa.array(["nodata", "skipdata"])
+
+
+def status_rows(result: ParseResult) -> int:
+    statuses = result.batch.column("log_status")
+    if statuses.null_count == len(statuses):
+        return 0
+    return int(pc.sum(pc.is_in(statuses.cast(pa.string()), value_set=_STATUS_VALUES)).as_py() or 0)
+
+
+def describe_position(position: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in position.items() if k != "fields")
+
+
+async def deliver_unit(
+    pipeline: Pipeline,
+    *,
+    source: str,
+    unit: str,
+    version: str,
+    label: str,
+    open_results: Callable[[dict[str, Any] | None], Iterator[ParseResult]],
+    store: CheckpointStore,
+    counters: SourceCounters,
+    executor: Executor | None,
+    stop: asyncio.Event,
+    log: logging.Logger,
+    bytes_read: list[int] | None = None,
+    read_errors: tuple[type[BaseException], ...] = (),
+) -> Outcome:
+    """Parse `unit` from its checkpoint on and emit every batch; never raises for a bad unit.
+
+    `label` is how logs name the unit (a path, `s3://bucket/key`). `bytes_read[0]` is added to the source's byte
+    counter at the end (the opener counts into it). `read_errors` are the opener's I/O exceptions besides OSError
+    and Arrow's, reported as "cannot be read" rather than as a bug."""
+    loop = asyncio.get_running_loop()
+    pipeline.begin_unit(source, unit)
+    ckpt = await loop.run_in_executor(executor, store.get, source, unit)
+    resume = None
+    records = 0
+    if ckpt is not None and ckpt.version == version and ckpt.position and not ckpt.done:
+        resume, records = ckpt.position, ckpt.records
+        log.info("source=%s unit=%s resuming at %s", source, label, describe_position(resume))
+    counter = bytes_read if bytes_read is not None else [0]
+    logged = 0
+    errors = 0
+    results: Iterator[ParseResult] | None = None
+    try:
+        results = open_results(resume)
+        while True:
+            result = await loop.run_in_executor(executor, next, results, None)
+            if result is None:
+                break
+            for err in result.errors:
+                if logged < MAX_ERRORS_LOGGED:
+                    log.warning("source=%s %s", source, err)
+                    logged += 1
+            errors += len(result.errors)
+            counters.errors += len(result.errors)
+            n = result.batch.num_rows
+            records += n
+            counters.records += n
+            if n:
+                counters.status_rows += status_rows(result)
+            # Text positions count decompressed bytes, Parquet positions rows: both grow within a unit.
+            progress = int(result.position.get("offset", result.position.get("rows", 0)))
+            await pipeline.emit(
+                Delivery(source, unit, version, result.batch, result.position, result.final, records, progress)
+            )
+            if result.final:
+                break
+            if stop.is_set():
+                return Outcome.STOPPED  # the checkpoint of what was emitted still lands; the rest next run
+    except PipelineFailed:
+        raise
+    except (OSError, pa.ArrowException, *read_errors) as exc:
+        counters.units_failed += 1
+        log.error("source=%s unit=%s cannot be read: %s", source, label, exc)
+        return Outcome.FAILED
+    except Exception:  # a parser bug must not take the daemon down: report it with where it happened
+        counters.units_failed += 1
+        log.exception("source=%s unit=%s failed unexpectedly", source, label)
+        return Outcome.FAILED
+    finally:
+        counters.bytes_read += counter[0]
+        if results is not None and hasattr(results, "close"):
+            await loop.run_in_executor(executor, results.close)
+    if errors > logged:
+        log.warning("source=%s unit=%s %d more errors not shown", source, label, errors - logged)
+    log.info("source=%s unit=%s records=%d errors=%d", source, label, records, errors)
+    return Outcome.DONE
