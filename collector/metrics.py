@@ -19,6 +19,9 @@ class SourceCounters:
     errors: int = 0  # rejected records (malformed lines, bad values)
     bytes_read: int = 0
     newest_delivered: float = 0.0  # epoch seconds of the newest unit checkpointed
+    # Epoch seconds of the newest object / event delivered, by its own time (S3 LastModified, CloudWatch event
+    # timestamp): now minus this is the source's lag.
+    newest_object_time: float = 0.0
 
 
 @dataclass
