@@ -169,6 +169,14 @@ class CheckpointStore:
         with self._transaction():
             self._db.executemany("DELETE FROM sink_journal WHERE sink=? AND name=?", [(sink, n) for n in names])
 
+    def units_with_prefix(self, source: str, prefix: str) -> list[str]:
+        """Units of a source whose name starts with `prefix` (a source's own bookkeeping rows, for example)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT unit FROM units WHERE source=? AND unit>=? AND unit<?", (source, prefix, prefix + "\U0010ffff")
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def forget_units(self, source: str, units: Iterable[str], before: float) -> int:
         """Drop finished units of a source among `units` last updated before `before` (epoch seconds)."""
         with self._transaction():

@@ -1,0 +1,420 @@
+"""`aws_s3` source: VPC and Transit Gateway flow logs delivered to S3, found by polling the bucket.
+
+How the bucket is read, and why:
+- Keys follow AWS's delivery layout, plain or Hive-compatible, with daily or hourly partitions:
+    {prefix}AWSLogs/{account}/{service}/{region}/{yyyy}/{mm}/{dd}/[{hh}/]{file}
+    {prefix}AWSLogs/aws-account-id={account}/aws-service={service}/aws-region={region}/year={yyyy}/month={mm}/
+        day={dd}/[hour={hh}/]{file}
+  with service `vpcflowlogs` or `transitgatewayflowlogs`. A *root* is one (account, service, region) directory in
+  one layout; accounts and regions are listed in the config or discovered with delimiter listings, again every
+  `discover_interval`.
+- Listing cost must not grow with the bucket's history. Each root keeps a cursor: the first UTC day not yet
+  *closed*. A day closes when its end is older than `lookback` (late objects have had time to land) and every
+  object listed in it is delivered. A poll lists only the days from the cursor to today (ListObjectsV2 on the
+  day's prefix, so hourly partitions come with it): normally today, and yesterday during the look-back. File names
+  sort by flow log id before time, so a single StartAfter key per day could skip a late object of another flow
+  log; re-listing the open day costs one request per 1,000 objects of that day, whatever the bucket holds.
+- An object is a unit: key, versioned by ETag. Finished objects are in the checkpoint store until their day
+  closes; then they are dropped (the cursor says the whole day is done), so the store holds about a day of keys.
+- `start_from` applies to a root's first run: days before it are not listed and objects last modified before it
+  are skipped. `now` and durations are fixed at the first run and kept in the store, so a restart does not move
+  them. Without `start_from`, the first run starts at the root's earliest day (a backfill).
+- Objects are delivered in order of arrival (LastModified) within a poll, at most `max_concurrency` at once, each
+  streamed (adapters/aws/s3io.py) and parsed in this source's own threads, which block on the network.
+- Failures stay local: a denied or missing bucket, or a wrong credential, is reported once per poll with the
+  account, bucket and prefix named, and the other roots go on; a damaged object is reported with its key and
+  retried with backoff (`RetryBook`), and holds its day open meanwhile, so it is never silently skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from adapters.aws.config import S3SourceConfig, auth_of
+from adapters.aws.parse import ParseResult
+from adapters.aws.s3io import ObjectChanged, open_object
+from adapters.aws.session import Identity, describe_error, identities
+from adapters.local import open_stream
+from adapters.units import Outcome, RetryBook, deliver_unit
+from collector.aio import sleep_or_stop
+from collector.checkpoints import CheckpointStore, Commit
+from collector.metrics import Metrics
+from collector.pipeline import Pipeline
+
+log = logging.getLogger("flowcollector.source.aws_s3")
+
+_META = "\x00"  # prefix of the source's own rows in the checkpoint store (never a valid S3 key start)
+_HIVE = "hive"
+_PLAIN = "plain"
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """One (account, service, region) directory of flow logs in one key layout."""
+
+    identity: Identity
+    account: str
+    service: str
+    region: str
+    layout: str
+    prefix: str  # ends with "/"
+
+    def day_prefix(self, day: date) -> str:
+        if self.layout == _HIVE:
+            return f"{self.prefix}year={day:%Y}/month={day:%m}/day={day:%d}/"
+        return f"{self.prefix}{day:%Y}/{day:%m}/{day:%d}/"
+
+    @property
+    def label(self) -> str:
+        return f"account={self.account} service={self.service} region={self.region} prefix={self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    root: Root
+    key: str
+    etag: str
+    size: int
+    modified: datetime
+
+
+def _etag(raw: str) -> str:
+    return raw.strip('"')
+
+
+def _component(part: str, name: str) -> str | None:
+    """`aws-account-id=123` -> `123` (Hive); None when the part is not `name=...`."""
+    head, sep, value = part.partition("=")
+    return value if sep and head == name else None
+
+
+class S3Source:
+    def __init__(
+        self, config: S3SourceConfig, store: CheckpointStore, metrics: Metrics, executor: Executor | None = None
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.counters = metrics.sources[config.name]
+        prefix = config.prefix.strip("/")
+        self.base = f"{prefix}/AWSLogs/" if prefix else "AWSLogs/"
+        self._specs = identities(auth_of(config), config.accounts)
+        self._identities: list[Identity] = []
+        self._roots: list[Root] = []
+        self._discovered_at = 0.0
+        self._cursors: dict[str, date] = {}  # root prefix -> first day not closed (saved in the store)
+        self._listed_to: dict[str, date] = {}  # root prefix -> first day not yet sealed in this process
+        self._pending: dict[str, list[tuple[date, dict[str, str]]]] = {}  # sealed days awaiting their checkpoints
+        self._start: datetime | None = None
+        self._active: dict[str, str] = {}  # key -> etag: being read now
+        self._emitted: dict[str, str] = {}  # key -> etag: read to the end, checkpoint not yet committed
+        self._retry = RetryBook()
+        self._reported: set[str] = set()  # problems already logged this poll
+
+    # -- the loop
+
+    async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
+        executor = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"s3-{self.name}")
+        self._identities = [Identity(spec) for spec in self._specs]
+        try:
+            await self._load_meta()
+            while not stop.is_set():
+                await self.poll(pipeline, executor, stop)
+                if once:
+                    return
+                await sleep_or_stop(stop, self.config.poll_interval)
+        finally:
+            for ident in self._identities:
+                await ident.close()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def poll(self, pipeline: Pipeline, executor: Executor, stop: asyncio.Event) -> None:
+        self._reported.clear()
+        if time.monotonic() - self._discovered_at >= self.config.discover_interval or not self._roots:
+            self._roots = [r async for r in self._discover()]
+            self._discovered_at = time.monotonic()
+            log.info("source=%s roots=%d %s", self.name, len(self._roots), " ".join(r.prefix for r in self._roots))
+        await self._close_days()
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=self.config.lookback)
+        starts: dict[str, date] = {}
+        for root in self._roots:
+            try:
+                first = await self._cursor(root)
+            except (ClientError, BotoCoreError) as exc:
+                self._report(root, exc)
+                continue
+            if first is not None:
+                starts[root.prefix] = self._listed_to.setdefault(root.prefix, first)
+        if not starts:
+            return
+        # Day by day, oldest first (memory holds one day's listing), every root's objects of the day in order of
+        # arrival; then the day is sealed if the look-back has passed and everything in it was read.
+        day = min(starts.values())
+        while day <= now.date() and not stop.is_set():
+            done = await asyncio.to_thread(self.store.done_versions, self.name)
+            self._emitted = {k: v for k, v in self._emitted.items() if done.get(k) != v}
+            listed: list[tuple[Root, list[S3Object]]] = []
+            for root in self._roots:
+                if root.prefix not in starts or self._listed_to[root.prefix] > day:
+                    continue
+                try:
+                    listed.append((root, [o async for o in self._list_day(root, day)]))
+                except (ClientError, BotoCoreError) as exc:
+                    self._report(root, exc)
+            end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+            old_enough = end <= cutoff
+            todo = [o for _, objects in listed for o in objects if self._wanted(o, done)]
+            todo.sort(key=lambda o: (o.modified, o.key))
+            await self._deliver_all(pipeline, executor, stop, todo)
+            for root, objects in listed:
+                wanted = {o.key: o.etag for o in objects if self._start is None or o.modified >= self._start}
+                read = all(self._emitted.get(k) == v or done.get(k) == v for k, v in wanted.items())
+                if old_enough and read and not stop.is_set() and self._listed_to[root.prefix] == day:
+                    self._pending.setdefault(root.prefix, []).append((day, wanted))
+                    self._listed_to[root.prefix] = day + timedelta(days=1)
+            # Checkpoints of earlier polls (or runs: `--once` returns before its last acks) close days right away.
+            await self._close_days()
+            day += timedelta(days=1)
+
+    def _wanted(self, obj: S3Object, done: dict[str, str]) -> bool:
+        if done.get(obj.key) == obj.etag or self._emitted.get(obj.key) == obj.etag or obj.key in self._active:
+            return False
+        if self._start is not None and obj.modified < self._start:
+            return False
+        return not self._retry.waiting(obj.key, obj.etag)
+
+    async def _deliver_all(
+        self, pipeline: Pipeline, executor: Executor, stop: asyncio.Event, objects: list[S3Object]
+    ) -> None:
+        slots = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(obj: S3Object) -> None:
+            try:
+                await self._deliver(pipeline, executor, stop, obj)
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as tg:
+            for obj in objects:
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                self._active[obj.key] = obj.etag
+                tg.create_task(one(obj))
+
+    async def _deliver(self, pipeline: Pipeline, executor: Executor, stop: asyncio.Event, obj: S3Object) -> None:
+        loop = asyncio.get_running_loop()
+        label = f"s3://{self.config.bucket}/{obj.key}"
+        bytes_read = [0]
+        try:
+            client = await obj.root.identity.client("s3")
+
+            def open_results(resume: dict[str, Any] | None) -> Iterator[ParseResult]:
+                fh = open_object(client, self.config.bucket, obj.key, obj.size, obj.etag, loop)
+                try:
+                    yield from open_stream(fh, unit=label, source=self.name, resume=resume, bytes_read=bytes_read,
+                                           size=obj.size)  # fmt: skip
+                finally:
+                    fh.close()
+
+            outcome = await deliver_unit(
+                pipeline,
+                source=self.name,
+                unit=obj.key,
+                version=obj.etag,
+                label=label,
+                open_results=open_results,
+                store=self.store,
+                counters=self.counters,
+                executor=executor,
+                stop=stop,
+                log=log,
+                bytes_read=bytes_read,
+                read_errors=(ClientError, BotoCoreError, ObjectChanged),
+            )
+        finally:
+            self._active.pop(obj.key, None)
+        if outcome is Outcome.DONE:
+            self._emitted[obj.key] = obj.etag
+            self._retry.succeeded(obj.key)
+            self.counters.newest_object_time = max(self.counters.newest_object_time, obj.modified.timestamp())
+        elif outcome is Outcome.FAILED:
+            delay = self._retry.failed(obj.key, obj.etag)
+            log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, label, delay)
+
+    # -- days and cursors
+
+    async def _cursor(self, root: Root) -> date | None:
+        """The first day of `root` still to list: its saved cursor, else where the first run starts."""
+        cursor = self._cursors.get(root.prefix)
+        if cursor is None:
+            if self._start is not None:
+                cursor = self._start.date()
+            else:
+                cursor = await self._earliest_day(root)
+                if cursor is None:
+                    return None  # nothing delivered under this root yet
+            self._cursors[root.prefix] = cursor
+        return cursor
+
+    async def _close_days(self) -> None:
+        """Move the saved cursors over sealed days whose objects are all checkpointed, and forget those objects.
+
+        Sealed days wait in memory until the sinks have acked them (a Parquet sink acks when its file closes), so a
+        crash before that finds the saved cursor behind them and lists them again: nothing is skipped."""
+        if not any(self._pending.values()):
+            return
+        done = await asyncio.to_thread(self.store.done_versions, self.name)
+        commits = []
+        forget: list[str] = []
+        for prefix, days in self._pending.items():
+            moved = False
+            while days and all(done.get(k) == v for k, v in days[0][1].items()):
+                day, objects = days.pop(0)
+                forget += list(objects)
+                self._cursors[prefix] = day + timedelta(days=1)
+                moved = True
+            if moved:
+                day = self._cursors[prefix]
+                commits.append(Commit(self.name, f"{_META}cursor:{prefix}", "", {"day": day.isoformat()}, False, 0))
+                log.info("source=%s prefix=%s days before %s closed", self.name, prefix, day)
+        if commits:
+            # The cursor first, then the keys: a crash in between leaves keys the cursor already covers.
+            await asyncio.to_thread(self.store.commit, commits)
+            await asyncio.to_thread(self.store.forget_units, self.name, forget, time.time() + 1)
+
+    async def _load_meta(self) -> None:
+        """The first-run instant (for `now` and durations) and the cursors saved by earlier runs."""
+        start = self.config.start_from
+        if start is not None:
+            saved = await asyncio.to_thread(self.store.get, self.name, f"{_META}start")
+            if saved is not None and saved.position and saved.version == start:
+                self._start = datetime.fromisoformat(saved.position["at"])
+            else:
+                if start == "now":
+                    at = datetime.now(UTC)
+                elif start.startswith("ago:"):
+                    at = datetime.now(UTC) - timedelta(seconds=float(start[4:]))
+                else:
+                    at = datetime.fromisoformat(start)
+                # S3 lists LastModified in whole seconds: an object written in the same second as the first run
+                # must not look older than it.
+                at = at.replace(microsecond=0)
+                self._start = at
+                row = Commit(self.name, f"{_META}start", start, {"at": at.isoformat()}, False, 0)
+                await asyncio.to_thread(self.store.commit, [row])
+            log.info("source=%s starting from %s", self.name, self._start.isoformat())
+        for root_prefix, day in (await asyncio.to_thread(self._saved_cursors)).items():
+            self._cursors[root_prefix] = day
+
+    def _saved_cursors(self) -> dict[str, date]:
+        out = {}
+        marker = f"{_META}cursor:"
+        for unit in self.store.units_with_prefix(self.name, marker):
+            ckpt = self.store.get(self.name, unit)
+            if ckpt is not None and ckpt.position:
+                out[unit[len(marker) :]] = date.fromisoformat(ckpt.position["day"])
+        return out
+
+    # -- listing
+
+    async def _discover(self) -> AsyncIterator[Root]:
+        """Every (account, service, region) root the identities can see, in both layouts."""
+        for ident in self._identities:
+            try:
+                client = await ident.client("s3")
+                if ident.spec.account is not None:
+                    accounts = [(ident.spec.account, _PLAIN), (ident.spec.account, _HIVE)]
+                else:
+                    accounts = []
+                    for part in await self._subdirs(client, self.base):
+                        hive = _component(part, "aws-account-id")
+                        accounts.append((hive, _HIVE) if hive is not None else (part, _PLAIN))
+                for account, layout in accounts:
+                    top = f"{self.base}aws-account-id={account}/" if layout == _HIVE else f"{self.base}{account}/"
+                    for service_part in await self._subdirs(client, top):
+                        service = _component(service_part, "aws-service") if layout == _HIVE else service_part
+                        if service not in self.config.services:
+                            continue
+                        regions = ident.spec.regions or self.config.regions
+                        for region_part in await self._subdirs(client, f"{top}{service_part}/"):
+                            region = _component(region_part, "aws-region") if layout == _HIVE else region_part
+                            if region is None or (regions and region not in regions):
+                                continue
+                            prefix = f"{top}{service_part}/{region_part}/"
+                            yield Root(ident, account, service, region, layout, prefix)
+            except (ClientError, BotoCoreError) as exc:
+                key = f"discover:{ident.label}"
+                if key not in self._reported:
+                    self._reported.add(key)
+                    self.counters.units_failed += 1
+                    log.error(
+                        "source=%s %s cannot list s3://%s/%s: %s",
+                        self.name,
+                        ident.label,
+                        self.config.bucket,
+                        self.base,
+                        describe_error(exc),
+                    )
+
+    async def _subdirs(self, client: Any, prefix: str) -> list[str]:
+        """Names of the 'directories' right under `prefix` (delimiter listing), sorted."""
+        out = []
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.config.bucket, Prefix=prefix, Delimiter="/"):
+            out += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", ())]
+        return sorted(out)
+
+    async def _earliest_day(self, root: Root) -> date | None:
+        """The first day with objects under `root`: three delimiter listings (years, months, days)."""
+        client = await root.identity.client("s3")
+        parts = []
+        prefix = root.prefix
+        for name in ("year", "month", "day"):
+            subdirs = await self._subdirs(client, prefix)
+            values = [(_component(s, name) if root.layout == _HIVE else s, s) for s in subdirs]
+            values = [(v, s) for v, s in values if v is not None and v.isdigit()]
+            if not values:
+                return None
+            value, sub = min(values, key=lambda vs: int(vs[0]))
+            parts.append(int(value))
+            prefix = f"{prefix}{sub}/"
+        try:
+            return date(*parts)
+        except ValueError:
+            return None
+
+    async def _list_day(self, root: Root, day: date) -> AsyncIterator[S3Object]:
+        client = await root.identity.client("s3")
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.config.bucket, Prefix=root.day_prefix(day)):
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                if key.endswith("/"):
+                    continue  # a folder marker written by a console or a sync tool
+                yield S3Object(root, key, _etag(item["ETag"]), int(item["Size"]), item["LastModified"])
+
+    def _report(self, root: Root, exc: BaseException) -> None:
+        if root.prefix in self._reported:
+            return
+        self._reported.add(root.prefix)
+        self.counters.units_failed += 1
+        log.error(
+            "source=%s %s cannot list s3://%s/%s: %s",
+            self.name,
+            root.identity.label,
+            self.config.bucket,
+            root.prefix,
+            describe_error(exc),
+        )
