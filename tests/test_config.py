@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -191,6 +192,42 @@ def test_example_config_is_valid():
     assert [s.name for s in config.sources] == ["samples"]
     assert config.sources[0].path == REPO / "examples/data"
     assert [(s.name, s.compression) for s in config.sinks] == [("archive-jsonl", "none"), ("archive-parquet", "zstd")]
+
+
+def commented_sections(text: str) -> dict[str, str]:
+    """The commented-out `- name:` sections of config.example.yaml, uncommented (nested `# ...` lines included,
+    so every documented option is checked too)."""
+    out: dict[str, str] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("  # - name:"):
+            current = [line.replace("  # ", "  ", 1)]
+            out[line.split("name:", 1)[1].split("#")[0].strip()] = current  # type: ignore[assignment]
+        elif current is not None and line.startswith("  #   "):
+            body = line[len("  #   ") :]
+            if re.match(r"# [a-z_]+:( |$)", body):
+                body = body[2:]  # a nested commented option: check it as well
+            current.append("    " + body)
+        else:
+            current = None
+    return {name: "\n".join(lines) for name, lines in out.items()}  # type: ignore[arg-type]
+
+
+def test_example_config_commented_sections_are_valid(monkeypatch, tmp_path):
+    """Every commented source and sink of the example, uncommented with its documented options, is a valid config."""
+    for var in ("FLOWLOGS_KEY_ID", "FLOWLOGS_SECRET", "FLOWLOGS_EXTERNAL_ID"):
+        monkeypatch.setenv(var, "x")
+    text = (REPO / "config.example.yaml").read_text()
+    sections = commented_sections(text)
+    assert {"vpc-flows", "to-nfcapd"} <= set(sections)
+    for name, body in sections.items():
+        kind = "sources" if "type: aws" in body or "type: local" in body else "sinks"
+        other = "sinks:\n  - {name: o, type: stdout}" if kind == "sources" else "sources:\n  - {name: l, type: local}"
+        doc = f"{kind}:\n{body}\n{other}\n"
+        try:
+            parse_config(doc, tmp_path / f"{name}.yaml")
+        except ConfigError as exc:
+            raise AssertionError(f"commented section {name!r} of config.example.yaml:\n{doc}\n{exc}") from None
 
 
 # --- environment interpolation -----------------------------------------------------------------------------------
