@@ -178,7 +178,9 @@ class AwsAuth:
     role_arn: Annotated[str | None, RoleArn] = None
     external_id: str | None = None
     role_session_name: Annotated[str, NonEmpty] = "flowcollector"
-    role_duration: Annotated[float, Duration, Min(900), _AtMost(43200)] = 3600.0
+    # At least 30 minutes: botocore renews a role 15 minutes before it expires, so a 15-minute role (the AWS
+    # minimum) would be assumed again on every call.
+    role_duration: Annotated[float, Duration, Min(1800), _AtMost(43200)] = 3600.0
 
 
 def _check_auth(cfg: Any) -> None:
@@ -248,13 +250,18 @@ class CloudWatchSourceConfig(AwsAuth):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SqsSourceConfig(AwsAuth):
-    """`type: aws_sqs`: S3 ObjectCreated notifications (direct, through SNS, or from EventBridge) on a queue."""
+    """`type: aws_sqs`: S3 ObjectCreated notifications (direct, through SNS, or from EventBridge) on a queue.
+
+    The bounds are SQS's own: a long poll waits at most 20 s, a message stays invisible at most 12 hours, so a value
+    past them is refused here rather than by every ReceiveMessage call. `key_filter` is an fnmatch pattern on the
+    whole object key (`*` also matches `/`; empty: every object); see adapters/aws/sqs.py for the rest.
+    """
 
     name: Annotated[str, NonEmpty]
     type: str = "aws_sqs"
     queue_url: Annotated[str, NonEmpty]
-    wait_time: Annotated[float, Duration, Min(0)] = 20.0
-    visibility_timeout: Annotated[float, Duration, Min(1)] = 300.0
+    wait_time: Annotated[float, Duration, Min(0), _AtMost(20)] = 20.0
+    visibility_timeout: Annotated[float, Duration, Min(1), _AtMost(43200)] = 300.0
     max_receive_count: Annotated[int, Min(1)] = 5
     max_concurrency: Annotated[int, Min(1)] = 4
     key_filter: str = ""
