@@ -293,3 +293,56 @@ async def test_sigkill_and_restart_deliver_every_record_once(moto: Moto, tmp_pat
     assert final.returncode == 0, final.stderr[-3000:]
     got = ids(delivered(tmp_path))
     assert got == collections.Counter(range(per * objects))
+
+
+class FlakyProxy:
+    """A real HTTP reverse proxy in front of moto that answers the first `failures` requests with a 503 SlowDown
+    (what S3 sends when throttling) and then an HTTP 500: the source must ride them out by retrying."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.upstream = upstream
+        self.failures = failures
+        self.failed = 0
+        self.requests = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import ClientSession, web
+
+        self.requests += 1
+        if self.failed < self.failures:
+            self.failed += 1
+            code, status = ("SlowDown", 503) if self.failed % 2 else ("InternalError", 500)
+            body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+            return web.Response(status=status, body=body, content_type="application/xml")
+        async with ClientSession(auto_decompress=False) as session:
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            async with session.request(
+                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
+            ) as up:
+                body = await up.read()
+                keep = {k: v for k, v in up.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+                return web.Response(status=up.status, body=body, headers=keep)
+
+
+async def test_throttling_and_5xx_are_retried(moto: Moto, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    async with Bucket(moto) as b:
+        await b.put(plain_key(A1, TODAY, "a"), gz_object(lines(1_000, 100, A1)))
+    proxy = FlakyProxy(moto.endpoint, failures=2)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(config_text(tmp_path, moto).replace(moto.endpoint, f"http://127.0.0.1:{port}"))
+        metrics = await run(parse_config(cfg.read_text(), cfg), once=True)
+    finally:
+        await runner.cleanup()
+    assert proxy.failed == 2 and proxy.requests > 2
+    assert ids(delivered(tmp_path)) == collections.Counter(range(1_000, 1_100))
+    assert (metrics.sources["s3"].units_failed, metrics.sources["s3"].errors) == (0, 0)
