@@ -69,13 +69,20 @@ async def _progress(metrics: Metrics, pipeline: Pipeline, interval: float, stop:
         last_records, last_t = records, now
         units = sum(c.units for c in metrics.sources.values())
         errors = sum(c.errors for c in metrics.sources.values())
+        # Lag: how old the newest delivered object / event is, per source that knows (cloud sources).
+        lags = " ".join(
+            f"lag_{name}={time.time() - c.newest_object_time:.0f}s"
+            for name, c in sorted(metrics.sources.items())
+            if c.newest_object_time
+        )
         log.info(
-            "progress records=%d rate=%.0f/s units_done=%d errors=%d in_flight_batches=%d",
+            "progress records=%d rate=%.0f/s units_done=%d errors=%d in_flight_batches=%d%s",
             records,
             rate,
             units,
             errors,
             pipeline.in_flight(),
+            f" {lags}" if lags else "",
         )
 
 
