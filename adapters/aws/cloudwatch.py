@@ -1,0 +1,659 @@
+"""`aws_cloudwatch` source: VPC flow logs delivered to CloudWatch Logs, one log stream per network interface.
+
+How it reads, and why:
+- Where: every identity (one per account, adapters/aws/session.py) x region (the account's `regions`, else the
+  source's `regions`, else its `region`) x log group (`log_groups` by name, and every group under
+  `log_group_prefix`) x log stream. Groups and streams are listed (DescribeLogGroups, DescribeLogStreams, paged)
+  at start and every `discover_interval`; a place whose listing failed is listed again at the next poll.
+- A stream is a unit, named `[ACCOUNT:]REGION:GROUP:STREAM` (the account when the source lists `accounts`).
+  Region and account are in the name even when a single one is configured: a unit name must not change when a
+  region or an account is added later, or every stream would start over. `:` occurs in no group or stream name.
+- FilterLogEvents, not GetLogEvents. FilterLogEvents returns each event's id, which is what tells an event
+  delivered from one that is not when several share a timestamp or one arrives late; it reads up to 100 streams
+  per request, and the read APIs have low per-account, per-region rate quotas (FilterLogEvents: 5 requests/s), so
+  one request per stream per poll (GetLogEvents, which has no ids and a forward token that repeats at the end)
+  would not scale to groups of thousands of interfaces. Streams are queried in batches of up to 100 with similar
+  start times, paged with nextToken to the end (empty pages with a token are normal). Events come in the API's
+  order (timestamp, ingestion time, request): the same events in the same order whenever a range is read again.
+- Checkpoint (the unit's position): `ts`, the newest event timestamp delivered; `ids`, the event ids delivered
+  at that timestamp (dropped beyond 1000, see below); `ingest`, the newest ingestion time delivered; `events` and
+  `crc`, how many events of the stream were consumed and a CRC-32 of their ids in order. The version is the
+  stream's creation time, so a stream deleted and created again under its name is read as new.
+- Late events. Flow log events are stamped with the flow's start and ingested minutes later, so an event older
+  than what was delivered can still come. Each poll reads a stream from `ts - lookback`. While running, an event
+  is new unless its id is in the stream's in-memory set of ids delivered within the look-back (at most 100,000 per
+  stream; a busier stream gets a shorter look-back, logged) or it was delivered before this process started.
+  What survives a restart is the checkpoint, not the set: an event older than `ts` then counts as delivered when
+  its ingestion time is not newer than `ingest`, and an event at `ts` when its id is in `ids` (by ingestion time
+  too when `ids` was dropped). So a restart repeats nothing; an event that became visible out of ingestion order
+  while the collector was down can be missed (CloudWatch's read-after-write lag), and so can any event later
+  than `lookback`.
+- Progress (which lets a sink skip what it already has after a crash) is `events << 32 | crc`. A restart reads
+  again the events after the checkpoint; where a sink recorded more, the batch is cut exactly at the sink's
+  count, and the CRC says whether the events read again are the ones it holds. If they are not (late events
+  landed in that range meanwhile), the unit gets a new version (`CREATION.N`): those sinks receive that range
+  again, duplicates rather than a silent gap. Until the count is reached, that range is held as one batch.
+- Batches hold at most 10,000 events of a stream, and at most 20,000 events wait across the streams of one
+  request: memory stays bounded whatever the backlog. The last batch of a stream in a poll is marked done (the
+  stream is caught up), which is what the `units` metric counts.
+- Messages are parsed as header-less AWS lines in `fields` order (v2 by default) by the shared text parser, in the
+  given executor. An empty message, a header line, or a line the parser rejects is an error that names log group,
+  stream and event id; NODATA/SKIPDATA lines are status rows.
+- `start_from` is where a stream without checkpoint starts; `now` and durations are fixed at the first run and kept
+  in the store (unit `\\x00start`), so a stream that appears later is read from the same instant. Nothing older
+  than `start_from` is ever delivered. Without it, new streams are read from the start of their retention.
+- Failures stay local: a wrong credential, a denied or missing group, or throttling beyond botocore's retries is
+  logged once per poll with account, region and log group named, counted in `units_failed`, and retried at the
+  next poll; the other accounts and groups go on.
+- The store stays small: streams whose newest event is past the group's retention (plus a week for AWS's deletion
+  delay) are neither polled nor kept, and the checkpoints of streams no longer listed are dropped a day after
+  their last update. Streams idle for an hour are polled only when a listing shows new data in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from botocore.exceptions import BotoCoreError, ClientError
+
+from adapters.aws.config import CloudWatchSourceConfig, auth_of
+from adapters.aws.fields import KNOWN_FIELDS
+from adapters.aws.parse import parse_text
+from adapters.aws.session import Identity, IdentitySpec, describe_error, error_code, identities
+from adapters.units import MAX_ERRORS_LOGGED, status_rows
+from collector.aio import sleep_or_stop
+from collector.checkpoints import CheckpointStore, Commit
+from collector.metrics import Metrics
+from collector.pipeline import Delivery, Pipeline, PipelineFailed
+from collector.schema import FlowBatch, empty_batch
+
+log = logging.getLogger("flowcollector.source.aws_cloudwatch")
+
+DEFAULT_REGION = "us-east-1"
+STREAMS_PER_REQUEST = 100  # FilterLogEvents' limit on logStreamNames
+BATCH_EVENTS = 10_000  # events of one stream per batch (~2 MB of text)
+PENDING_EVENTS = 20_000  # events waiting across the streams of one request before the largest are emitted
+SEEN_PER_STREAM = 100_000  # event ids remembered per stream for the look-back
+IDS_AT_TS = 1_000  # event ids at the newest timestamp kept in a checkpoint
+REQUEST_SPREAD_MS = 900_000  # streams whose start times differ more are not queried together
+ACTIVE_MS = 3_600_000  # a stream written to within this is polled every poll, not only after a listing
+EXPIRY_MARGIN_MS = 7 * 86_400_000  # CloudWatch deletes expired events within ~72 h: a wide margin on top
+FORGET_AFTER = 86_400.0  # seconds a checkpoint of a stream no longer listed is kept
+SAME_TOKEN_LIMIT = 100  # consecutive identical nextTokens before a read is abandoned (a stuck server)
+_CRC_BITS = 32
+_ANCHOR = "\x00start"  # the first-run instant of `start_from: now` / a duration; ':' marks every stream unit
+
+
+@dataclass(frozen=True, slots=True)
+class LogGroup:
+    identity: Identity
+    region: str
+    name: str
+    unit_prefix: str  # every stream unit of the group starts with it
+    retention_days: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.identity.label} region {self.region} log group {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A read cut short (a checkpoint mid-read): it delivered, in the API's order, the new events up to the key
+    (timestamp, ingestion time), plus those of `ids` at that very key, of the events ingested by `bound`."""
+
+    ts: int
+    ingest: int
+    ids: frozenset[str] | None  # None: too many to keep; then none at that key counts as delivered
+    bound: int
+
+    def covers(self, ts: int, ingest: int, event_id: str) -> bool:
+        if ingest > self.bound:
+            return False  # not ingested yet when that read went by: not delivered by it
+        if (ts, ingest) != (self.ts, self.ingest):
+            return (ts, ingest) < (self.ts, self.ingest)
+        return self.ids is not None and event_id in self.ids
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a checkpoint says was delivered of a stream: everything up to the last complete read, described by its
+    newest timestamp, the ids at it and its newest ingestion time, and what reads cut short took after that."""
+
+    ts: int = -1
+    ids: frozenset[str] | None = frozenset()  # None: too many to keep; then judged by ingestion time
+    ingest: int = -1
+    cuts: tuple[Cut, ...] = ()
+
+    def covers(self, ts: int, ingest: int, event_id: str) -> bool:
+        if ts < self.ts or (ts == self.ts and self.ids is None):
+            done = ingest <= self.ingest
+        else:
+            done = ts == self.ts and self.ids is not None and event_id in self.ids
+        return done or any(c.covers(ts, ingest, event_id) for c in self.cuts)
+
+    @classmethod
+    def of(cls, position: dict[str, Any]) -> Delivered:
+        def ids(value: list[str] | None) -> frozenset[str] | None:
+            return frozenset(value) if value is not None else None
+
+        cuts = tuple(Cut(c["ts"], c["ingest"], ids(c["ids"]), c["bound"]) for c in position.get("cuts", ()))
+        return cls(int(position["ts"]), ids(position["ids"]), int(position["ingest"]), cuts)
+
+
+def _listed(ids: set[str] | frozenset[str] | None) -> list[str] | None:
+    return sorted(ids) if ids is not None else None
+
+
+class Stream:
+    """One log stream: its checkpoint state, the ids delivered within the look-back, and events not yet emitted."""
+
+    def __init__(self, group: LogGroup, name: str, creation: int, last_ingest: int | None) -> None:
+        self.group = group
+        self.name = name
+        self.unit = group.unit_prefix + name
+        self.creation = creation
+        self.last_ingest = last_ingest  # as of the last listing
+        self.loaded = False
+        self.version = str(creation)
+        self.newest = -1  # the newest timestamp delivered
+        self.at_newest: set[str] | None = set()  # the ids delivered at it (None: more than IDS_AT_TS)
+        # As of the last complete read: its newest timestamp, the ids at it, and the newest ingestion time.
+        self.complete = Delivered()
+        self.inherited: tuple[Cut, ...] = ()  # cuts of the checkpoint this process started from
+        self.cut: tuple[int, int] | None = None  # the key of the last event taken in the current read
+        self.cut_ids: set[str] | None = set()
+        self.bound = -1  # the newest ingestion time seen in the current read
+        self.events = 0
+        self.crc = 0
+        self.records = 0
+        self.before = Delivered()  # what runs before this process delivered
+        self.seen: dict[str, int] = {}  # event id -> timestamp, delivered by this process within the look-back
+        self.floor = -1  # timestamps below this are no longer looked at (the `seen` cap)
+        self.checked = -1  # the listing's last ingestion time this process has read up to
+        self.pending: list[tuple[int, str, str]] = []  # (timestamp, event id, message) not yet emitted
+        self.sink_marks: list[tuple[int, int]] = []  # (events, crc) sinks recorded beyond the checkpoint
+        self.took = False  # events taken in the current read
+
+    @property
+    def label(self) -> str:
+        return f"{self.group.label} stream {self.name}"
+
+    @property
+    def progress(self) -> int:
+        return self.events << _CRC_BITS | self.crc
+
+    def restore(self, version: str, position: dict[str, Any], records: int) -> None:
+        self.version = version
+        self.before = Delivered.of(position)
+        self.complete = Delivered(self.before.ts, self.before.ids, self.before.ingest)
+        self.inherited = self.before.cuts
+        self.newest = int(position.get("newest", self.before.ts))
+        ids = self.before.ids if self.newest == self.before.ts else None
+        self.at_newest = set(ids) if ids is not None else None
+        self.events = int(position["events"])
+        self.crc = int(position["crc"])
+        self.records = records
+        self.checked = self.before.ingest
+
+    def position(self) -> dict[str, Any]:
+        done = self.complete
+        out: dict[str, Any] = {"ts": done.ts, "ids": _listed(done.ids), "ingest": done.ingest}
+        if self.newest != done.ts:
+            out["newest"] = self.newest
+        cuts = [{"ts": c.ts, "ingest": c.ingest, "ids": _listed(c.ids), "bound": c.bound} for c in self.inherited]
+        if self.cut is not None:
+            cuts.append({"ts": self.cut[0], "ingest": self.cut[1], "ids": _listed(self.cut_ids), "bound": self.bound})
+        if cuts:
+            out["cuts"] = cuts
+        out.update(events=self.events, crc=self.crc)
+        return out
+
+    def begin_read(self) -> None:
+        self.cut = None
+        self.bound = -1
+        self.took = False
+
+    def end_read(self) -> None:
+        """The read went to the end: what it took is now described by the complete part alone."""
+        ids = frozenset(self.at_newest) if self.at_newest is not None else None
+        self.complete = Delivered(self.newest, ids, max(self.complete.ingest, self.bound))
+        self.inherited = ()
+        self.cut = None
+        self.checked = max(self.checked, self.last_ingest or -1)
+
+    def start(self, anchor: int | None, lookback_ms: int) -> int | None:
+        """Where this stream's next read starts (epoch ms; None: the start of retention)."""
+        if self.newest < 0:
+            return anchor
+        start = max(self.newest - lookback_ms, self.floor)
+        return start if anchor is None else max(start, anchor)
+
+    def due(self, now_ms: int) -> bool:
+        if self.last_ingest is None:
+            return now_ms - self.creation < ACTIVE_MS  # new and still empty: its first events may come any time
+        return self.last_ingest > self.checked or now_ms - self.last_ingest < ACTIVE_MS
+
+    def delivered(self, ts: int, ingest: int, event_id: str) -> bool:
+        return event_id in self.seen or ts < self.floor or self.before.covers(ts, ingest, event_id)
+
+    def take(self, ts: int, ingest: int, event_id: str, message: str) -> None:
+        self.pending.append((ts, event_id, message))
+        self.seen[event_id] = ts
+        if ts > self.newest:
+            self.newest = ts
+            self.at_newest = {event_id}
+        elif ts == self.newest and self.at_newest is not None:
+            self.at_newest.add(event_id)
+            if len(self.at_newest) > IDS_AT_TS:
+                self.at_newest = None
+        if self.cut != (ts, ingest):
+            self.cut = (ts, ingest)
+            self.cut_ids = {event_id}
+        elif self.cut_ids is not None:
+            self.cut_ids.add(event_id)
+            if len(self.cut_ids) > IDS_AT_TS:
+                self.cut_ids = None
+        self.events += 1
+        self.crc = zlib.crc32(event_id.encode() + b"\n", self.crc)
+        self.took = True
+
+    def at_sink_mark(self) -> bool:
+        """True when the events consumed end exactly where a sink's recorded progress does, with the same ids: the
+        batch must end here so that the sink skips it. A different sequence gives the unit a new version."""
+        cut = False
+        while self.sink_marks and self.events >= self.sink_marks[0][0]:
+            events, crc = self.sink_marks.pop(0)
+            if events != self.events or crc != self.crc:
+                self.resequence()
+                return False
+            cut = True
+        return cut
+
+    def resequence(self) -> None:
+        creation, _, n = self.version.partition(".")
+        self.version = f"{creation}.{int(n or 0) + 1}"
+        self.sink_marks.clear()
+        log.warning(
+            "%s: the events after the checkpoint are not those a sink recorded before the restart (late events "
+            "landed among them): that range is delivered again to it (version %s)",
+            self.label,
+            self.version,
+        )
+
+    def trim(self, lookback_ms: int) -> None:
+        """Forget ids older than the look-back; past the cap, the oldest go and the look-back shrinks."""
+        low = self.newest - lookback_ms
+        if self.seen and min(self.seen.values()) < low:
+            self.seen = {k: v for k, v in self.seen.items() if v >= low}
+        if len(self.seen) > SEEN_PER_STREAM:
+            cut = sorted(self.seen.values())[len(self.seen) - SEEN_PER_STREAM]
+            self.floor = max(self.floor, cut + 1)
+            self.seen = {k: v for k, v in self.seen.items() if v > cut}
+            log.warning(
+                "%s: more than %d events within the look-back; late events older than %s are no longer looked for",
+                self.label,
+                SEEN_PER_STREAM,
+                datetime.fromtimestamp(self.floor / 1000, UTC).isoformat(),
+            )
+
+
+class CloudWatchSource:
+    def __init__(
+        self, config: CloudWatchSourceConfig, store: CheckpointStore, metrics: Metrics, executor: Any = None
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self.counters = metrics.sources[config.name]
+        self.executor = executor
+        self._specs = identities(auth_of(config), config.accounts)
+        self._identities: dict[int, Identity] = {}  # spec index -> identity, made when first needed
+        self._places = [(i, region) for i, spec in enumerate(self._specs) for region in self._regions(spec)]
+        self._listed_at: dict[int, float] = {}  # place index -> monotonic time of its last complete listing
+        self._streams: dict[str, Stream] = {}  # unit -> stream
+        self._anchor: int | None = None
+        self._lookback_ms = int(config.lookback * 1000)
+        self._reported: set[str] = set()  # problems logged this poll
+
+    async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
+        try:
+            self._anchor = await self._load_anchor()
+            while not stop.is_set():
+                await self.poll(pipeline, stop)
+                if once:
+                    return
+                await sleep_or_stop(stop, self.config.poll_interval)
+        finally:
+            for ident in self._identities.values():
+                await ident.close()
+            self._identities.clear()
+
+    def _regions(self, spec: IdentitySpec) -> tuple[str, ...]:
+        return spec.regions or self.config.regions or (self.config.region or DEFAULT_REGION,)
+
+    async def poll(self, pipeline: Pipeline, stop: asyncio.Event) -> None:
+        self._reported.clear()
+        for index, (spec_index, region) in enumerate(self._places):
+            listed = self._listed_at.get(index)
+            stale = listed is None or time.monotonic() - listed >= self.config.discover_interval
+            if stale and await self._discover(spec_index, region):
+                self._listed_at[index] = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        by_group: dict[str, list[Stream]] = {}
+        for stream in self._streams.values():
+            if stream.due(now_ms):
+                by_group.setdefault(stream.group.unit_prefix, []).append(stream)
+        slots = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def one(prefix: str, streams: list[Stream]) -> None:
+            async with slots:
+                if not stop.is_set():
+                    await self._poll_group(pipeline, streams[0].group, streams, stop)
+
+        results = await asyncio.gather(*(one(p, s) for p, s in by_group.items()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # PipelineFailed (or a cancellation): everything else is handled per group
+
+    # -- listing
+
+    async def _discover(self, spec_index: int, region: str) -> bool:
+        """List the groups and streams of one (account, region); False when the listing failed."""
+        spec = self._specs[spec_index]
+        try:
+            ident = self._identities.get(spec_index)
+            if ident is None:
+                # Made here, not at start: a profile that does not exist fails this account, not the source.
+                ident = self._identities[spec_index] = Identity(spec)
+            client = await ident.client("logs", region)
+            groups = await self._list_groups(client, ident, region)
+        except (ClientError, BotoCoreError) as exc:
+            wanted = [*self.config.log_groups]
+            if self.config.log_group_prefix is not None:
+                wanted.append(f"prefix {self.config.log_group_prefix!r}")
+            self._report(f"{spec.label} region {region} log groups {', '.join(wanted)}", "cannot list", exc)
+            return False
+        ok = True
+        for group in groups:
+            try:
+                listed = [s async for s in self._list_streams(client, group)]
+            except (ClientError, BotoCoreError) as exc:
+                self._report(group.label, "cannot list streams", exc)
+                ok = False
+                continue
+            await self._update_streams(group, listed)
+        return ok
+
+    async def _list_groups(self, client: Any, ident: Identity, region: str) -> list[LogGroup]:
+        found: dict[str, dict[str, Any]] = {}
+        paginator = client.get_paginator("describe_log_groups")
+        for name in self.config.log_groups:
+            # Groups come sorted by name, and a name sorts first among those it prefixes.
+            async for page in paginator.paginate(logGroupNamePrefix=name):
+                groups = page.get("logGroups", ())
+                found.update((g["logGroupName"], g) for g in groups if g["logGroupName"] == name)
+                if name in found or any(g["logGroupName"] > name for g in groups):
+                    break
+            if name not in found:
+                self._report(f"{ident.label} region {region} log group {name}", "cannot read", "no such log group")
+        if self.config.log_group_prefix is not None:
+            async for page in paginator.paginate(logGroupNamePrefix=self.config.log_group_prefix):
+                found.update((g["logGroupName"], g) for g in page.get("logGroups", ()))
+        account = f"{ident.spec.account}:" if self.config.accounts else ""
+        out = []
+        for name, info in sorted(found.items()):
+            prefix = f"{account}{region}:{name}:"
+            group = LogGroup(ident, region, name, prefix, info.get("retentionInDays"))
+            out.append(group)
+        return out
+
+    async def _list_streams(self, client: Any, group: LogGroup) -> Any:
+        paginator = client.get_paginator("describe_log_streams")
+        async for page in paginator.paginate(logGroupName=group.name):
+            for s in page.get("logStreams", ()):
+                yield s["logStreamName"], int(s.get("creationTime", 0)), s.get("lastIngestionTime")
+
+    async def _update_streams(self, group: LogGroup, listed: list[tuple[str, int, int | None]]) -> None:
+        """Take a complete listing of a group: new streams are added, gone or expired ones dropped."""
+        expired = None
+        if group.retention_days:
+            expired = int(time.time() * 1000) - group.retention_days * 86_400_000 - EXPIRY_MARGIN_MS
+        present = set()
+        for name, creation, last_ingest in listed:
+            if expired is not None and max(creation, last_ingest or 0) < expired:
+                continue  # every event of it has expired: nothing to read, and its checkpoint may go
+            unit = group.unit_prefix + name
+            present.add(unit)
+            stream = self._streams.get(unit)
+            if stream is None or stream.creation != creation:
+                self._streams[unit] = Stream(group, name, creation, last_ingest)
+            else:
+                stream.group = group
+                stream.last_ingest = last_ingest
+        for unit in [u for u in self._streams if u.startswith(group.unit_prefix) and u not in present]:
+            del self._streams[unit]
+        stored = await asyncio.to_thread(self.store.units_with_prefix, self.name, group.unit_prefix)
+        gone = [u for u in stored if u not in present]
+        if gone:
+            await asyncio.to_thread(self.store.forget_units, self.name, gone, time.time() - FORGET_AFTER)
+
+    # -- reading
+
+    async def _poll_group(
+        self, pipeline: Pipeline, group: LogGroup, streams: list[Stream], stop: asyncio.Event
+    ) -> None:
+        try:
+            for stream in streams:
+                if not stream.loaded:
+                    await self._load(pipeline, stream)
+            keyed = sorted(((s.start(self._anchor, self._lookback_ms), s) for s in streams), key=_by_start)
+            requests: list[list[tuple[int | None, Stream]]] = []
+            for start, stream in keyed:
+                current = requests[-1] if requests else None
+                if (
+                    current is None
+                    or len(current) == STREAMS_PER_REQUEST
+                    or (start or 0) - (current[0][0] or 0) > REQUEST_SPREAD_MS
+                ):
+                    requests.append([(start, stream)])
+                else:
+                    current.append((start, stream))
+            for request in requests:
+                if stop.is_set():
+                    return
+                await self._read(pipeline, group, {s.name: (start, s) for start, s in request}, stop)
+        except PipelineFailed:
+            raise
+        except Exception:  # a bug must not stop the other groups: report it with where it happened
+            self.counters.units_failed += 1
+            log.exception("source=%s %s: reading failed unexpectedly", self.name, group.label)
+
+    async def _load(self, pipeline: Pipeline, stream: Stream) -> None:
+        """The stream's checkpoint, and the progress sinks recorded beyond it (a crash came in between)."""
+        ckpt = await asyncio.to_thread(self.store.get, self.name, stream.unit)
+        if ckpt is not None and ckpt.position and ckpt.version.partition(".")[0] == str(stream.creation):
+            stream.restore(ckpt.version, ckpt.position, ckpt.records)
+            held = await asyncio.to_thread(self.store.sink_progress, self.name, stream.unit)
+            marks = {
+                (p >> _CRC_BITS, p & ((1 << _CRC_BITS) - 1))
+                for version, p in held.values()
+                if version == stream.version and p >> _CRC_BITS > stream.events
+            }
+            stream.sink_marks = sorted(marks)
+        pipeline.begin_unit(self.name, stream.unit)
+        stream.loaded = True
+
+    async def _read(
+        self, pipeline: Pipeline, group: LogGroup, streams: dict[str, tuple[int | None, Stream]], stop: asyncio.Event
+    ) -> None:
+        """One FilterLogEvents query over up to 100 streams, paged to the end; each stream's new events emitted."""
+        starts = [start for start, _ in streams.values()]
+        request: dict[str, Any] = {"logGroupName": group.name, "logStreamNames": sorted(streams)}
+        if None not in starts:
+            request["startTime"] = min(s for s in starts if s is not None)
+        for _, stream in streams.values():
+            stream.begin_read()
+        finished = False
+        failure: BaseException | None = None
+        try:
+            client = await group.identity.client("logs", group.region)
+            token = None
+            repeats = 0
+            while True:
+                page = await client.filter_log_events(**request, **({"nextToken": token} if token else {}))
+                await self._take(pipeline, page.get("events", ()), streams)
+                await self._bound_pending(pipeline, [s for _, s in streams.values()])
+                following = page.get("nextToken")
+                if not following:
+                    finished = True
+                    break
+                repeats = repeats + 1 if following == token else 0
+                if repeats >= SAME_TOKEN_LIMIT:
+                    raise RuntimeError(f"the same nextToken came back {repeats} times")
+                token = following
+                if stop.is_set():
+                    break
+        except (ClientError, BotoCoreError, RuntimeError) as exc:
+            failure = exc
+        for _, stream in streams.values():
+            if stream.sink_marks and stream.pending:
+                stream.resequence()  # the range a sink holds was not read to its end: it cannot be verified
+            if finished:
+                stream.end_read()
+            if stream.pending or (stream.took and finished):
+                await self._emit(pipeline, stream, finished)
+            stream.trim(self._lookback_ms)
+        if failure is not None:
+            names = ", ".join(sorted(streams)) if len(streams) <= 3 else f"{len(streams)} streams"
+            self._report(group.label, f"cannot read ({names}); retrying next poll", failure)
+            if error_code(failure) == "ResourceNotFoundException":
+                self._listed_at.clear()  # a group or stream is gone: list again
+
+    async def _take(self, pipeline: Pipeline, events: Any, streams: dict[str, tuple[int | None, Stream]]) -> None:
+        for event in events:
+            entry = streams.get(event.get("logStreamName", ""))
+            if entry is None:
+                continue
+            start, stream = entry
+            ts = int(event["timestamp"])
+            event_id = str(event["eventId"])
+            ingest = int(event.get("ingestionTime", 0))
+            if start is not None and ts < start:
+                continue  # before this stream's window (the request starts at the earliest of its streams)
+            # Every event the read passes, delivered or not, bounds what it can have seen (see `Cut`).
+            stream.bound = max(stream.bound, ingest)
+            if stream.delivered(ts, ingest, event_id):
+                continue
+            stream.take(ts, ingest, event_id, event.get("message", ""))
+            if stream.sink_marks:
+                if stream.at_sink_mark():
+                    await self._emit(pipeline, stream, False)
+            elif len(stream.pending) >= BATCH_EVENTS:
+                await self._emit(pipeline, stream, False)
+
+    async def _bound_pending(self, pipeline: Pipeline, streams: list[Stream]) -> None:
+        """Interleaved streams each hold a few events; past PENDING_EVENTS in all, the largest are emitted."""
+        total = sum(len(s.pending) for s in streams)
+        if total <= PENDING_EVENTS:
+            return
+        for stream in sorted(streams, key=lambda s: len(s.pending), reverse=True):
+            if total <= PENDING_EVENTS // 2:
+                break
+            if stream.pending and not stream.sink_marks:
+                total -= len(stream.pending)
+                await self._emit(pipeline, stream, False)
+
+    async def _emit(self, pipeline: Pipeline, stream: Stream, done: bool) -> None:
+        events, stream.pending = stream.pending, []
+        position, progress, version = stream.position(), stream.progress, stream.version
+        loop = asyncio.get_running_loop()
+        batch, problems, size, statuses = await loop.run_in_executor(self.executor, self._parse, stream, events)
+        c = self.counters
+        for problem in problems[:MAX_ERRORS_LOGGED]:
+            log.warning("source=%s %s %s", self.name, stream.label, problem)
+        if len(problems) > MAX_ERRORS_LOGGED:
+            more = len(problems) - MAX_ERRORS_LOGGED
+            log.warning("source=%s %s: %d more errors not shown", self.name, stream.label, more)
+        c.errors += len(problems)
+        c.records += batch.num_rows
+        c.bytes_read += size
+        c.status_rows += statuses
+        if events:
+            c.newest_object_time = max(c.newest_object_time, max(e[0] for e in events) / 1000)
+        stream.records += batch.num_rows
+        await pipeline.emit(Delivery(self.name, stream.unit, version, batch, position, done, stream.records, progress))
+
+    def _parse(self, stream: Stream, events: list[tuple[int, str, str]]) -> tuple[FlowBatch, list[str], int, int]:
+        """Messages -> one batch, and the errors, each naming its event (runs in the executor)."""
+        lines: list[str] = []
+        line_ids: list[str] = []
+        problems: list[str] = []
+        size = 0
+        for _, event_id, message in events:
+            size += len(message)
+            text = message.replace("\r", " ").replace("\n", " ").strip()
+            if not text:
+                problems.append(f"event {event_id}: empty message")
+            elif text.split(None, 1)[0] in KNOWN_FIELDS:
+                # CloudWatch events carry no header; the parser would take this one as a new field order.
+                problems.append(f"event {event_id}: a header line, not a record: {text[:200]!r}")
+            else:
+                lines.append(text)
+                line_ids.append(event_id)
+        batches = []
+        statuses = 0
+        if lines:
+            data = ("\n".join(lines) + "\n").encode()
+            results = parse_text([data], unit=stream.label, source=self.name, fields=self.config.fields)
+            for result in results:
+                if result.batch.num_rows:
+                    batches.append(result.batch)
+                    statuses += status_rows(result)
+                for err in result.errors:
+                    event_id = line_ids[err.line - 1] if err.line and err.line <= len(line_ids) else "?"
+                    problems.append(f"event {event_id}: {err.reason}" + (f": {err.raw!r}" if err.raw else ""))
+        if not batches:
+            return empty_batch(), problems, size, statuses
+        return (batches[0] if len(batches) == 1 else pa.concat_batches(batches)), problems, size, statuses
+
+    # -- bookkeeping
+
+    async def _load_anchor(self) -> int | None:
+        """`start_from` in epoch ms; `now` and durations are fixed at the first run and kept in the store."""
+        start = self.config.start_from
+        if start is None:
+            return None
+        if start != "now" and not start.startswith("ago:"):
+            return int(datetime.fromisoformat(start).timestamp() * 1000)
+        saved = await asyncio.to_thread(self.store.get, self.name, _ANCHOR)
+        if saved is not None and saved.version == start and saved.position:
+            anchor = int(saved.position["ms"])
+        else:
+            back = 0.0 if start == "now" else float(start[4:])
+            anchor = int((time.time() - back) * 1000)
+            await asyncio.to_thread(self.store.commit, [Commit(self.name, _ANCHOR, start, {"ms": anchor}, False, 0)])
+        log.info(
+            "source=%s new streams start from %s", self.name, datetime.fromtimestamp(anchor / 1000, UTC).isoformat()
+        )
+        return anchor
+
+    def _report(self, where: str, what: str, problem: BaseException | str) -> None:
+        if where in self._reported:
+            return
+        self._reported.add(where)
+        self.counters.units_failed += 1
+        reason = problem if isinstance(problem, str) else describe_error(problem)
+        log.error("source=%s %s: %s: %s", self.name, where, what, reason)
+
+
+def _by_start(item: tuple[int | None, Stream]) -> tuple[int, str]:
+    start, stream = item
+    return (-1 if start is None else start, stream.unit)

@@ -1,0 +1,429 @@
+"""`aws_cloudwatch` source against moto's CloudWatch Logs: two accounts (a role each) x log groups (by name and by
+prefix) x streams, late events, new streams, start_from, malformed messages, a wrong credential, SIGKILL +
+restart, and a sink that was ahead of the checkpoint, all through the real pipeline into JSON Lines files.
+
+Messages are the AWS VPC user guide's flow log record examples ("Flow log record examples",
+https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-records-examples.html), varied so that every record is
+unique: its `bytes` value is a record id. Event timestamps are the record's start time, as the guide says for
+CloudWatch Logs ("the timestamp field corresponds to the start time"), and recent: moto, like AWS, refuses events
+older than 14 days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from services import Moto
+
+from adapters.aws.config import AccountConfig, AwsAuth
+from adapters.aws.session import Identity, identities
+from collector.checkpoints import CheckpointStore
+from collector.config import parse_config
+from collector.daemon import run
+from collector.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+A1, A2 = "111111111111", "222222222222"
+ROLE = "arn:aws:iam::{account}:role/reader"
+PROD = "/flowlogs/prod"
+NOW_MS = int(time.time()) * 1000
+T0 = NOW_MS - 3_600_000  # an hour ago: the first events of every test
+
+
+def accept(record_id: int, ts: int, account: str = "123456789010", eni: str = "eni-1235b8ca123456789") -> str:
+    """The guide's "accepted traffic" record (SSH to 172.31.16.21), with `bytes` as the record id."""
+    start = ts // 1000
+    return f"2 {account} {eni} 172.31.16.139 172.31.16.21 20641 22 6 20 {record_id} {start} {start + 60} ACCEPT OK"
+
+
+class Logs:
+    """The test's own CloudWatch Logs client in one account: moto 5 acts in the account of an assumed role."""
+
+    def __init__(self, moto: Moto, account: str | None = None, region: str = "us-east-1") -> None:
+        accounts = (AccountConfig(account),) if account else ()
+        auth = AwsAuth(region=region, endpoint_url=moto.endpoint, role_arn=ROLE if account else None)
+        self.ident = Identity(identities(auth, accounts)[0])
+        self.region = region
+
+    async def __aenter__(self) -> Logs:
+        self.client = await self.ident.client("logs", self.region)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.ident.close()
+
+    async def put(self, group: str, stream: str, events: list[tuple[int, str]]) -> None:
+        """Create the group and stream if needed, then put `(timestamp ms, message)` events in time order."""
+        groups = await self.client.describe_log_groups(logGroupNamePrefix=group)
+        if not any(g["logGroupName"] == group for g in groups["logGroups"]):
+            await self.client.create_log_group(logGroupName=group)
+        streams = await self.client.describe_log_streams(logGroupName=group, logStreamNamePrefix=stream)
+        if not any(s["logStreamName"] == stream for s in streams["logStreams"]):
+            await self.client.create_log_stream(logGroupName=group, logStreamName=stream)
+        ordered = sorted(events, key=lambda e: e[0])
+        for i in range(0, len(ordered), 10_000):
+            chunk = [{"timestamp": ts, "message": m} for ts, m in ordered[i : i + 10_000]]
+            await self.client.put_log_events(logGroupName=group, logStreamName=stream, logEvents=chunk)
+
+
+def records(
+    first_id: int, n: int, account: str, t: int = T0, eni: str = "eni-1235b8ca123456789", step: int = 1000
+) -> list[tuple[int, str]]:
+    """n events `step` ms apart from `t`, with record ids from `first_id`."""
+    return [(t + i * step, accept(first_id + i, t + i * step, account, eni)) for i in range(n)]
+
+
+def config_text(tmp: Path, moto: Moto, sinks: str = "", **source: Any) -> str:
+    options = {"endpoint_url": moto.endpoint, "region": "us-east-1", "poll_interval": "200ms", **source}
+    body = "\n".join(f"    {k}: {orjson.dumps(v).decode()}" for k, v in options.items())
+    sinks = sinks or f"  - name: out\n    type: file\n    path: {tmp}/out\n    format: jsonl\n    rotate_interval: 1h\n"
+    return (
+        f"state_dir: {tmp}/state\nprogress_interval: 0\n"
+        f"sources:\n  - name: cw\n    type: aws_cloudwatch\n{body}\n"
+        f"sinks:\n{sinks}"
+    )
+
+
+async def run_once(tmp: Path, moto: Moto, **source: Any) -> Any:
+    cfg = tmp / "c.yaml"
+    cfg.write_text(config_text(tmp, moto, **source))
+    return await run(parse_config(cfg.read_text(), cfg), once=True)
+
+
+def delivered(tmp: Path, sub: str = "out") -> list[dict[str, Any]]:
+    return [orjson.loads(line) for f in sorted((tmp / sub).glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+
+
+def ids(rows: list[dict[str, Any]]) -> collections.Counter[int]:
+    return collections.Counter(r["bytes"] for r in rows)
+
+
+def once_each(*ranges: range) -> collections.Counter[int]:
+    return collections.Counter(i for r in ranges for i in r)
+
+
+async def seed_two_accounts(moto: Moto) -> dict[str, range]:
+    """Per account: PROD (named in the config) with two streams, one of 25,000 events (three FilterLogEvents
+    pages, three batches), and two groups found by the prefix /flowlogs/team-; plus groups no config asks for."""
+    out = {}
+    for k, account in enumerate((A1, A2)):
+        base = (k + 1) * 100_000
+        async with Logs(moto, account) as logs:
+            await logs.put(PROD, "eni-big-all", records(base, 25_000, account, eni="eni-0big", step=100))
+            await logs.put(PROD, "eni-small-all", records(base + 30_000, 10, account))
+            await logs.put("/flowlogs/team-a", "eni-a-all", records(base + 40_000, 20, account, T0 + 500))
+            await logs.put("/flowlogs/team-b", "eni-b-all", records(base + 50_000, 30, account, T0 + 700))
+            await logs.put("/other", "eni-other-all", records(base + 90_000, 5, account))
+        out[account] = [range(base, base + 25_000), range(base + 30_000, base + 30_010),
+                        range(base + 40_000, base + 40_020), range(base + 50_000, base + 50_030)]  # fmt: skip
+    async with Logs(moto) as default:  # moto's default account, not listed in the config
+        await default.put(PROD, "eni-default-all", records(900_000, 5, "123456789012"))
+    return out
+
+
+async def test_two_accounts_groups_and_streams_exactly_once(moto: Moto, tmp_path: Path) -> None:
+    expected = await seed_two_accounts(moto)
+    options = {"accounts": [A1, A2], "role_arn": ROLE, "log_groups": [PROD], "log_group_prefix": "/flowlogs/team-"}
+    metrics = await run_once(tmp_path, moto, **options)
+    rows = delivered(tmp_path)
+    want = once_each(*expected[A1], *expected[A2])
+    assert ids(rows) == want  # every record once; /other and the default account never read
+    c = metrics.sources["cw"]
+    assert (c.records, c.errors, c.units_failed, c.status_rows) == (2 * 25_060, 0, 0, 0)
+    assert c.units == 8  # every stream caught up once
+    assert c.newest_object_time == (T0 + 2_499_900) / 1000  # the newest event: the big stream's last
+
+    # Field by field, the guide's accepted-SSH record as account 2's first small-stream event carries it.
+    row = next(r for r in rows if r["bytes"] == 230_000)
+    start = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(T0 / 1000))
+    end = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(T0 / 1000 + 60))
+    assert {k: row[k] for k in ("provider", "source", "account", "interface", "src_addr", "dst_addr", "src_port",
+            "dst_port", "protocol", "packets", "bytes", "time_start", "time_end", "action", "log_status",
+            "sampling_rate")} == {
+        "provider": "aws", "source": "cw", "account": A2, "interface": "eni-1235b8ca123456789",
+        "src_addr": "172.31.16.139", "dst_addr": "172.31.16.21", "src_port": 20641, "dst_port": 22, "protocol": 6,
+        "packets": 20, "bytes": 230_000, "time_start": start, "time_end": end, "action": "accept",
+        "log_status": "ok", "sampling_rate": 1,
+    }  # fmt: skip
+    # Within a stream, records arrive in event order.
+    big = [r["bytes"] for r in rows if r["interface"] == "eni-0big" and r["account"] == A1]
+    assert big == list(expected[A1][0])
+
+    again = await run_once(tmp_path, moto, **options)  # a restart: nothing new, nothing repeated
+    assert (again.sources["cw"].records, again.sources["cw"].units) == (0, 0)
+    assert ids(delivered(tmp_path)) == want
+
+
+async def test_late_events_new_streams_and_restarts(moto: Moto, tmp_path: Path) -> None:
+    async with Logs(moto, A1) as logs:
+        await logs.put(PROD, "eni-1-all", records(1_000, 10, A1))  # T0 .. T0+9s
+        await logs.put(PROD, "eni-2-all", records(2_000, 10, A1))
+        options = {"accounts": [A1], "role_arn": ROLE, "log_groups": [PROD]}
+        await run_once(tmp_path, moto, **options)
+        newest = T0 + 9_000
+        # After the first run: an event 2 minutes older than the newest delivered (inside the 10-minute
+        # look-back), one at the very timestamp of the newest delivered, one newer, one an hour older (outside the
+        # look-back: not looked for, by design), and a new stream.
+        await logs.put(PROD, "eni-1-all", [(newest - 120_000, accept(1_100, newest - 120_000, A1))])
+        await logs.put(PROD, "eni-1-all", [(newest, accept(1_101, newest, A1))])
+        await logs.put(PROD, "eni-1-all", [(newest + 5_000, accept(1_102, newest + 5_000, A1))])
+        await logs.put(PROD, "eni-2-all", [(newest - 3_600_000, accept(2_100, newest - 3_600_000, A1))])
+        await logs.put(PROD, "eni-3-all", records(3_000, 5, A1))
+        second = await run_once(tmp_path, moto, **options)
+        assert second.sources["cw"].records == 3 + 5
+        third = await run_once(tmp_path, moto, **options)
+        assert third.sources["cw"].records == 0
+    assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(2_000, 2_010), range(1_100, 1_103),
+                                                 range(3_000, 3_005))  # fmt: skip
+
+
+async def test_late_events_while_running(moto: Moto, tmp_path: Path) -> None:
+    """In daemon mode the ids delivered within the look-back are remembered: a late event is delivered at the next
+    poll, once, and the others are not delivered again."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text(tmp_path, moto, accounts=[A1], role_arn=ROLE, log_groups=[PROD], discover_interval=1))
+    metrics = Metrics()
+    c = metrics.sources["cw"]
+
+    async def until(condition: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "the daemon did not get there"
+            await asyncio.sleep(0.05)
+
+    async with Logs(moto, A1) as logs:
+        await logs.put(PROD, "eni-1-all", records(1_000, 10, A1))
+        daemon = asyncio.create_task(run(parse_config(cfg.read_text(), cfg), once=False, metrics=metrics))
+        try:
+            await until(lambda: c.records == 10)
+            await logs.put(PROD, "eni-1-all", [(T0 + 4_500, accept(1_100, T0 + 4_500, A1))])  # late
+            await until(lambda: c.records == 11)
+            await logs.put(PROD, "eni-1-all", [(T0 + 9_000, accept(1_101, T0 + 9_000, A1))])  # at the newest ts
+            await logs.put(PROD, "eni-9-all", records(9_000, 3, A1))  # a new stream, found by the next listing
+            await until(lambda: c.records == 15)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the daemon's handler: drain and stop
+            await daemon
+    assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(1_100, 1_102), range(9_000, 9_003))
+
+
+async def test_malformed_messages_are_counted_with_their_place(
+    moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ts = T0
+    messages = [
+        # From the guide: accepted and rejected traffic, no data, skipped records, IPv6.
+        "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK",
+        "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4250 1418530010 1418530070 REJECT OK",
+        "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA",
+        "2 123456789010 eni-11111111aaaaaaaaa - - - - - - - 1431280876 1431280934 - SKIPDATA",
+        "2 123456789010 eni-1235b8ca123456789 2001:db8:1234:a100:8d6e:3477:df66:f105 2001:db8:1234:a102:3304:8879:34cf:4071 34892 22 6 54 8855 1477913708 1477913820 ACCEPT OK",
+        "bogus!",  # flowlogs-reader's test of a message that is not a record
+        "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 http 22 6 20 4251 1418530010 1418530070 ACCEPT OK",
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status",
+        "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4252 1418530010 1418530070 ACCEPT OK",
+    ]  # fmt: skip
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1235b8ca123456789-all", [(ts + i, m) for i, m in enumerate(messages)])
+        events = (await logs.client.filter_log_events(logGroupName=PROD))["events"]
+    event_id = {e["message"]: e["eventId"] for e in events}
+    with caplog.at_level(logging.WARNING, "flowcollector.source.aws_cloudwatch"):
+        metrics = await run_once(tmp_path, moto, log_groups=[PROD])
+    rows = delivered(tmp_path)
+    assert [r["bytes"] for r in rows] == [4249, 4250, None, None, 8855, 4252]
+    assert [r["log_status"] for r in rows] == ["ok", "ok", "nodata", "skipdata", "ok", "ok"]
+    nodata = rows[2]
+    assert (nodata["interface"], nodata["src_addr"], nodata["packets"], nodata["action"]) == (
+        "eni-1235b8ca123456789", None, None, None,
+    )  # fmt: skip
+    assert nodata["time_start"] == "2015-05-10T18:01:16.000Z" and nodata["time_end"] == "2015-05-10T18:02:14.000Z"
+    assert (rows[4]["src_addr"], rows[4]["dst_addr"], rows[4]["packets"]) == (
+        "2001:db8:1234:a100:8d6e:3477:df66:f105", "2001:db8:1234:a102:3304:8879:34cf:4071", 54,
+    )  # fmt: skip
+    c = metrics.sources["cw"]
+    assert (c.records, c.status_rows, c.errors, c.units_failed) == (6, 2, 3, 0)
+    warnings = [r.getMessage() for r in caplog.records]
+    place = f"source credentials region us-east-1 log group {PROD} stream eni-1235b8ca123456789-all"
+    for message in (messages[5], messages[6], messages[7]):
+        assert any(place in w and f"event {event_id[message]}:" in w for w in warnings), (message, warnings)
+    assert any("srcport: invalid value 'http'" in w for w in warnings), warnings
+    assert any("a header line" in w for w in warnings), warnings
+
+
+async def test_custom_format_from_the_flow_logs_log_format(moto: Moto, tmp_path: Path) -> None:
+    # The guide's "traffic path" example: its custom format (as the flow log's LogFormat) and its two records.
+    log_format = (
+        "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${start} ${end} ${type} ${packets} "
+        "${bytes} ${account-id} ${vpc-id} ${subnet-id} ${instance-id} ${interface-id} ${region} ${az-id} "
+        "${sublocation-type} ${sublocation-id} ${action} ${tcp-flags} ${pkt-srcaddr} ${pkt-dstaddr} "
+        "${pkt-src-aws-service} ${pkt-dst-aws-service} ${traffic-path} ${flow-direction} ${log-status}"
+    )
+    messages = [
+        "5 52.95.128.179 10.0.0.71 80 34210 6 1616729292 1616729349 IPv4 14 15044 123456789012 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-0c50d5961bcb2d47b eni-1235b8ca123456789 ap-southeast-2 apse2-az3 - - ACCEPT 19 52.95.128.179 10.0.0.71 S3 - - ingress OK",
+        "5 10.0.0.71 52.95.128.179 34210 80 6 1616729292 1616729349 IPv4 7 471 123456789012 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-0c50d5961bcb2d47b eni-1235b8ca123456789 ap-southeast-2 apse2-az3 - - ACCEPT 3 10.0.0.71 52.95.128.179 - S3 8 egress OK",
+    ]  # fmt: skip
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1235b8ca123456789-all", [(T0, messages[0]), (T0 + 1, messages[1])])
+    metrics = await run_once(tmp_path, moto, log_groups=[PROD], fields=log_format)
+    assert metrics.sources["cw"].errors == 0
+    egress = delivered(tmp_path)[1]
+    assert {k: egress[k] for k in ("account", "region", "zone", "vpc", "subnet", "instance", "interface", "src_addr",
+            "dst_addr", "src_port", "dst_port", "protocol", "packets", "bytes", "action", "direction", "tcp_flags",
+            "traffic_path", "pkt_src_addr", "pkt_dst_addr", "time_start")} == {
+        "account": "123456789012", "region": "ap-southeast-2", "zone": "apse2-az3", "vpc": "vpc-abcdefab012345678",
+        "subnet": "subnet-aaaaaaaa012345678", "instance": "i-0c50d5961bcb2d47b", "interface": "eni-1235b8ca123456789",
+        "src_addr": "10.0.0.71", "dst_addr": "52.95.128.179", "src_port": 34210, "dst_port": 80, "protocol": 6,
+        "packets": 7, "bytes": 471, "action": "accept", "direction": "egress", "tcp_flags": 3, "traffic_path": 8,
+        "pkt_src_addr": "10.0.0.71", "pkt_dst_addr": "52.95.128.179", "time_start": "2021-03-26T03:28:12.000Z",
+    }  # fmt: skip
+    assert egress["extra"]["pkt-dst-aws-service"] == "S3"
+
+
+async def test_wrong_credential_fails_one_account_only(
+    moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = await seed_two_accounts(moto)
+    accounts = [{"id": A1, "profile": "no-such-profile"}, A2]
+    with caplog.at_level(logging.ERROR, "flowcollector.source.aws_cloudwatch"):
+        metrics = await run_once(tmp_path, moto, accounts=accounts, role_arn=ROLE, log_groups=[PROD])
+    assert ids(delivered(tmp_path)) == once_each(*expected[A2][:2])
+    errors = [r.getMessage() for r in caplog.records]
+    assert any(f"account {A1} region us-east-1 log groups {PROD}" in e and "no-such-profile" in e for e in errors)
+    assert not any(A2 in e for e in errors), errors
+    assert metrics.sources["cw"].units_failed == 1
+
+
+async def test_start_from_now_is_fixed_at_the_first_run(moto: Moto, tmp_path: Path) -> None:
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1-all", records(1_000, 5, "123456789010", t=NOW_MS - 60_000))  # before
+        options = {"log_groups": [PROD], "start_from": "now"}
+        assert (await run_once(tmp_path, moto, **options)).sources["cw"].records == 0
+        store = CheckpointStore(tmp_path / "state")
+        anchor = store.get("cw", "\x00start")
+        store.close()
+        assert anchor is not None and anchor.position is not None and anchor.position["ms"] >= NOW_MS
+        # Events stamped after the first run's start, in the old stream and in a stream created since: the
+        # second run, later, still starts from the first run's instant.
+        start = anchor.position["ms"]
+        await logs.put(PROD, "eni-1-all", [(start - 1, accept(1_999, start - 1))] + records(2_000, 3, "1", t=start))
+        await logs.put(PROD, "eni-2-all", records(3_000, 3, "123456789010", t=start + 1))
+        assert (await run_once(tmp_path, moto, **options)).sources["cw"].records == 6
+    assert ids(delivered(tmp_path)) == once_each(range(2_000, 2_003), range(3_000, 3_003))
+
+
+# -- crashes
+
+
+def _daemon(cfg: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`flowcollector run` as a subprocess; its log goes to daemon.log beside the config (a pipe nobody reads
+    while waiting could fill and block it)."""
+    cmd = [sys.executable, "-m", "collector.cli", "run", "-c", str(cfg), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(cfg.parent / "daemon.log", "ab") as err:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _finish(cfg: Path) -> str:
+    """Run to the end with --once; its log."""
+    (cfg.parent / "daemon.log").unlink(missing_ok=True)
+    proc = _daemon(cfg, "--once")
+    proc.wait(300)
+    text = (cfg.parent / "daemon.log").read_text()
+    assert proc.returncode == 0, text[-3000:]
+    return text
+
+
+def _query(tmp: Path, sql: str) -> int:
+    db = tmp / "state" / "checkpoints.sqlite"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as c:
+            return int(c.execute(sql).fetchone()[0] or 0)
+    except sqlite3.Error:
+        return 0
+
+
+def _kill_when(proc: subprocess.Popen[bytes], reached: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not reached() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the collector exited before it could be killed"
+    assert reached(), "the collector did not get there"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
+async def test_sigkill_mid_run_then_restart_delivers_every_record_once(moto: Moto, tmp_path: Path) -> None:
+    """A real `flowcollector run` daemon killed with SIGKILL twice while it delivers (by checkpointed records), then
+    run to the end: every record exactly once in the JSON Lines output."""
+    per, streams = 30_000, 3
+    async with Logs(moto, A1) as logs:
+        for k in range(streams):
+            await logs.put(PROD, f"eni-{k}-all", records(k * per, per, A1, eni=f"eni-{k}", step=100))
+    cfg = tmp_path / "c.yaml"
+    sink = (
+        f"  - name: out\n    type: file\n    path: {tmp_path}/out\n    format: jsonl\n    rotate_interval: 1s\n"
+        "    flush_interval: 100ms\n"
+    )
+    cfg.write_text(config_text(tmp_path, moto, sink, accounts=[A1], role_arn=ROLE, log_groups=[PROD]))
+    committed = "SELECT SUM(records) FROM units WHERE unit LIKE '%:%'"
+    at_kill = []
+    for _ in range(2):
+        before = _query(tmp_path, committed)
+        _kill_when(_daemon(cfg), lambda b=before: _query(tmp_path, committed) > b)
+        at_kill.append(_query(tmp_path, committed))
+    assert at_kill[-1] < per * streams, "the collector finished before it could be killed: make the input larger"
+    _finish(cfg)
+    assert ids(delivered(tmp_path)) == once_each(range(per * streams))
+
+
+async def test_sink_ahead_of_the_checkpoint_skips_exactly_or_gets_the_range_again(moto: Moto, tmp_path: Path) -> None:
+    """JSON Lines acks as it goes, Parquet only when a file closes (rotate_interval 1h): a SIGKILL leaves JSON Lines
+    ahead of the checkpoint. Read again unchanged, the range JSON Lines holds is skipped for it exactly; with a late
+    event landed inside it, it is delivered to it again (duplicates, never a gap); Parquet gets everything once."""
+    sinks = (
+        f"  - name: j\n    type: file\n    path: {tmp_path}/j\n    format: jsonl\n    flush_interval: 50ms\n"
+        f"  - name: p\n    type: file\n    path: {tmp_path}/p\n    format: parquet\n    rotate_interval: 1h\n"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text(tmp_path, moto, sinks, accounts=[A1], role_arn=ROLE, log_groups=[PROD]))
+    jsonl_ahead = "SELECT SUM(progress >> 32) FROM sink_units WHERE sink='j'"
+
+    def parquet_ids() -> collections.Counter[int]:
+        return collections.Counter(i for f in (tmp_path / "p").glob("*.parquet")
+                                   for i in pq.read_table(f, columns=["bytes"]).column("bytes").to_pylist())  # fmt: skip
+
+    async with Logs(moto, A1) as logs:
+        await logs.put(PROD, "eni-1-all", records(0, 20_000, A1, step=100))  # T0 .. T0 + 33 min
+        _kill_when(_daemon(cfg), lambda: _query(tmp_path, jsonl_ahead) > 0)
+        assert _query(tmp_path, "SELECT COUNT(*) FROM units") == 0  # Parquet has acked nothing
+        _finish(cfg)
+        assert ids(delivered(tmp_path, "j")) == once_each(range(20_000))
+        assert parquet_ids() == once_each(range(20_000))
+
+        # Again, and this time an event older than all of the new ones lands before the restart.
+        await logs.put(PROD, "eni-1-all", records(50_000, 20_000, A1, t=T0 + 2_400_000, step=50))
+        _kill_when(_daemon(cfg), lambda: _query(tmp_path, jsonl_ahead) > 0)
+        await logs.put(PROD, "eni-1-all", [(T0 + 2_340_000, accept(99_999, T0 + 2_340_000, A1))])
+        err = _finish(cfg)
+    want = once_each(range(20_000), range(50_000, 70_000), [99_999])
+    assert parquet_ids() == want
+    jsonl = ids(delivered(tmp_path, "j"))
+    assert set(jsonl) == set(want) and sum(jsonl.values()) > len(want)
+    assert "delivered again" in err
