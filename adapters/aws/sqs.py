@@ -24,6 +24,13 @@ Why it is built this way:
   deleted after it was announced, or its key was decoded wrongly; silently dropping either would hide lost data.
   The one exception is an object replaced while queued (its ETag no longer matches, HTTP 412): that version can
   never be read again and the new one is announced by its own notification, so the message is done.
+- A stop (SIGTERM) ends reading at the next batch boundary and leaves that message (it comes back after the
+  visibility timeout; this collector resumes from its checkpoint). Messages whose objects were read wait up to
+  COMMIT_GRACE for the sinks to commit them, so they can be deleted rather than read again by another collector; a
+  --once run ends the same way once a receive finds nothing.
+- `key_filter` is an fnmatch pattern on the whole key (`*` matches `/` too): a pattern says everything a prefix
+  says (`AWSLogs/*`) and also suffixes (`*.log.gz`). Objects outside it are counted as ignored and their message is
+  deleted: a bucket notifies for every object, and those are not flow logs.
 - Keys are URL-encoded in S3 event notifications ("red flower.jpg" arrives as "red+flower.jpg"; moto also encodes
   `/`), so they go through `unquote_plus`. EventBridge events carry the key as it is, so it is taken verbatim
   (decoding it would break keys holding `+` or `%`).
@@ -41,6 +48,7 @@ import asyncio
 import contextlib
 import enum
 import fnmatch
+import functools
 import logging
 import math
 import re
@@ -63,7 +71,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from adapters.aws.config import auth_of
+from adapters.aws.config import SqsSourceConfig, auth_of
 from adapters.aws.parse import ParseResult
 from adapters.aws.s3io import ObjectChanged, open_object
 from adapters.aws.session import AUTH_ERRORS, Identity, describe_error, error_code, identities
@@ -164,7 +172,7 @@ def _s3_records(records: Any, envelope: str) -> Notification:
         name = record.get("eventName")
         if not isinstance(name, str):
             raise NotANotification("a record without eventName")
-        if not name.startswith("ObjectCreated:"):
+        if not name.removeprefix("s3:").startswith("ObjectCreated:"):
             ignored += 1
             continue
         bucket, key = _field(record, "s3", "bucket", "name"), _field(record, "s3", "object", "key")
@@ -208,6 +216,8 @@ def decode_message(body: str) -> Notification:
     except orjson.JSONDecodeError:
         raise NotANotification("not JSON") from None
     envelope = "s3"
+    if isinstance(doc, dict) and doc.get("Type") == "SubscriptionConfirmation":
+        raise NotANotification("an SNS subscription confirmation: confirm it by its SubscribeURL")
     if isinstance(doc, dict) and doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
         envelope = "sns"
         try:
@@ -258,7 +268,9 @@ class Skipped(enum.Enum):
 
 
 class SqsSource:
-    def __init__(self, config: Any, store: CheckpointStore, metrics: Metrics, executor: Executor | None = None) -> None:
+    def __init__(
+        self, config: SqsSourceConfig, store: CheckpointStore, metrics: Metrics, executor: Executor | None = None
+    ) -> None:
         self.config = config
         self.name: str = config.name
         self.store = store
@@ -276,6 +288,7 @@ class SqsSource:
         self._busy = 0  # messages whose objects are being read (each holds a slot)
         self._slot_freed = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
+        self._expired: set[str] = set()  # messages held 12 hours, reported once
 
     # -- the receive loop
 
@@ -376,7 +389,7 @@ class SqsSource:
             MaxNumberOfMessages=count,
             WaitTimeSeconds=wait,
             VisibilityTimeout=self.visibility,
-            **{attributes: ["ApproximateReceiveCount", "SentTimestamp"]},
+            **{attributes: ["ApproximateReceiveCount"]},
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         self.stats.messages += len(messages)
@@ -462,8 +475,6 @@ class SqsSource:
                 elif result is Skipped.SUPERSEDED:
                     self.stats.superseded += 1
                 else:
-                    for w in watches:
-                        pipeline.forget_watch(self.name, w.obj.unit, w.future)
                     if result is Outcome.FAILED:
                         self.stats.left += 1
                         log.warning(
@@ -477,12 +488,10 @@ class SqsSource:
                         )
                     return  # FAILED or STOPPED: not deleted; it comes back after the visibility timeout
             release()
-            if watches and not await self._committed(pipeline, watches, once, stop):
+            if watches and not await self._committed(watches, once, stop):
                 log.info("source=%s message %s: objects read, not yet committed; left in the queue", self.name, mid)
                 return
             for w in watches:
-                if self._emitted.get(w.obj.unit) == w.version:
-                    del self._emitted[w.obj.unit]
                 if w.obj.event_time is not None:
                     self.counters.newest_object_time = max(self.counters.newest_object_time, w.obj.event_time)
             await self._delete(identity, mid, receipt)
@@ -584,6 +593,7 @@ class SqsSource:
             )
             if outcome is Outcome.DONE:
                 self._emitted[unit] = version
+                watch.add_done_callback(functools.partial(self._forget_emitted, unit, version))
                 return _Watch(obj, version, watch)
             pipeline.forget_watch(self.name, unit, watch)
             if changed[0]:
@@ -600,33 +610,26 @@ class SqsSource:
             del self._reading[unit]
             mine.set()
 
-    async def _committed(
-        self,
-        pipeline: Pipeline,
-        watches: list[_Watch],
-        once: bool,
-        stop: asyncio.Event,
-    ) -> bool:
+    def _forget_emitted(self, unit: str, version: str, future: asyncio.Future[None]) -> None:
+        """The unit's commit landed: from now on the store says it is done."""
+        if not future.cancelled() and future.exception() is None and self._emitted.get(unit) == version:
+            del self._emitted[unit]
+
+    async def _committed(self, watches: list[_Watch], once: bool, stop: asyncio.Event) -> bool:
         """Wait until every object of the message is committed. A daemon waits as long as the sinks take (a Parquet
         file acks when it closes) until it is told to stop; a --once run, or a stopping daemon, waits COMMIT_GRACE
         more while the sinks still flush: what is not committed by then is left, and whoever receives the message
         again finds the objects done (this collector) or reads them again (another one)."""
-        waiter = asyncio.gather(*(w.future for w in watches))
-        try:
-            if not once:
-                await _first(asyncio.shield(waiter), stop.wait())
-            if not waiter.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), COMMIT_GRACE)
-            if waiter.done():
-                waiter.result()  # PipelineFailed if a sink failed for good
-                return True
-            return False
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-                for w in watches:
-                    pipeline.forget_watch(self.name, w.obj.unit, w.future)
+        # asyncio.wait, not gather: giving up must not cancel the futures, whose commit still clears `_emitted`.
+        futures = [w.future for w in watches]
+        if not once:
+            await _first(asyncio.wait(futures), stop.wait())
+        if not all(f.done() for f in futures):
+            await asyncio.wait(futures, timeout=COMMIT_GRACE)
+        for f in futures:
+            if f.done():
+                f.result()  # PipelineFailed if a sink failed for good
+        return all(f.done() for f in futures)
 
     async def _delete(self, identity: Identity, mid: str, receipt: str) -> None:
         try:
@@ -649,10 +652,18 @@ class SqsSource:
             now = time.monotonic()
             for start in range(0, len(held), 10):
                 entries = []
-                for i, (_, (receipt, received)) in enumerate(held[start : start + 10]):
+                for i, (mid, (receipt, received)) in enumerate(held[start : start + 10]):
                     # SQS refuses to keep a message invisible past 12 hours from its receipt.
                     left = int(MAX_VISIBILITY - (now - received)) - 1
                     if left <= 0:
+                        if mid not in self._expired:
+                            self._expired.add(mid)
+                            log.warning(
+                                "source=%s message %s has been held 12 hours, SQS's limit: it becomes visible again "
+                                "(its objects are committed by now or read again)",
+                                self.name,
+                                mid,
+                            )
                         continue
                     entries.append(
                         {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": min(left, self.visibility)}
