@@ -28,12 +28,15 @@ import pyarrow.parquet as pq
 import pytest
 from services import Moto
 
+from adapters.aws import cloudwatch
 from adapters.aws.config import AccountConfig, AwsAuth
 from adapters.aws.session import Identity, identities
 from collector.checkpoints import CheckpointStore
 from collector.config import parse_config
 from collector.daemon import run
 from collector.metrics import Metrics
+from collector.pipeline import Delivery, Pipeline, PipelineFailed
+from collector.sinks import create_sink
 
 pytestmark = pytest.mark.integration
 
@@ -117,19 +120,19 @@ def once_each(*ranges: range) -> collections.Counter[int]:
     return collections.Counter(i for r in ranges for i in r)
 
 
-async def seed_two_accounts(moto: Moto) -> dict[str, range]:
-    """Per account: PROD (named in the config) with two streams, one of 25,000 events (three FilterLogEvents
+async def seed_two_accounts(moto: Moto, big: int = 25_000) -> dict[str, list[range]]:
+    """Per account: PROD (named in the config) with two streams, one of `big` events (25,000: three FilterLogEvents
     pages, three batches), and two groups found by the prefix /flowlogs/team-; plus groups no config asks for."""
     out = {}
     for k, account in enumerate((A1, A2)):
         base = (k + 1) * 100_000
         async with Logs(moto, account) as logs:
-            await logs.put(PROD, "eni-big-all", records(base, 25_000, account, eni="eni-0big", step=100))
+            await logs.put(PROD, "eni-big-all", records(base, big, account, eni="eni-0big", step=100))
             await logs.put(PROD, "eni-small-all", records(base + 30_000, 10, account))
             await logs.put("/flowlogs/team-a", "eni-a-all", records(base + 40_000, 20, account, T0 + 500))
             await logs.put("/flowlogs/team-b", "eni-b-all", records(base + 50_000, 30, account, T0 + 700))
             await logs.put("/other", "eni-other-all", records(base + 90_000, 5, account))
-        out[account] = [range(base, base + 25_000), range(base + 30_000, base + 30_010),
+        out[account] = [range(base, base + big), range(base + 30_000, base + 30_010),
                         range(base + 40_000, base + 40_020), range(base + 50_000, base + 50_030)]  # fmt: skip
     async with Logs(moto) as default:  # moto's default account, not listed in the config
         await default.put(PROD, "eni-default-all", records(900_000, 5, "123456789012"))
@@ -297,7 +300,7 @@ async def test_custom_format_from_the_flow_logs_log_format(moto: Moto, tmp_path:
 async def test_wrong_credential_fails_one_account_only(
     moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    expected = await seed_two_accounts(moto)
+    expected = await seed_two_accounts(moto, big=100)
     accounts = [{"id": A1, "profile": "no-such-profile"}, A2]
     with caplog.at_level(logging.ERROR, "flowcollector.source.aws_cloudwatch"):
         metrics = await run_once(tmp_path, moto, accounts=accounts, role_arn=ROLE, log_groups=[PROD])
@@ -324,6 +327,44 @@ async def test_start_from_now_is_fixed_at_the_first_run(moto: Moto, tmp_path: Pa
         await logs.put(PROD, "eni-2-all", records(3_000, 3, "123456789010", t=start + 1))
         assert (await run_once(tmp_path, moto, **options)).sources["cw"].records == 6
     assert ids(delivered(tmp_path)) == once_each(range(2_000, 2_003), range(3_000, 3_003))
+
+
+async def test_a_checkpoint_between_two_late_events_loses_neither(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Late events are read in timestamp order, not in order of arrival. A checkpoint taken between two of them,
+    the first read being the last to arrive, must not make the restart take the other for delivered."""
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1-all", records(1_000, 10, "123456789010"))  # T0 .. T0+9s
+        await run_once(tmp_path, moto, log_groups=[PROD])
+        await logs.put(PROD, "eni-1-all", [(T0 + 5_500, accept(1_101, T0 + 5_500))])  # arrives first
+        await asyncio.sleep(0.01)  # the next one gets a later ingestion time (milliseconds)
+        await logs.put(PROD, "eni-1-all", [(T0 + 5_200, accept(1_100, T0 + 5_200))])  # arrives last, read first
+    # A run that crashes right after its first batch (one event per batch): its checkpoint lands between the two.
+    cfg = parse_config((tmp_path / "c.yaml").read_text(), tmp_path / "c.yaml")
+    store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+    pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics)
+    await pipeline.start()
+    emitted = []
+    emit = pipeline.emit
+
+    async def emit_then_crash(delivery: Delivery) -> None:
+        await emit(delivery)
+        emitted.append(delivery)
+        raise PipelineFailed("crash after the first batch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cloudwatch, "BATCH_EVENTS", 1)
+        patch.setattr(pipeline, "emit", emit_then_crash)
+        with pytest.raises(PipelineFailed):
+            await cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics).run(pipeline, True, asyncio.Event())
+    await pipeline.close()
+    position = store.get("cw", f"us-east-1:{PROD}:eni-1-all").position
+    store.close()
+    assert [d.batch.column("bytes").to_pylist() for d in emitted] == [[1_100]]
+    assert position is not None and [c["ts"] for c in position["cuts"]] == [T0 + 5_200]
+    assert (await run_once(tmp_path, moto, log_groups=[PROD])).sources["cw"].records == 1
+    assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(1_100, 1_102))
 
 
 # -- crashes

@@ -15,19 +15,25 @@ How it reads, and why:
   would not scale to groups of thousands of interfaces. Streams are queried in batches of up to 100 with similar
   start times, paged with nextToken to the end (empty pages with a token are normal). Events come in the API's
   order (timestamp, ingestion time, request): the same events in the same order whenever a range is read again.
-- Checkpoint (the unit's position): `ts`, the newest event timestamp delivered; `ids`, the event ids delivered
-  at that timestamp (dropped beyond 1000, see below); `ingest`, the newest ingestion time delivered; `events` and
-  `crc`, how many events of the stream were consumed and a CRC-32 of their ids in order. The version is the
-  stream's creation time, so a stream deleted and created again under its name is read as new.
 - Late events. Flow log events are stamped with the flow's start and ingested minutes later, so an event older
-  than what was delivered can still come. Each poll reads a stream from `ts - lookback`. While running, an event
-  is new unless its id is in the stream's in-memory set of ids delivered within the look-back (at most 100,000 per
-  stream; a busier stream gets a shorter look-back, logged) or it was delivered before this process started.
-  What survives a restart is the checkpoint, not the set: an event older than `ts` then counts as delivered when
-  its ingestion time is not newer than `ingest`, and an event at `ts` when its id is in `ids` (by ingestion time
-  too when `ids` was dropped). So a restart repeats nothing; an event that became visible out of ingestion order
-  while the collector was down can be missed (CloudWatch's read-after-write lag), and so can any event later
-  than `lookback`.
+  than what was delivered can still come. Each read of a stream starts at its newest delivered timestamp minus
+  `lookback`. While running, an event is new unless its id is in the stream's in-memory set of ids delivered
+  within the look-back (at most 100,000 per stream; a busier stream gets a shorter look-back, logged) or the
+  checkpoint this process started from says it was delivered.
+- Checkpoint (the unit's position), what survives a restart instead of that set. The part `ts`, `ids`, `ingest`
+  describes everything up to the last *complete* read of the stream (all its pages): `ts` its newest timestamp,
+  `ids` the event ids delivered at `ts` (left out beyond 1,000), `ingest` the newest ingestion time it went past.
+  An event older than `ts` counts as delivered when it was ingested by `ingest` (a complete read would have seen
+  it); one at `ts` when its id is in `ids` (by ingestion time when they were left out). A checkpoint taken in the
+  middle of a read adds a `cuts` entry: that read took events in the API's order up to a key (timestamp,
+  ingestion time, plus the ids at that key) among those ingested by its `bound`. A single high-water mark would
+  not do: late events are read in timestamp order, not in order of arrival, so a checkpoint between two of them
+  would make the one read second look delivered. `newest` is the newest timestamp delivered (where the next read
+  starts), `events` and `crc` count the events consumed and checksum their ids in order (see Progress). The
+  version is the stream's creation time: a stream deleted and created again under its name is read as new.
+  So a restart repeats nothing and loses nothing, except an event that became visible to readers out of order
+  of ingestion while the collector was down (CloudWatch's read-after-write lag), and events later than
+  `lookback`, as while running.
 - Progress (which lets a sink skip what it already has after a crash) is `events << 32 | crc`. A restart reads
   again the events after the checkpoint; where a sink recorded more, the batch is cut exactly at the sink's
   count, and the CRC says whether the events read again are the ones it holds. If they are not (late events
@@ -368,31 +374,47 @@ class CloudWatchSource:
     async def _discover(self, spec_index: int, region: str) -> bool:
         """List the groups and streams of one (account, region); False when the listing failed."""
         spec = self._specs[spec_index]
+        place = self._place(spec, region)
         try:
             ident = self._identities.get(spec_index)
             if ident is None:
                 # Made here, not at start: a profile that does not exist fails this account, not the source.
                 ident = self._identities[spec_index] = Identity(spec)
             client = await ident.client("logs", region)
-            groups = await self._list_groups(client, ident, region)
+            groups = await self._list_groups(client, ident, region, place)
         except (ClientError, BotoCoreError) as exc:
             wanted = [*self.config.log_groups]
             if self.config.log_group_prefix is not None:
                 wanted.append(f"prefix {self.config.log_group_prefix!r}")
             self._report(f"{spec.label} region {region} log groups {', '.join(wanted)}", "cannot list", exc)
             return False
-        ok = True
+        complete = True
+        present: set[str] = set()
+        unlisted: set[str] = set()  # groups whose streams could not be listed: kept as they were
         for group in groups:
             try:
                 listed = [s async for s in self._list_streams(client, group)]
             except (ClientError, BotoCoreError) as exc:
                 self._report(group.label, "cannot list streams", exc)
-                ok = False
+                complete = False
+                unlisted.add(group.unit_prefix)
                 continue
-            await self._update_streams(group, listed)
-        return ok
+            present |= self._update_streams(group, listed)
+        for unit, stream in list(self._streams.items()):
+            if unit.startswith(place) and unit not in present and stream.group.unit_prefix not in unlisted:
+                del self._streams[unit]  # deleted, expired, or its group is gone
+        if complete:
+            stored = await asyncio.to_thread(self.store.units_with_prefix, self.name, place)
+            gone = [u for u in stored if u not in present]
+            if gone:
+                await asyncio.to_thread(self.store.forget_units, self.name, gone, time.time() - FORGET_AFTER)
+        return complete
 
-    async def _list_groups(self, client: Any, ident: Identity, region: str) -> list[LogGroup]:
+    def _place(self, spec: IdentitySpec, region: str) -> str:
+        """The start of the unit names of one (account, region)."""
+        return f"{spec.account}:{region}:" if self.config.accounts else f"{region}:"
+
+    async def _list_groups(self, client: Any, ident: Identity, region: str, place: str) -> list[LogGroup]:
         found: dict[str, dict[str, Any]] = {}
         paginator = client.get_paginator("describe_log_groups")
         for name in self.config.log_groups:
@@ -407,13 +429,10 @@ class CloudWatchSource:
         if self.config.log_group_prefix is not None:
             async for page in paginator.paginate(logGroupNamePrefix=self.config.log_group_prefix):
                 found.update((g["logGroupName"], g) for g in page.get("logGroups", ()))
-        account = f"{ident.spec.account}:" if self.config.accounts else ""
-        out = []
-        for name, info in sorted(found.items()):
-            prefix = f"{account}{region}:{name}:"
-            group = LogGroup(ident, region, name, prefix, info.get("retentionInDays"))
-            out.append(group)
-        return out
+        return [
+            LogGroup(ident, region, name, f"{place}{name}:", info.get("retentionInDays"))
+            for name, info in sorted(found.items())
+        ]
 
     async def _list_streams(self, client: Any, group: LogGroup) -> Any:
         paginator = client.get_paginator("describe_log_streams")
@@ -421,8 +440,8 @@ class CloudWatchSource:
             for s in page.get("logStreams", ()):
                 yield s["logStreamName"], int(s.get("creationTime", 0)), s.get("lastIngestionTime")
 
-    async def _update_streams(self, group: LogGroup, listed: list[tuple[str, int, int | None]]) -> None:
-        """Take a complete listing of a group: new streams are added, gone or expired ones dropped."""
+    def _update_streams(self, group: LogGroup, listed: list[tuple[str, int, int | None]]) -> set[str]:
+        """Take a complete listing of a group: new streams are added; the units of those worth reading returned."""
         expired = None
         if group.retention_days:
             expired = int(time.time() * 1000) - group.retention_days * 86_400_000 - EXPIRY_MARGIN_MS
@@ -438,12 +457,7 @@ class CloudWatchSource:
             else:
                 stream.group = group
                 stream.last_ingest = last_ingest
-        for unit in [u for u in self._streams if u.startswith(group.unit_prefix) and u not in present]:
-            del self._streams[unit]
-        stored = await asyncio.to_thread(self.store.units_with_prefix, self.name, group.unit_prefix)
-        gone = [u for u in stored if u not in present]
-        if gone:
-            await asyncio.to_thread(self.store.forget_units, self.name, gone, time.time() - FORGET_AFTER)
+        return present
 
     # -- reading
 
