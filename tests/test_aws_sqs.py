@@ -224,13 +224,13 @@ def s3_event(bucket: str, key: str, size: int, etag: str, name: str = "ObjectCre
                             "name": bucket,
                             "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
                             "arn": f"arn:aws:s3:::{bucket}",
-                        },  # fmt: skip
+                        },
                         "object": {
                             "key": quote_plus(key, safe="/"),
                             "size": size,
                             "eTag": etag,
                             "sequencer": "0055AED6DCD90281E5",
-                        },  # fmt: skip
+                        },
                     },
                 }
             ]
@@ -285,7 +285,7 @@ def summary(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
         r.getMessage()
         for r in caplog.records
         if r.name == "flowcollector.source.aws_sqs" and " messages=" in r.getMessage()
-    ]  # noqa: E501
+    ]
     assert lines, "no end-of-run line"
     return {k: int(v) for k, v in (w.split("=") for w in lines[-1].split() if "=" in w and w.split("=")[1].isdigit())}
 
@@ -297,9 +297,17 @@ TEXT_KEYS = list(DOCS_RECORDS[0][1])
 
 
 async def test_s3_notifications_deliver_every_object_once_then_duplicates_are_skipped(
-    moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO)
+    asked: list[tuple[int, int]] = []  # (messages asked for, messages being read) at each receive
+    receive = SqsSource._receive
+
+    async def spy(self: SqsSource, sqs: Any, count: int, once: bool) -> list[dict[str, Any]]:
+        asked.append((count, self._busy))
+        return await receive(self, sqs, count, once)
+
+    monkeypatch.setattr(SqsSource, "_receive", spy)
     c = aws(moto)
     c.s3.create_bucket(Bucket=BUCKET)
     url, arn = make_queue(c, "flow-log-objects")
@@ -328,8 +336,10 @@ async def test_s3_notifications_deliver_every_object_once_then_duplicates_are_sk
     assert '"key": "AWSLogs%2Faws-account-id%3D123456789010%2F' in "".join(m["Body"] for m in got)
     duplicate = next(m["Body"] for m, n in zip(got, notes, strict=True) if not n.test and n.objects[0].key == KEY_TEXT)
 
-    metrics = await run_once(tmp_path, config_text(tmp_path, moto, url, key_filter="AWSLogs/*"))
+    metrics = await run_once(tmp_path, config_text(tmp_path, moto, url, key_filter="AWSLogs/*", max_concurrency=2))
 
+    # Never more messages received than there are free slots: the others stay visible to other collectors.
+    assert asked[0] == (2, 0) and all(count + busy <= 2 for count, busy in asked), asked
     rows = output(tmp_path / "out")
     assert pick(rows, TEXT_KEYS) == pick([e for _, e in DOCS_RECORDS] + V5_EXPECTED, TEXT_KEYS)
     assert pick([r for r in rows if r["account"] == "123456789012"], V5_EXPECTED[0]) == pick(
@@ -417,7 +427,7 @@ async def test_sns_and_eventbridge_envelopes(moto: Moto, tmp_path: Path, caplog:
     trimmed = {
         **docs_event,
         "detail": {"bucket": {"name": "amzn-s3-demo-bucket1"}, "object": {"key": "AWSLogs/no-etag.log.gz"}},
-    }  # noqa: E501
+    }
     c.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(trimmed))
 
     got = c.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
@@ -608,7 +618,7 @@ async def test_rejected_credentials_are_reported_with_the_queue_and_retried(
 
 # --- collectors as processes ---------------------------------------------------------------------------------------
 
-GEN = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 {port} 22 6 20 {rid} 1418530010 1418530070 ACCEPT OK"  # noqa: E501
+GEN = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 {port} 22 6 20 {rid} 1418530010 1418530070 ACCEPT OK"
 
 
 def generated(first: int, count: int) -> bytes:
@@ -657,9 +667,9 @@ def wait_for(what: str, ready: Any, procs: list[subprocess.Popen[bytes]], timeou
     deadline = time.monotonic() + timeout
     while not ready():
         for p in procs:
-            assert p.poll() is None, (
-                f"collector exited ({p.returncode}) before {what}: {p.stderr.read().decode()[-3000:]}"
-            )  # type: ignore[union-attr]  # noqa: E501
+            if p.poll() is not None:
+                err = p.stderr.read().decode() if p.stderr else ""
+                raise AssertionError(f"collector exited ({p.returncode}) before {what}: {err[-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
@@ -751,7 +761,7 @@ def test_sigkill_while_holding_a_message(moto: Moto, tmp_path: Path, procs: list
         "B to deliver the rest",
         lambda: {u for u, r in unit_rows(tmp_path / "state-b").items() if r[0]} >= b_done,
         procs[-1:],
-    )  # noqa: E501
+    )
     wait_for("the queue to empty", lambda: depth(c, url) == (0, 0), procs[-1:])
     procs[-1].send_signal(signal.SIGTERM)
     _, err = procs[-1].communicate(timeout=60)

@@ -542,16 +542,16 @@ class SqsSource:
             await other.wait()  # the same object from another message: one reader, then look at the checkpoint
         self._reading[unit] = mine = asyncio.Event()
         try:
-            s3 = await identity.client("s3", obj.region or self.region)
             version, size = obj.etag, obj.size
-            if version is None or size is None:
-                try:
+            try:
+                s3 = await identity.client("s3", obj.region or self.region)
+                if version is None or size is None:  # an event without them: ask S3
                     head = await s3.head_object(Bucket=obj.bucket, Key=obj.key)
-                except _NETWORK_ERRORS as exc:
-                    self.counters.units_failed += 1
-                    log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, describe_error(exc))
-                    return Outcome.FAILED
-                version, size = _etag(head.get("ETag")) or "", int(head.get("ContentLength", 0))
+                    version, size = _etag(head.get("ETag")) or "", int(head.get("ContentLength", 0))
+            except _NETWORK_ERRORS as exc:
+                self.counters.units_failed += 1
+                log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, describe_error(exc))
+                return Outcome.FAILED
             # Registered before looking at the store: a commit landing in between resolves it.
             watch = pipeline.when_committed(self.name, unit)
             if await self._done(unit, version):
