@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def config_text(tmp: Path, moto: Moto, sinks: str = "", **source: Any) -> str:
     )
 
 
-async def run_once(tmp: Path, moto: Moto, **source: Any) -> Any:
+async def run_once(tmp: Path, moto: Moto, **source: Any) -> Metrics:
     cfg = tmp / "c.yaml"
     cfg.write_text(config_text(tmp, moto, **source))
     return await run(parse_config(cfg.read_text(), cfg), once=True)
@@ -203,7 +204,7 @@ async def test_late_events_while_running(moto: Moto, tmp_path: Path) -> None:
     metrics = Metrics()
     c = metrics.sources["cw"]
 
-    async def until(condition: Any) -> None:
+    async def until(condition: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 30
         while not condition():
             assert time.monotonic() < deadline, "the daemon did not get there"
@@ -302,13 +303,16 @@ async def test_wrong_credential_fails_one_account_only(
 ) -> None:
     expected = await seed_two_accounts(moto, big=100)
     accounts = [{"id": A1, "profile": "no-such-profile"}, A2]
+    groups = [PROD, "/flowlogs/missing"]
     with caplog.at_level(logging.ERROR, "flowcollector.source.aws_cloudwatch"):
-        metrics = await run_once(tmp_path, moto, accounts=accounts, role_arn=ROLE, log_groups=[PROD])
+        metrics = await run_once(tmp_path, moto, accounts=accounts, role_arn=ROLE, log_groups=groups)
     assert ids(delivered(tmp_path)) == once_each(*expected[A2][:2])
     errors = [r.getMessage() for r in caplog.records]
-    assert any(f"account {A1} region us-east-1 log groups {PROD}" in e and "no-such-profile" in e for e in errors)
-    assert not any(A2 in e for e in errors), errors
-    assert metrics.sources["cw"].units_failed == 1
+    assert len(errors) == 2, errors
+    assert f"account {A1} region us-east-1 log groups {PROD}, /flowlogs/missing: cannot list" in errors[0]
+    assert "no-such-profile" in errors[0]
+    assert f"account {A2} region us-east-1 log group /flowlogs/missing: cannot read: no such log group" in errors[1]
+    assert metrics.sources["cw"].units_failed == 2
 
 
 async def test_start_from_now_is_fixed_at_the_first_run(moto: Moto, tmp_path: Path) -> None:
@@ -400,7 +404,7 @@ def _query(tmp: Path, sql: str) -> int:
         return 0
 
 
-def _kill_when(proc: subprocess.Popen[bytes], reached: Any) -> None:
+def _kill_when(proc: subprocess.Popen[bytes], reached: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 60
     while not reached() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

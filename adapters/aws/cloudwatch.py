@@ -62,6 +62,8 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -295,14 +297,17 @@ class Stream:
         )
 
     def trim(self, lookback_ms: int) -> None:
-        """Forget ids older than the look-back; past the cap, the oldest go and the look-back shrinks."""
+        """Forget ids older than the look-back; past the cap, the oldest go and the look-back shrinks (said once)."""
+        warn = False
         low = self.newest - lookback_ms
         if self.seen and min(self.seen.values()) < low:
             self.seen = {k: v for k, v in self.seen.items() if v >= low}
         if len(self.seen) > SEEN_PER_STREAM:
             cut = sorted(self.seen.values())[len(self.seen) - SEEN_PER_STREAM]
+            warn = self.floor < 0
             self.floor = max(self.floor, cut + 1)
             self.seen = {k: v for k, v in self.seen.items() if v > cut}
+        if warn:
             log.warning(
                 "%s: more than %d events within the look-back; late events older than %s are no longer looked for",
                 self.label,
@@ -311,9 +316,17 @@ class Stream:
             )
 
 
+class _StuckPaging(Exception):
+    """The server keeps answering with the same nextToken."""
+
+
 class CloudWatchSource:
     def __init__(
-        self, config: CloudWatchSourceConfig, store: CheckpointStore, metrics: Metrics, executor: Any = None
+        self,
+        config: CloudWatchSourceConfig,
+        store: CheckpointStore,
+        metrics: Metrics,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -434,7 +447,7 @@ class CloudWatchSource:
             for name, info in sorted(found.items())
         ]
 
-    async def _list_streams(self, client: Any, group: LogGroup) -> Any:
+    async def _list_streams(self, client: Any, group: LogGroup) -> AsyncIterator[tuple[str, int, int | None]]:
         paginator = client.get_paginator("describe_log_streams")
         async for page in paginator.paginate(logGroupName=group.name):
             for s in page.get("logStreams", ()):
@@ -531,11 +544,11 @@ class CloudWatchSource:
                     break
                 repeats = repeats + 1 if following == token else 0
                 if repeats >= SAME_TOKEN_LIMIT:
-                    raise RuntimeError(f"the same nextToken came back {repeats} times")
+                    raise _StuckPaging(f"the same nextToken came back {repeats} times")
                 token = following
                 if stop.is_set():
                     break
-        except (ClientError, BotoCoreError, RuntimeError) as exc:
+        except (ClientError, BotoCoreError, _StuckPaging) as exc:
             failure = exc
         for _, stream in streams.values():
             if stream.sink_marks and stream.pending:
@@ -551,7 +564,9 @@ class CloudWatchSource:
             if error_code(failure) == "ResourceNotFoundException":
                 self._listed_at.clear()  # a group or stream is gone: list again
 
-    async def _take(self, pipeline: Pipeline, events: Any, streams: dict[str, tuple[int | None, Stream]]) -> None:
+    async def _take(
+        self, pipeline: Pipeline, events: Iterable[dict[str, Any]], streams: dict[str, tuple[int | None, Stream]]
+    ) -> None:
         for event in events:
             entry = streams.get(event.get("logStreamName", ""))
             if entry is None:
