@@ -49,7 +49,9 @@ class S3ObjectFile(io.RawIOBase):
         self.bucket = bucket
         self.key = key
         self.size = size
-        self.etag = etag
+        # If-Match takes an entity tag as HTTP writes it, quoted (RFC 9110 sec. 8.8.3); listings give it quoted,
+        # checkpoints keep it bare.
+        self.etag = etag if not etag or etag.startswith(('"', 'W/"')) else f'"{etag}"'
         self._loop = loop
         self._timeout = timeout
         self._pos = 0
