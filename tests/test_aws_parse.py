@@ -1074,3 +1074,65 @@ def _plain_rows(batch: pa.RecordBatch) -> list[dict]:
         else:
             cols[name] = col.to_pylist()
     return [{k: v[i] for k, v in cols.items()} for i in range(batch.num_rows)]
+
+
+class _ReadsCounted(io.RawIOBase):
+    """A seekable file over bytes that records each read's size and can fail like a network after `fail_after`
+    reads: what an S3 object (adapters/aws/s3io.py) looks like to the parser."""
+
+    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
+        self.data, self.pos, self.reads, self.fail_after = data, 0, [], fail_after
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else len(self.data) + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.fail_after is not None and len(self.reads) >= self.fail_after:
+            raise ConnectionResetError("connection reset by peer")
+        chunk = self.data[self.pos : self.pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        self.reads.append(len(chunk))
+        return len(chunk)
+
+
+def _big_parquet() -> bytes:
+    n = 200_000
+    table = pa.table(
+        {"srcaddr": ["10.0.0.1"] * n, "dstaddr": ["10.0.0.2"] * n, "bytes": pa.array(range(n), pa.int64())}
+    )
+    out = io.BytesIO()
+    pq.write_table(table, out, row_group_size=20_000)
+    return out.getvalue()
+
+
+def test_parquet_is_read_a_column_chunk_at_a_time():
+    """Memory stays bounded for a remote Parquet object: no read covers more than a row group's column chunk."""
+    data = _big_parquet()
+    f = _ReadsCounted(data)
+    rows = sum(r.batch.num_rows for r in parse_parquet(f, unit="u", source="s"))
+    assert rows == 200_000
+    assert max(f.reads) < len(data) / 5  # pre-buffering would read all row groups at once
+
+
+def test_parquet_read_failure_fails_the_unit_instead_of_finishing_it():
+    """A network error in the middle is not "damaged Parquet": finishing the unit would checkpoint it as done and
+    lose its remaining rows. The error propagates so the adapter retries the object."""
+    f = _ReadsCounted(_big_parquet(), fail_after=12)
+    results = parse_parquet(f, unit="u", source="s")
+    delivered = 0
+    with pytest.raises(ConnectionResetError):
+        for r in results:
+            assert not r.final
+            delivered += r.batch.num_rows
+    assert 0 < delivered < 200_000

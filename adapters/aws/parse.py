@@ -526,10 +526,14 @@ def parse_parquet(
     """
     import pyarrow.parquet as pq
 
+    # Only Arrow's own errors mean a damaged object. An exception of the file object (a disk or network failure)
+    # propagates: the unit fails and is read again later, instead of being finished as if it were empty.
+    # pre_buffer=False: one column chunk in memory at a time; pre-buffering would read every chunk of the requested
+    # row groups in one go (the whole object).
     try:
-        pf = pq.ParquetFile(file)
+        pf = pq.ParquetFile(file, pre_buffer=False)
         names = [n.replace("_", "-") for n in pf.schema_arrow.names]
-    except (pa.ArrowException, OSError) as exc:
+    except pa.ArrowException as exc:
         yield ParseResult(assemble(0, {}), [ParseError(unit, None, f"unreadable Parquet: {exc}")], {}, 0, final=True)
         return
     addresses: dict[str, bytes | None] = {}
@@ -548,7 +552,7 @@ def parse_parquet(
     while True:
         try:
             rb = next(batches, None)
-        except (pa.ArrowException, OSError) as exc:  # a damaged row group: report it, keep what came before
+        except pa.ArrowException as exc:  # a damaged row group: report it, keep what came before
             problem.append(ParseError(unit, consumed + 1, f"unreadable Parquet data from row {consumed + 1}: {exc}"))
             break
         if rb is None:

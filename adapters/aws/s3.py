@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws.config import S3SourceConfig, auth_of
 from adapters.aws.parse import ParseResult
-from adapters.aws.s3io import ObjectChanged, open_object
+from adapters.aws.s3io import RemoteReadError, open_object
 from adapters.aws.session import Identity, describe_error, identities
 from adapters.local import open_stream
 from adapters.units import Outcome, RetryBook, deliver_unit
@@ -241,7 +241,7 @@ class S3Source:
                 stop=stop,
                 log=log,
                 bytes_read=bytes_read,
-                read_errors=(ClientError, BotoCoreError, ObjectChanged),
+                read_errors=(ClientError, BotoCoreError, RemoteReadError),
             )
         finally:
             self._active.pop(obj.key, None)

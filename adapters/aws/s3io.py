@@ -15,6 +15,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import logging
 from collections.abc import Coroutine
@@ -29,7 +30,14 @@ REOPEN_ATTEMPTS = 4
 T = TypeVar("T")
 
 
-class ObjectChanged(OSError):
+class RemoteReadError(Exception):
+    """The object could not be read (network, timeout), as opposed to its content being bad.
+
+    Deliberately not an OSError: parsers report OSError and Arrow errors inside an object as damage to *that
+    object* and finish it, and a network failure must instead fail the unit so it is read again later."""
+
+
+class ObjectChanged(RemoteReadError):
     """The object's ETag changed while it was being read (HTTP 412): read it again as its new version."""
 
 
@@ -97,19 +105,35 @@ class S3ObjectFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed and self._body is not None:
             body, self._body = self._body, None
-            try:
-                self._run(self._close_body(body))
-            except Exception:  # noqa: BLE001 -- closing a half-read response must not mask the real outcome
-                log.debug("closing s3://%s/%s failed", self.bucket, self.key, exc_info=True)
+            if self._on_loop_thread():
+                # Garbage collection of an abandoned parser can close us on the loop's own thread: waiting for the
+                # loop there would block it for good, so the response is closed by a task instead.
+                self._loop.create_task(self._close_body(body))
+            else:
+                try:
+                    self._run(self._close_body(body))
+                except Exception:  # noqa: BLE001 -- closing a half-read response must not mask the real outcome
+                    log.debug("closing s3://%s/%s failed", self.bucket, self.key, exc_info=True)
         super().close()
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     # -- the event loop side
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop.is_closed():
+        if self._loop.is_closed() or self._on_loop_thread():
             coro.close()
-            raise OSError("event loop closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout)
+            raise RemoteReadError("event loop closed" if self._loop.is_closed() else "read on the event loop's thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self._timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # so a reopen cannot race the abandoned request on the body
+            raise RemoteReadError(f"s3://{self.bucket}/{self.key}: no answer in {self._timeout:.0f}s") from None
 
     async def _open(self, pos: int) -> None:
         if self._body is not None:
@@ -138,15 +162,17 @@ class S3ObjectFile(io.RawIOBase):
                     await self._open(self._pos)
                 data = await self._body.read(want)
                 if not data and self._pos < self.size:
-                    raise OSError(f"s3://{self.bucket}/{self.key}: response ended at {self._pos} of {self.size} bytes")
+                    where = f"s3://{self.bucket}/{self.key}"
+                    raise RemoteReadError(f"{where}: response ended at byte {self._pos} of {self.size}")
                 self._body_pos += len(data)
                 return bytes(data)
             except (ObjectChanged, ClientError):
                 raise
-            except (TimeoutError, OSError, BotoCoreError) as exc:
+            except (TimeoutError, OSError, BotoCoreError, RemoteReadError) as exc:
                 # aiohttp's ClientPayloadError / ServerDisconnectedError are OSError-like; botocore wraps others.
                 if attempt == REOPEN_ATTEMPTS:
-                    raise OSError(f"s3://{self.bucket}/{self.key}: read failed at byte {self._pos}: {exc}") from exc
+                    where = f"s3://{self.bucket}/{self.key}"
+                    raise RemoteReadError(f"{where}: read failed at byte {self._pos}: {exc}") from exc
                 log.warning("s3://%s/%s: read failed at byte %d (%s); reopening", self.bucket, self.key, self._pos, exc)
                 if self._body is not None:
                     await self._close_body(self._body)

@@ -73,7 +73,7 @@ from botocore.exceptions import (
 
 from adapters.aws.config import SqsSourceConfig, auth_of
 from adapters.aws.parse import ParseResult
-from adapters.aws.s3io import ObjectChanged, open_object
+from adapters.aws.s3io import ObjectChanged, RemoteReadError, open_object
 from adapters.aws.session import AUTH_ERRORS, Identity, describe_error, error_code, identities
 from adapters.local import open_stream
 from adapters.units import Outcome, deliver_unit
@@ -589,7 +589,7 @@ class SqsSource:
                 stop=stop,
                 log=log,
                 bytes_read=bytes_read,
-                read_errors=(ClientError, BotoCoreError, aiohttp.ClientError),
+                read_errors=(ClientError, BotoCoreError, aiohttp.ClientError, RemoteReadError),
             )
             if outcome is Outcome.DONE:
                 self._emitted[unit] = version
