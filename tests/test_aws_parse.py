@@ -1128,7 +1128,7 @@ def test_parquet_is_read_a_column_chunk_at_a_time():
 def test_parquet_read_failure_fails_the_unit_instead_of_finishing_it():
     """A network error in the middle is not "damaged Parquet": finishing the unit would checkpoint it as done and
     lose its remaining rows. The error propagates so the adapter retries the object."""
-    f = _ReadsCounted(_big_parquet(), fail_after=12)
+    f = _ReadsCounted(_big_parquet(), fail_after=20)
     results = parse_parquet(f, unit="u", source="s")
     delivered = 0
     with pytest.raises(ConnectionResetError):
