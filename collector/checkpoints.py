@@ -69,6 +69,10 @@ class Commit:
     position: dict[str, Any] | None
     done: bool
     records: int
+    # How far into the unit `position` is (the pipeline's progress). A unit done for every sink forgets the sinks'
+    # progress rows up to here; a row *ahead* of it (a continuous unit such as a log stream, "done" for now while a
+    # fast sink is already further) is kept, so that sink is not sent again what it has.
+    progress: int = 1 << 62
 
 
 class CheckpointStore:
@@ -113,6 +117,7 @@ class CheckpointStore:
     def commit(self, items: Iterable[Commit]) -> None:
         """Record progress of several units in one durable transaction."""
         now = time.time()
+        items = list(items)
         rows = [
             (c.source, c.unit, c.version, orjson.dumps(c.position) if c.position else None, int(c.done), c.records, now)
             for c in items
@@ -127,9 +132,10 @@ class CheckpointStore:
                 " done=excluded.done, records=excluded.records, updated=excluded.updated",
                 rows,
             )
-            # A unit done for every sink needs no per-sink progress any more.
+            # A unit done for every sink needs no per-sink progress up to where it is done.
             self._db.executemany(
-                "DELETE FROM sink_units WHERE source=? AND unit=?", [(r[0], r[1]) for r in rows if r[4]]
+                "DELETE FROM sink_units WHERE source=? AND unit=? AND NOT (version=? AND progress>?)",
+                [(c.source, c.unit, c.version, c.progress) for c in items if c.done],
             )
 
     def sink_progress(self, source: str, unit: str) -> dict[str, tuple[str, int]]:

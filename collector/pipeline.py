@@ -281,7 +281,9 @@ class Pipeline:
             latest: dict[tuple[str, str], _Ticket] = {}
             for t in islice(self._tickets, watermark - self._base):
                 latest[(t.source, t.unit)] = t
-            commits = [Commit(t.source, t.unit, t.version, t.position, t.done, t.records) for t in latest.values()]
+            commits = [
+                Commit(t.source, t.unit, t.version, t.position, t.done, t.records, t.progress) for t in latest.values()
+            ]
             await _with_backoff(
                 lambda: asyncio.to_thread(self.store.commit, commits), "checkpoint commit", lambda: None
             )

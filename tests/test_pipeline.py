@@ -221,3 +221,20 @@ async def _raise_fatal(force: bool = False) -> int:
     from collector.sinks import SinkFatal
 
     raise SinkFatal("disk gone")
+
+
+def test_done_commit_keeps_the_progress_of_a_sink_already_further() -> None:
+    """A log stream is "done" after each complete read while a fast sink may already hold later reads: committing
+    the slow sink's done must not erase the fast sink's progress, or a crash would send it those reads again."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CheckpointStore(Path(tmp))
+        store.commit_sink("fast", [("s", "stream", "v1", 300)])
+        store.commit_sink("slow", [("s", "stream", "v1", 100)])
+        store.commit_sink("other", [("s", "stream", "v0", 900)])  # an older version of the unit: obsolete
+        store.commit([Commit("s", "stream", "v1", {"ts": 1}, True, 10, 100)])
+        assert store.sink_progress("s", "stream") == {"fast": ("v1", 300)}
+        store.commit([Commit("s", "stream", "v1", {"ts": 2}, True, 30)])  # no progress given: forget all
+        assert store.sink_progress("s", "stream") == {}
+        store.close()
