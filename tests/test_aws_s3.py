@@ -215,7 +215,7 @@ async def test_late_objects_and_day_closing(moto: Moto, tmp_path: Path) -> None:
         third = await run_once(tmp_path, moto, lookback="48h")  # everything of the old day is checkpointed: closed
         assert third.sources["s3"].records == 0
         store = CheckpointStore(tmp_path / "state")
-        assert store.get("s3", cursor_unit).position == {"day": (OLD + timedelta(days=1)).isoformat()}
+        assert store.get("s3", cursor_unit).position == {"day": (OLD + timedelta(days=1)).isoformat(), "closed": []}
         done = store.done_versions("s3")
         assert not any(f"/{OLD:%Y/%m/%d}/" in k for k in done) and len(done) == 2  # only yesterday's two objects
         store.close()
@@ -299,16 +299,22 @@ class FlakyProxy:
     """A real HTTP reverse proxy in front of moto that answers the first `failures` requests with a 503 SlowDown
     (what S3 sends when throttling) and then an HTTP 500: the source must ride them out by retrying."""
 
-    def __init__(self, upstream: str, failures: int) -> None:
+    def __init__(self, upstream: str, failures: int, deny: str = "") -> None:
         self.upstream = upstream
         self.failures = failures
         self.failed = 0
         self.requests = 0
+        self.deny = deny  # GETs of keys containing this are denied, always (as a KMS key the role cannot use)
+        self.paths: list[str] = []
 
     async def handle(self, request: Any) -> Any:
         from aiohttp import ClientSession, web
 
         self.requests += 1
+        self.paths.append(request.path_qs)
+        if self.deny and request.method == "GET" and self.deny in request.path:
+            body = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>kms</Message></Error>"
+            return web.Response(status=403, body=body, content_type="application/xml")
         if self.failed < self.failures:
             self.failed += 1
             code, status = ("SlowDown", 503) if self.failed % 2 else ("InternalError", 500)
@@ -324,25 +330,69 @@ class FlakyProxy:
                 return web.Response(status=up.status, body=body, headers=keep)
 
 
-async def test_throttling_and_5xx_are_retried(moto: Moto, tmp_path: Path) -> None:
+async def start_proxy(proxy: FlakyProxy) -> tuple[Any, int]:
     from aiohttp import web
 
-    async with Bucket(moto) as b:
-        await b.put(plain_key(A1, TODAY, "a"), gz_object(lines(1_000, 100, A1)))
-    proxy = FlakyProxy(moto.endpoint, failures=2)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def run_through(proxy_port: int, tmp: Path, moto: Moto, **source: Any) -> Any:
+    cfg = tmp / "c.yaml"
+    cfg.write_text(config_text(tmp, moto, **source).replace(moto.endpoint, f"http://127.0.0.1:{proxy_port}"))
+    return await run(parse_config(cfg.read_text(), cfg), once=True)
+
+
+async def test_throttling_and_5xx_are_retried(moto: Moto, tmp_path: Path) -> None:
+    async with Bucket(moto) as b:
+        await b.put(plain_key(A1, TODAY, "a"), gz_object(lines(1_000, 100, A1)))
+    proxy = FlakyProxy(moto.endpoint, failures=2)
+    runner, port = await start_proxy(proxy)
     try:
-        cfg = tmp_path / "c.yaml"
-        cfg.write_text(config_text(tmp_path, moto).replace(moto.endpoint, f"http://127.0.0.1:{port}"))
-        metrics = await run(parse_config(cfg.read_text(), cfg), once=True)
+        metrics = await run_through(port, tmp_path, moto)
     finally:
         await runner.cleanup()
     assert proxy.failed == 2 and proxy.requests > 2
     assert ids(delivered(tmp_path)) == collections.Counter(range(1_000, 1_100))
     assert (metrics.sources["s3"].units_failed, metrics.sources["s3"].errors) == (0, 0)
+
+
+async def test_an_unreadable_object_holds_its_day_open_but_not_the_days_after(moto: Moto, tmp_path: Path) -> None:
+    """An object the identity may not read (say, a KMS key it cannot use) is reported and retried; its day stays
+    open, and later days still close and are not listed again."""
+    day1, day2 = OLD, OLD + timedelta(days=1)
+    async with Bucket(moto) as b:
+        await b.put(plain_key(A1, day1, "stuck"), gz_object(lines(1_000, 10, A1)))
+        await b.put(plain_key(A1, day1, "ok1"), gz_object(lines(2_000, 10, A1)))
+        await b.put(plain_key(A1, day2, "ok2"), gz_object(lines(3_000, 10, A1)))
+    proxy = FlakyProxy(moto.endpoint, failures=0, deny="_stuck")
+    runner, port = await start_proxy(proxy)
+    try:
+        first = await run_through(port, tmp_path, moto, lookback="1h")
+        second = await run_through(port, tmp_path, moto, lookback="1h")  # day 2 is checkpointed now: it closes
+        store = CheckpointStore(tmp_path / "state")
+        cursor = store.get("s3", f"\x00cursor:AWSLogs/{A1}/vpcflowlogs/us-east-1/").position
+        done = set(store.done_versions("s3"))
+        store.close()
+        proxy.paths.clear()
+        await run_through(port, tmp_path, moto, lookback="1h")
+    finally:
+        await runner.cleanup()
+    assert (first.sources["s3"].units_failed, second.sources["s3"].units_failed) == (1, 1)
+    assert ids(delivered(tmp_path)) == collections.Counter([*range(2_000, 2_010), *range(3_000, 3_010)])
+    # Day 2 and the empty days after it closed (those ended more than the look-back ago); day 1 stays open.
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    later = [day2 + timedelta(days=k) for k in range((TODAY - day2).days)]
+    closed = [
+        d.isoformat() for d in later if datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(days=1) <= cutoff
+    ]
+    assert cursor == {"day": day1.isoformat(), "closed": closed} and day2.isoformat() in closed
+    assert done == {plain_key(A1, day1, "ok1")}  # day 2's keys forgotten; day 1 still open
+    listed = [p for p in proxy.paths if "list-type=2" in p]
+    assert any(f"{day1:%Y}%2F{day1:%m}%2F{day1:%d}" in p for p in listed)
+    assert not any(f"{day2:%Y}%2F{day2:%m}%2F{day2:%d}" in p for p in listed)

@@ -48,7 +48,7 @@ from adapters.units import Outcome, RetryBook, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
-from collector.pipeline import Pipeline
+from collector.pipeline import Pipeline, PipelineFailed
 
 log = logging.getLogger("flowcollector.source.aws_s3")
 
@@ -111,9 +111,12 @@ class S3Source:
         self._identities: list[Identity] = []
         self._roots: list[Root] = []
         self._discovered_at = 0.0
-        self._cursors: dict[str, date] = {}  # root prefix -> first day not closed (saved in the store)
-        self._listed_to: dict[str, date] = {}  # root prefix -> first day not yet sealed in this process
-        self._pending: dict[str, list[tuple[date, dict[str, str]]]] = {}  # sealed days awaiting their checkpoints
+        # Per root prefix, saved in the store: the first day not closed, and days after it already closed (a day
+        # held open by an object that keeps failing must not keep every later day open too).
+        self._cursors: dict[str, date] = {}
+        self._closed: dict[str, set[date]] = {}
+        # Per root prefix, in memory: days read to the end and past the look-back, awaiting their checkpoints.
+        self._sealed: dict[str, dict[date, dict[str, str]]] = {}
         self._start: datetime | None = None
         self._active: dict[str, str] = {}  # key -> etag: being read now
         self._emitted: dict[str, str] = {}  # key -> etag: read to the end, checkpoint not yet committed
@@ -125,6 +128,7 @@ class S3Source:
     async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
         executor = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"s3-{self.name}")
         self._identities = [Identity(spec) for spec in self._specs]
+        self._roots = []  # after a supervised restart: roots must use the new identities, not the closed ones
         try:
             await self._load_meta()
             while not stop.is_set():
@@ -140,8 +144,12 @@ class S3Source:
     async def poll(self, pipeline: Pipeline, executor: Executor, stop: asyncio.Event) -> None:
         self._reported.clear()
         if time.monotonic() - self._discovered_at >= self.config.discover_interval or not self._roots:
-            self._roots = [r async for r in self._discover()]
-            self._discovered_at = time.monotonic()
+            roots, failed = await self._discover()
+            # An identity whose listing failed keeps the roots it had (a blip must not hide an account until the
+            # next discovery), and discovery runs again next poll.
+            self._roots = roots + [r for r in self._roots if r.identity.label in failed]
+            if not failed:
+                self._discovered_at = time.monotonic()
             log.info("source=%s roots=%d %s", self.name, len(self._roots), " ".join(r.prefix for r in self._roots))
         await self._close_days()
         now = datetime.now(UTC)
@@ -154,7 +162,7 @@ class S3Source:
                 self._report(root, exc)
                 continue
             if first is not None:
-                starts[root.prefix] = self._listed_to.setdefault(root.prefix, first)
+                starts[root.prefix] = first
         if not starts:
             return
         # Day by day, oldest first (memory holds one day's listing), every root's objects of the day in order of
@@ -165,7 +173,13 @@ class S3Source:
             self._emitted = {k: v for k, v in self._emitted.items() if done.get(k) != v}
             listed: list[tuple[Root, list[S3Object]]] = []
             for root in self._roots:
-                if root.prefix not in starts or self._listed_to[root.prefix] > day:
+                p = root.prefix
+                if (
+                    p not in starts
+                    or starts[p] > day
+                    or day in self._closed.get(p, ())
+                    or day in self._sealed.get(p, {})
+                ):
                     continue
                 try:
                     listed.append((root, [o async for o in self._list_day(root, day)]))
@@ -179,12 +193,14 @@ class S3Source:
             for root, objects in listed:
                 wanted = {o.key: o.etag for o in objects if self._start is None or o.modified >= self._start}
                 read = all(self._emitted.get(k) == v or done.get(k) == v for k, v in wanted.items())
-                if old_enough and read and not stop.is_set() and self._listed_to[root.prefix] == day:
-                    self._pending.setdefault(root.prefix, []).append((day, wanted))
-                    self._listed_to[root.prefix] = day + timedelta(days=1)
+                if old_enough and read and not stop.is_set():
+                    self._sealed.setdefault(root.prefix, {})[day] = wanted
             # Checkpoints of earlier polls (or runs: `--once` returns before its last acks) close days right away.
             await self._close_days()
             day += timedelta(days=1)
+
+    def _is_closed_or_sealed(self, prefix: str, day: date) -> bool:
+        return day in self._closed.get(prefix, ()) or day in self._sealed.get(prefix, {})
 
     def _wanted(self, obj: S3Object, done: dict[str, str]) -> bool:
         if done.get(obj.key) == obj.etag or self._emitted.get(obj.key) == obj.etag or obj.key in self._active:
@@ -204,14 +220,21 @@ class S3Source:
             finally:
                 slots.release()
 
-        async with asyncio.TaskGroup() as tg:
-            for obj in objects:
-                await slots.acquire()
-                if stop.is_set():
-                    slots.release()
-                    break
-                self._active[obj.key] = obj.etag
-                tg.create_task(one(obj))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for obj in objects:
+                    await slots.acquire()
+                    if stop.is_set():
+                        slots.release()
+                        break
+                    self._active[obj.key] = obj.etag
+                    tg.create_task(one(obj))
+        except BaseExceptionGroup as group:
+            # A sink failed for good: say so plainly (the daemon stops), not as a crash of this source.
+            failed = group.subgroup(PipelineFailed)
+            if failed is not None:
+                raise failed.exceptions[0] from None
+            raise
 
     async def _deliver(self, pipeline: Pipeline, executor: Executor, stop: asyncio.Event, obj: S3Object) -> None:
         loop = asyncio.get_running_loop()
@@ -269,30 +292,40 @@ class S3Source:
         return cursor
 
     async def _close_days(self) -> None:
-        """Move the saved cursors over sealed days whose objects are all checkpointed, and forget those objects.
+        """Close sealed days whose objects are all checkpointed: save the cursor (and the closed days after it),
+        then forget those objects.
 
         Sealed days wait in memory until the sinks have acked them (a Parquet sink acks when its file closes), so a
-        crash before that finds the saved cursor behind them and lists them again: nothing is skipped."""
-        if not any(self._pending.values()):
+        crash before that finds them open in the store and lists them again: nothing is skipped."""
+        if not any(self._sealed.values()):
             return
         done = await asyncio.to_thread(self.store.done_versions, self.name)
         commits = []
         forget: list[str] = []
-        for prefix, days in self._pending.items():
-            moved = False
-            while days and all(done.get(k) == v for k, v in days[0][1].items()):
-                day, objects = days.pop(0)
-                forget += list(objects)
-                self._cursors[prefix] = day + timedelta(days=1)
-                moved = True
-            if moved:
-                day = self._cursors[prefix]
-                commits.append(Commit(self.name, f"{_META}cursor:{prefix}", "", {"day": day.isoformat()}, False, 0))
-                log.info("source=%s prefix=%s days before %s closed", self.name, prefix, day)
+        for prefix, sealed in self._sealed.items():
+            closed = self._closed.setdefault(prefix, set())
+            ready = [day for day, objects in sealed.items() if all(done.get(k) == v for k, v in objects.items())]
+            if not ready:
+                continue
+            for day in ready:
+                forget += list(sealed.pop(day))
+                closed.add(day)
+            cursor = self._cursors[prefix]
+            while cursor in closed:
+                closed.discard(cursor)
+                cursor += timedelta(days=1)
+            self._cursors[prefix] = cursor
+            position = {"day": cursor.isoformat(), "closed": sorted(d.isoformat() for d in closed)}
+            commits.append(Commit(self.name, f"{_META}cursor:{prefix}", "", position, False, 0))
+            log.info(
+                "source=%s prefix=%s closed %s; open from %s", self.name, prefix, ",".join(map(str, ready)), cursor
+            )
         if commits:
             # The cursor first, then the keys: a crash in between leaves keys the cursor already covers.
             await asyncio.to_thread(self.store.commit, commits)
             await asyncio.to_thread(self.store.forget_units, self.name, forget, time.time() + 1)
+            for key in forget:
+                self._emitted.pop(key, None)
 
     async def _load_meta(self) -> None:
         """The first-run instant (for `now` and durations) and the cursors saved by earlier runs."""
@@ -315,22 +348,27 @@ class S3Source:
                 row = Commit(self.name, f"{_META}start", start, {"at": at.isoformat()}, False, 0)
                 await asyncio.to_thread(self.store.commit, [row])
             log.info("source=%s starting from %s", self.name, self._start.isoformat())
-        for root_prefix, day in (await asyncio.to_thread(self._saved_cursors)).items():
+        for root_prefix, (day, closed) in (await asyncio.to_thread(self._saved_cursors)).items():
             self._cursors[root_prefix] = day
+            self._closed[root_prefix] = closed
 
-    def _saved_cursors(self) -> dict[str, date]:
+    def _saved_cursors(self) -> dict[str, tuple[date, set[date]]]:
         out = {}
         marker = f"{_META}cursor:"
         for unit in self.store.units_with_prefix(self.name, marker):
             ckpt = self.store.get(self.name, unit)
             if ckpt is not None and ckpt.position:
-                out[unit[len(marker) :]] = date.fromisoformat(ckpt.position["day"])
+                closed = {date.fromisoformat(d) for d in ckpt.position.get("closed", ())}
+                out[unit[len(marker) :]] = (date.fromisoformat(ckpt.position["day"]), closed)
         return out
 
     # -- listing
 
-    async def _discover(self) -> AsyncIterator[Root]:
-        """Every (account, service, region) root the identities can see, in both layouts."""
+    async def _discover(self) -> tuple[list[Root], set[str]]:
+        """Every (account, service, region) root the identities can see, in both layouts; and the labels of the
+        identities whose listing failed."""
+        roots: list[Root] = []
+        failed: set[str] = set()
         for ident in self._identities:
             try:
                 client = await ident.client("s3")
@@ -353,8 +391,10 @@ class S3Source:
                             if region is None or (regions and region not in regions):
                                 continue
                             prefix = f"{top}{service_part}/{region_part}/"
-                            yield Root(ident, account, service, region, layout, prefix)
+                            roots.append(Root(ident, account, service, region, layout, prefix))
             except (ClientError, BotoCoreError) as exc:
+                failed.add(ident.label)
+                roots = [r for r in roots if r.identity is not ident]
                 key = f"discover:{ident.label}"
                 if key not in self._reported:
                     self._reported.add(key)
@@ -367,6 +407,7 @@ class S3Source:
                         self.base,
                         describe_error(exc),
                     )
+        return roots, failed
 
     async def _subdirs(self, client: Any, prefix: str) -> list[str]:
         """Names of the 'directories' right under `prefix` (delimiter listing), sorted."""
