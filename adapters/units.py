@@ -105,10 +105,12 @@ async def deliver_unit(
     logged = 0
     errors = 0
     results: Iterator[ParseResult] | None = None
+    pending: asyncio.Future[ParseResult | None] | None = None
     try:
         results = open_results(resume)
         while True:
-            result = await loop.run_in_executor(executor, next, results, None)
+            pending = loop.run_in_executor(executor, next, results, None)
+            result = await pending
             if result is None:
                 break
             for err in result.errors:
@@ -144,6 +146,10 @@ async def deliver_unit(
     finally:
         counters.bytes_read += counter[0]
         if results is not None and hasattr(results, "close"):
+            # Cancelled while the parser runs in its thread: let that step finish first (closing a running
+            # generator raises), then close it in a thread too (closing an S3 stream waits on this loop).
+            if pending is not None and not pending.done():
+                await asyncio.wait([pending])
             await loop.run_in_executor(executor, results.close)
     if errors > logged:
         log.warning("source=%s unit=%s %d more errors not shown", source, label, errors - logged)

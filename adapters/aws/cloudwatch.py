@@ -343,6 +343,10 @@ class CloudWatchSource:
         self._reported: set[str] = set()  # problems logged this poll
 
     async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
+        # A supervised restart (after a crash) starts from the checkpoints, with new identities: no stream may
+        # keep a client of the closed ones.
+        self._listed_at.clear()
+        self._streams.clear()
         try:
             self._anchor = await self._load_anchor()
             while not stop.is_set():

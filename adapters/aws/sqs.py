@@ -89,6 +89,7 @@ MAX_VISIBILITY = 43200  # SQS keeps a received message invisible for at most 12 
 COMMIT_GRACE = 10.0  # seconds a --once run, or a stopping daemon, waits for the sinks to commit read objects
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 300.0
+FORGET_AFTER = 15 * 86400.0  # SQS keeps a message at most 14 days: older checkpoints are never needed again
 _QUEUE_REGION = re.compile(r"https?://(?:sqs\.)?([a-z]{2}(?:-[a-z]+)+-\d+)\.(?:queue\.)?amazonaws\.com", re.I)
 _CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError, ProfileNotFound, CredentialRetrievalError)
 _NETWORK_ERRORS = (ClientError, BotoCoreError, OSError, TimeoutError, aiohttp.ClientError)
@@ -300,6 +301,7 @@ class SqsSource:
         self._handlers.clear()
         identity = Identity(identities(auth_of(self.config), ())[0])
         executor = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"sqs-{self.name}")
+        await self._forget_old()
         closing = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -344,7 +346,11 @@ class SqsSource:
         stop: asyncio.Event,
     ) -> None:
         delay = BACKOFF_FIRST
+        forgot = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - forgot > 3600:
+                forgot = time.monotonic()
+                await self._forget_old()
             free = self.config.max_concurrency - self._busy
             if free <= 0:
                 self._slot_freed.clear()
@@ -355,6 +361,7 @@ class SqsSource:
                 messages = await _first(self._receive(sqs, min(MAX_MESSAGES, free), once), stop.wait())
             except _NETWORK_ERRORS as exc:
                 self.stats.receive_errors += 1
+                self.counters.units_failed += 1  # seen in the summary, and `run --once` exits non-zero
                 self._report_receive_error(exc, None if once else delay)
                 if once or await sleep_or_stop(stop, delay):
                     return
@@ -377,6 +384,13 @@ class SqsSource:
                 task = tasks.create_task(self._handle(identity, executor, pipeline, message, once, stop))
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
+
+    async def _forget_old(self) -> None:
+        """The store's horizon: an object is announced again only within the queue's retention (at most 14 days),
+        so checkpoints of objects done longer ago than that are of no use."""
+        forgotten = await asyncio.to_thread(self.store.forget_before, self.name, time.time() - FORGET_AFTER)
+        if forgotten:
+            log.info("source=%s forgot %d checkpoints older than %.0f days", self.name, forgotten, FORGET_AFTER / 86400)
 
     async def _receive(self, sqs: Any, count: int, once: bool) -> list[dict[str, Any]]:
         # A long poll asks every SQS server; a short one (0 s) only some, so its empty answer does not mean "empty":
@@ -637,6 +651,7 @@ class SqsSource:
             await sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
         except _NETWORK_ERRORS as exc:
             # It comes back after the visibility timeout and is found done then: no data is lost or repeated.
+            self.counters.units_failed += 1
             log.warning("source=%s message %s could not be deleted: %s", self.name, mid, describe_error(exc))
             return
         self.stats.deleted += 1
