@@ -11,7 +11,10 @@ stamp="$VENV/.installed"
 if [ -s scripts/apt-packages.txt ]; then
   mapfile -t pkgs < <(grep -vE '^\s*(#|$)' scripts/apt-packages.txt)
   missing=()
-  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "${pkgs[@]}"; do
+    # "install ok installed" only: a removed package keeps its config files and `dpkg -s` still succeeds for it.
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
