@@ -273,11 +273,17 @@ def tshark_ms(text: str) -> int:
 def tshark_times(r: dict[str, Any], packet: CflowPacket) -> tuple[int, int]:
     """Flow start/end in ms. tshark shows IPFIX 152/153 as absolute times, and v9 FIRST/LAST_SWITCHED as
     seconds of sysUptime ("cflow.timestart"), made absolute here from the header: export second - sysUptime."""
-    if "cflow.abstimestart" in r:
+    if packet.version == 10:
         return tshark_ms(r["cflow.abstimestart"]), tshark_ms(r["cflow.abstimeend"])
     assert packet.uptime_ms is not None, r
     boot_ms = packet.export_time * 1000 - packet.uptime_ms
-    return boot_ms + seconds_to_ms(r["cflow.timestart"]), boot_ms + seconds_to_ms(r["cflow.timeend"])
+
+    def relative(key: str) -> int:
+        if f"cflow.{key}" in r:
+            return seconds_to_ms(r[f"cflow.{key}"])
+        return tshark_ms(r[f"cflow.abs{key}"])  # tshark 4.0 shows a v9 time of 0 as an absolute epoch time
+
+    return boot_ms + relative("timestart"), boot_ms + relative("timeend")
 
 
 def from_tshark(r: dict[str, Any], packet: CflowPacket) -> Flow:
@@ -505,25 +511,6 @@ def source_batches() -> list[pa.RecordBatch]:
     return batches
 
 
-def recent(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-    """The rows moved by whole days to end 2-3 days ago, time of day and milliseconds kept. NetFlow v9 carries
-    times as sysUptime offsets, and the sink's virtual boot is its start minus 20 days: older flows are clamped
-    (counted in metrics.clamped_times), so a v9 comparison of real times needs recent flows."""
-    anchor = (int(time.time() * 1000) // DAY_MS - 3) * DAY_MS
-    out = []
-    for batch in batches:
-        start = batch.column("time_start").cast(pa.int64()).to_pylist()
-        end = batch.column("time_end").cast(pa.int64()).to_pylist()
-        shift = [0 if (s or e) is None else (anchor - (s if s is not None else e)) // DAY_MS * DAY_MS + DAY_MS
-                 for s, e in zip(start, end, strict=True)]  # fmt: skip
-        for name, values in (("time_start", start), ("time_end", end)):
-            moved = pa.array([None if v is None else v + d for v, d in zip(values, shift, strict=True)], pa.int64())
-            i = batch.schema.get_field_index(name)
-            batch = batch.set_column(i, batch.schema.field(i), moved.cast(batch.schema.field(i).type))
-        out.append(batch)
-    return out
-
-
 async def deliver(port: int, version: int, batches: list[pa.RecordBatch]) -> Any:
     from collector.sinks.netflow.config import NetflowSinkConfig
     from collector.sinks.netflow.sink import NetflowSink
@@ -538,8 +525,9 @@ async def deliver(port: int, version: int, batches: list[pa.RecordBatch]) -> Any
 
 
 def batches_for(version: int) -> list[pa.RecordBatch]:
-    batches = source_batches()
-    return recent(batches) if version == 9 else batches
+    """The flow logs as they are: years old. Over v9 they go out in backdated packets (their own header time), so
+    nfdump and pmacct must show their exact times, as for recent flows."""
+    return source_batches()
 
 
 def skipped_rows(batches: list[pa.RecordBatch]) -> int:

@@ -546,15 +546,28 @@ def test_v9_times_sequence_padding_and_round_trip() -> None:
     assert enc.clamped == 0
 
 
-def test_v9_clamps_flows_before_the_virtual_boot() -> None:
-    flows = prepare_flows(batch_of(DOCS_V2[:1] + [CUSTOM_HEADER] + CUSTOM[:1]))  # 2014 and 2019
+def test_v9_backdates_packets_of_flows_before_the_virtual_boot() -> None:
+    """Flows older than the virtual boot (a 2014 record with a 2019 one, and many 2014 ones) go out in packets of
+    their own whose header time reaches back to them: the collector's arithmetic gives the exact milliseconds."""
+    lines = DOCS_V2[:1] + many_lines(60) + [CUSTOM_HEADER] + CUSTOM[:1]  # 2014 x 61, 2019 x 1 (BOOT is 2019)
+    batch = batch_of(lines)
+    flows = prepare_flows(batch)
     enc = NetflowV9Encoder(1, BOOT)
     collector = Collector()
     collector.parse(enc.template_message(EXPORT))
-    (msg,) = [collector.parse(m) for m in enc.data_messages(flows.v4, flows.v6, EXPORT)]
-    old, new = msg.data(256)
-    assert (old[22], old[21]) == (0, 0) and enc.clamped == 1
-    assert new[22] == 1566848875000 - BOOT
+    decoded = [collector.parse(m) for m in enc.data_messages(flows.v4, flows.v6, EXPORT)]
+    # 2014 flows: 61 in packets of 25 (sorted by start), backdated; the 2019 flow fits the virtual boot.
+    assert [len(d.records) for d in decoded] == [25, 25, 11, 1]
+    assert [d.sequence for d in decoded] == [1, 2, 3, 4]  # one sequence per packet, as ever
+    assert enc.backdated == 61 and enc.clamped == 0
+    for d in decoded[:3]:
+        starts = [r[22] for r in d.data(256)]
+        boot = d.export_time * 1000 - d.uptime
+        assert boot % 1000 == 0 and 1000 <= min(starts) < 2000  # sysUptime reaches back to the oldest flow
+        assert d.export_time < 1418540000  # December 2014: when those flows happened, not when they were sent
+    assert decoded[3].export_time == int(EXPORT) and decoded[3].uptime == int(EXPORT) * 1000 - BOOT
+    key = lambda f: (f["start"], f["src"], f["dst"], f["src_port"])  # noqa: E731
+    assert sorted(flows_of(decoded), key=key) == sorted(expected_flows(batch), key=key)
     with pytest.raises(ValueError, match="2\\^32"):
         enc.data_messages(flows.v4, flows.v6, BOOT / 1000 + 50 * 86400)  # sysUptime would wrap
 

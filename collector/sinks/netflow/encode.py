@@ -539,15 +539,26 @@ V9_HEADER = np.dtype(
 V9_SCOPE_INTERFACE = 2  # RFC 3954 sec. 6.2 scope field types: 1 System, 2 Interface, 3 Line Card, 4 Cache, 5 Template
 
 
+_BACKDATE_SPAN_MS = 40 * 86_400_000  # starts of one backdated packet lie within this (2^32 ms is 49.7 days)
+
+
+def _fits(records: np.ndarray, boot_ms: int) -> np.ndarray:
+    """Which records' start and end are expressible as sysUptime milliseconds after `boot_ms`."""
+    first = records["start"].astype(np.int64) - boot_ms
+    last = records["end"].astype(np.int64) - boot_ms
+    return (first >= 0) & (first < _U32) & (last >= 0) & (last < _U32)
+
+
 class NetflowV9Encoder:
     """NetFlow v9 packets of one source id; `sequence` counts packets (RFC 3954 sec. 5.1), templates included.
 
     FIRST/LAST_SWITCHED are milliseconds of sysUptime. The exporter is given a virtual boot time `boot_ms` (the
     sink picks process start minus 20 days): sysUptime = export time - boot_ms, computed from the *whole-second*
     export time so that a collector's `unix_secs * 1000 - sysUptime` is exactly `boot_ms` and the flow times it
-    reconstructs are exact to the millisecond. A flow starting before boot_ms (or more than 2^32 ms after it)
-    cannot be expressed: its time is clamped to the range and counted in `clamped`. sysUptime itself must fit 32
-    bits: boot_ms must be less than ~49.7 days before the export time (the sink re-bases it after 40 days).
+    reconstructs are exact to the millisecond. A flow starting before boot_ms (or more than 2^32 ms after it) goes
+    out in packets with their own, backdated header time (`_backdated`, counted in `backdated`). sysUptime itself
+    must fit 32 bits: boot_ms must be less than ~49.7 days before the export time (the sink re-bases it after 40
+    days).
     Options: interface names (template 258, Interface scope); observation domain names have no v9 scope and are
     not sent.
     """
@@ -558,6 +569,7 @@ class NetflowV9Encoder:
         self.mtu = mtu
         self.sequence = 0
         self.clamped = 0
+        self.backdated = 0
         self._per_message = {
             False: _records_per_message(mtu, V9_HEADER.itemsize, V9_V4.itemsize, 4),
             True: _records_per_message(mtu, V9_HEADER.itemsize, V9_V6.itemsize, 4),
@@ -598,24 +610,65 @@ class NetflowV9Encoder:
         for records, dtype, set_id in ((v4, V9_V4, TEMPLATE_V4), (v6, V9_V6, TEMPLATE_V6)):
             if not len(records):
                 continue
-            v9 = self._relayout(records, dtype)
-            for msgs, count, _ in _frame(v9, self._per_message[set_id == TEMPLATE_V6], V9_HEADER, 4):
-                hdr = msgs["hdr"]
-                hdr["version"] = V9_VERSION
-                hdr["count"] = count
-                hdr["uptime"] = uptime
-                hdr["unix_secs"] = int(export_time) % _U32
-                hdr["sequence"] = (self.sequence + np.arange(len(msgs), dtype=np.uint64)) % _U32
-                hdr["source_id"] = self.source_id
-                msgs["set_id"] = set_id
-                self.sequence = (self.sequence + len(msgs)) % _U32
+            per_message = self._per_message[set_id == TEMPLATE_V6]
+            fits = _fits(records, self.boot_ms)
+            if not fits.all():
+                out += self._backdated(records[~fits], dtype, set_id, per_message)
+                records = records[fits]
+            v9 = self._relayout(records, dtype, self.boot_ms)
+            for msgs, count, _ in _frame(v9, per_message, V9_HEADER, 4):
+                self._fill(msgs, count, set_id, uptime, int(export_time))
                 out += _split(msgs)
         return out
 
-    def _relayout(self, records: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    def _fill(self, msgs: np.ndarray, count: int, set_id: int, uptime: Any, unix_secs: Any) -> None:
+        hdr = msgs["hdr"]
+        hdr["version"] = V9_VERSION
+        hdr["count"] = count
+        hdr["uptime"] = uptime
+        hdr["unix_secs"] = np.asarray(unix_secs, dtype=np.int64) % _U32
+        hdr["sequence"] = (self.sequence + np.arange(len(msgs), dtype=np.uint64)) % _U32
+        hdr["source_id"] = self.source_id
+        msgs["set_id"] = set_id
+        self.sequence = (self.sequence + len(msgs)) % _U32
+
+    def _backdated(self, records: np.ndarray, dtype: np.dtype, set_id: int, per_message: int) -> list[bytes]:
+        """Packets for flows the virtual boot cannot express (older than it: a backfill, a replay of old logs).
+
+        Each packet gets its own header time: unix_secs just after its newest flow and a sysUptime reaching back
+        to its oldest, so `unix_secs * 1000 - sysUptime + FIRST_SWITCHED` is again exact to the millisecond.
+        Collectors compute flow times per packet (nfdump, pmacct, goflow2 and Akvorado all do); the header then
+        tells when the flows happened rather than when they were sent. Flows are sorted by start time, so a
+        packet spans minutes, not weeks; only a flow lasting over nine days could still be clamped (counted)."""
+        records = records[np.argsort(records["start"], kind="stable")]
+        self.backdated += len(records)
+        out: list[bytes] = []
+        # Packets never mix flows whose starts lie in different 40-day spans: sysUptime stays within 2^32 ms.
+        span = np.asarray(records["start"], dtype=np.int64) // _BACKDATE_SPAN_MS
+        cuts = [0, *(np.flatnonzero(np.diff(span)) + 1).tolist(), len(records)]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            group = records[lo:hi]
+            n = len(group)
+            chunk = np.arange(n) // per_message
+            starts = np.arange(0, n, per_message)
+            oldest = np.minimum.reduceat(np.minimum(group["start"], group["end"]).astype(np.int64), starts)
+            newest = np.maximum.reduceat(np.maximum(group["start"], group["end"]).astype(np.int64), starts)
+            # A whole second (unix_secs * 1000 - uptime must be exactly it), one before the oldest flow: a
+            # FIRST_SWITCHED of 0 reads as "no time" to some decoders (tshark 4.0 shows the epoch).
+            boot = oldest - oldest % 1000 - 1000
+            unix_secs = newest // 1000 + 1
+            uptime = np.minimum(unix_secs * 1000 - boot, _U32 - 1)
+            v9 = self._relayout(group, dtype, boot[chunk])
+            for msgs, count, first in _frame(v9, per_message, V9_HEADER, 4):
+                index = first // per_message + np.arange(len(msgs))
+                self._fill(msgs, count, set_id, uptime[index], unix_secs[index])
+                out += _split(msgs)
+        return out
+
+    def _relayout(self, records: np.ndarray, dtype: np.dtype, boot: Any) -> np.ndarray:
         out = np.empty(len(records), dtype)
-        first = records["start"].astype(np.int64) - self.boot_ms
-        last = records["end"].astype(np.int64) - self.boot_ms
+        first = records["start"].astype(np.int64) - boot
+        last = records["end"].astype(np.int64) - boot
         bad = (first < 0) | (first >= _U32) | (last < 0) | (last >= _U32)
         if bad.any():
             self.clamped += int(bad.sum())

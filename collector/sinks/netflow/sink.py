@@ -25,7 +25,8 @@ What it promises and why it is built this way:
 - Pacing: a token bucket of `max_packets_per_second` datagrams per collector with a burst of 50 ms worth, so the
   sender sleeps once per burst, not per packet.
 - v9/v5 times are relative to a virtual boot time: process start minus 20 days (flows up to 20 days old fit),
-  moved forward again after 40 days of uptime, before sysUptime would wrap at 49.7 days.
+  moved forward again after 40 days of uptime, before sysUptime would wrap at 49.7 days. Older v9 flows go out in
+  backdated packets (see NetflowV9Encoder); v5 clamps them.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class NetflowMetrics:
     options_packets: int = 0
     send_errors: int = 0  # datagrams refused (ICMP unreachable) or not sent, summed over collectors
     skipped_rows: int = 0  # NODATA / SKIPDATA rows, rows without an address or a time
-    clamped_times: int = 0  # v9/v5: flows whose times do not fit sysUptime (older than the virtual boot)
+    clamped_times: int = 0  # v9/v5: flows whose times could not be expressed (a packet spanning > 49.7 days)
+    backdated_records: int = 0  # v9: flows older than the virtual boot, sent in packets with their own header time
     dropped_ipv6: int = 0  # v5 only
     saturated_counters: int = 0  # v5 only: packets/bytes above 2^32-1
     pacing_waits: int = 0  # times the sender slept for tokens
@@ -375,6 +377,7 @@ class NetflowSink:
     def _collect_encoder_counters(self) -> None:
         encoders = [d.encoder for d in self._domains.values()]
         self.metrics.clamped_times = sum(getattr(e, "clamped", 0) for e in encoders)
+        self.metrics.backdated_records = sum(getattr(e, "backdated", 0) for e in encoders)
         self.metrics.dropped_ipv6 = sum(getattr(e, "dropped_v6", 0) for e in encoders)
         self.metrics.saturated_counters = sum(getattr(e, "saturated", 0) for e in encoders)
 
