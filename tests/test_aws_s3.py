@@ -396,3 +396,32 @@ async def test_an_unreadable_object_holds_its_day_open_but_not_the_days_after(mo
     listed = [p for p in proxy.paths if "list-type=2" in p]
     assert any(f"{day1:%Y}%2F{day1:%m}%2F{day1:%d}" in p for p in listed)
     assert not any(f"{day2:%Y}%2F{day2:%m}%2F{day2:%d}" in p for p in listed)
+
+
+async def test_a_backfill_over_years_lists_only_the_partitions_that_exist(moto: Moto, tmp_path: Path) -> None:
+    """An object of August 2019 (the date of the AWS docs' v3 example) and one of today, in both layouts: the first
+    run walks the year / month / day partitions instead of listing ~2,600 calendar days, and closes the empty ones."""
+    old_day = date(2019, 8, 26)
+    async with Bucket(moto) as b:
+        await b.put(plain_key(A1, old_day, "2019"), gz_object(lines(1_000, 10, A1, when=1566848875)))
+        await b.put(plain_key(A1, TODAY, "now"), gz_object(lines(2_000, 10, A1)))
+        await b.put(hive_key(A2, old_day, 7, "2019"), gz_object(lines(3_000, 10, A2, when=1566848875)))
+    proxy = FlakyProxy(moto.endpoint, failures=0)
+    runner, port = await start_proxy(proxy)
+    try:
+        await run_through(port, tmp_path, moto)
+        first_run = len([p for p in proxy.paths if "list-type=2" in p])
+        proxy.paths.clear()
+        await run_through(port, tmp_path, moto)  # the 2019 days are checkpointed now: cursors move to today
+        second_run = len([p for p in proxy.paths if "list-type=2" in p])
+    finally:
+        await runner.cleanup()
+    assert ids(delivered(tmp_path)) == collections.Counter([*range(1_000, 1_010), *range(2_000, 2_010),
+                                                            *range(3_000, 3_010)])  # fmt: skip
+    assert first_run < 60 and second_run < 40  # discovery + the walk + a few days, per root
+    store = CheckpointStore(tmp_path / "state")
+    open_from = (datetime.now(UTC) - timedelta(hours=2, days=1)).date() + timedelta(days=1)
+    for prefix in (f"AWSLogs/{A1}/vpcflowlogs/us-east-1/", f"AWSLogs/aws-account-id={A2}/aws-service=vpcflowlogs/"
+                   "aws-region=eu-west-1/"):  # fmt: skip
+        assert store.get("s3", f"\x00cursor:{prefix}").position == {"day": open_from.isoformat(), "closed": []}
+    store.close()

@@ -117,6 +117,7 @@ class S3Source:
         self._closed: dict[str, set[date]] = {}
         # Per root prefix, in memory: days read to the end and past the look-back, awaiting their checkpoints.
         self._sealed: dict[str, dict[date, dict[str, str]]] = {}
+        self._walked: set[str] = set()  # roots whose empty days the last partition walk closed (to be saved)
         self._start: datetime | None = None
         self._active: dict[str, str] = {}  # key -> etag: being read now
         self._emitted: dict[str, str] = {}  # key -> etag: read to the end, checkpoint not yet committed
@@ -154,32 +155,28 @@ class S3Source:
         await self._close_days()
         now = datetime.now(UTC)
         cutoff = now - timedelta(seconds=self.config.lookback)
-        starts: dict[str, date] = {}
+        # The first day whose end is inside the look-back: days before it are old enough to close.
+        open_from = (cutoff - timedelta(days=1)).date() + timedelta(days=1)
+        visit: dict[str, set[date]] = {}
         for root in self._roots:
             try:
                 first = await self._cursor(root)
+                if first is not None:
+                    visit[root.prefix] = await self._days_to_visit(root, first, open_from, now.date())
             except (ClientError, BotoCoreError) as exc:
                 self._report(root, exc)
-                continue
-            if first is not None:
-                starts[root.prefix] = first
-        if not starts:
-            return
+        await self._close_days()  # days found empty by the partition walk
         # Day by day, oldest first (memory holds one day's listing), every root's objects of the day in order of
         # arrival; then the day is sealed if the look-back has passed and everything in it was read.
-        day = min(starts.values())
-        while day <= now.date() and not stop.is_set():
+        for day in sorted(set().union(*visit.values())):
+            if stop.is_set():
+                break
             done = await asyncio.to_thread(self.store.done_versions, self.name)
             self._emitted = {k: v for k, v in self._emitted.items() if done.get(k) != v}
             listed: list[tuple[Root, list[S3Object]]] = []
             for root in self._roots:
                 p = root.prefix
-                if (
-                    p not in starts
-                    or starts[p] > day
-                    or day in self._closed.get(p, ())
-                    or day in self._sealed.get(p, {})
-                ):
+                if day not in visit.get(p, ()) or self._is_closed_or_sealed(p, day):
                     continue
                 try:
                     listed.append((root, [o async for o in self._list_day(root, day)]))
@@ -197,7 +194,57 @@ class S3Source:
                     self._sealed.setdefault(root.prefix, {})[day] = wanted
             # Checkpoints of earlier polls (or runs: `--once` returns before its last acks) close days right away.
             await self._close_days()
-            day += timedelta(days=1)
+
+    async def _days_to_visit(self, root: Root, first: date, open_from: date, today: date) -> set[date]:
+        """Days of `root` to list, from `first` on. Days still in the look-back are always listed (late objects may
+        land in them). Older days are found with a walk of the year / month / day partitions that exist, so a
+        backfill over years of history lists what is there, not every calendar day; days the walk did not find
+        are closed as empty. A caught-up root skips the walk: its only days are the open ones."""
+        begin = max(first, open_from)
+        days = {begin + timedelta(days=k) for k in range((today - begin).days + 1)}
+        if first < open_from:
+            existing = await self._existing_days(root, first, open_from)
+            closed = self._closed.setdefault(root.prefix, set())
+            sealed = self._sealed.get(root.prefix, {})
+            for k in range((open_from - first).days):
+                day = first + timedelta(days=k)
+                if day in existing:
+                    days.add(day)
+                elif day not in sealed:
+                    closed.add(day)  # nothing was ever delivered there: saved by _close_days
+            self._walked.add(root.prefix)
+        return days
+
+    async def _existing_days(self, root: Root, since: date, until: date) -> set[date]:
+        """Day partitions that exist under `root` in [since, until): delimiter listings of the years, then of the
+        months and days in range (one request each)."""
+        client = await root.identity.client("s3")
+        names = ("year", "month", "day")
+
+        def number(sub: str, level: int) -> int | None:
+            value = _component(sub, names[level]) if root.layout == _HIVE else sub
+            return int(value) if value is not None and value.isdigit() else None
+
+        found: set[date] = set()
+        for year_sub in await self._subdirs(client, root.prefix):
+            year = number(year_sub, 0)
+            if year is None or not since.year <= year <= until.year:
+                continue
+            for month_sub in await self._subdirs(client, f"{root.prefix}{year_sub}/"):
+                month = number(month_sub, 1)
+                if month is None or not (since.year, since.month) <= (year, month) <= (until.year, until.month):
+                    continue
+                for day_sub in await self._subdirs(client, f"{root.prefix}{year_sub}/{month_sub}/"):
+                    value = number(day_sub, 2)
+                    if value is None:
+                        continue
+                    try:
+                        day = date(year, month, value)
+                    except ValueError:
+                        continue
+                    if since <= day < until:
+                        found.add(day)
+        return found
 
     def _is_closed_or_sealed(self, prefix: str, day: date) -> bool:
         return day in self._closed.get(prefix, ()) or day in self._sealed.get(prefix, {})
@@ -292,34 +339,36 @@ class S3Source:
         return cursor
 
     async def _close_days(self) -> None:
-        """Close sealed days whose objects are all checkpointed: save the cursor (and the closed days after it),
-        then forget those objects.
+        """Close sealed days whose objects are all checkpointed, and days a partition walk found empty: save the
+        cursor (and the closed days after it), then forget the closed days' objects.
 
         Sealed days wait in memory until the sinks have acked them (a Parquet sink acks when its file closes), so a
         crash before that finds them open in the store and lists them again: nothing is skipped."""
-        if not any(self._sealed.values()):
+        if not any(self._sealed.values()) and not self._walked:
             return
-        done = await asyncio.to_thread(self.store.done_versions, self.name)
+        done = await asyncio.to_thread(self.store.done_versions, self.name) if any(self._sealed.values()) else {}
         commits = []
         forget: list[str] = []
-        for prefix, sealed in self._sealed.items():
+        for prefix in sorted(set(self._sealed) | self._walked):
+            sealed = self._sealed.get(prefix, {})
             closed = self._closed.setdefault(prefix, set())
             ready = [day for day, objects in sealed.items() if all(done.get(k) == v for k, v in objects.items())]
-            if not ready:
-                continue
             for day in ready:
                 forget += list(sealed.pop(day))
                 closed.add(day)
-            cursor = self._cursors[prefix]
+            cursor = before = self._cursors[prefix]
             while cursor in closed:
                 closed.discard(cursor)
                 cursor += timedelta(days=1)
+            if not ready and cursor == before and prefix not in self._walked:
+                continue
             self._cursors[prefix] = cursor
             position = {"day": cursor.isoformat(), "closed": sorted(d.isoformat() for d in closed)}
             commits.append(Commit(self.name, f"{_META}cursor:{prefix}", "", position, False, 0))
-            log.info(
-                "source=%s prefix=%s closed %s; open from %s", self.name, prefix, ",".join(map(str, ready)), cursor
-            )
+            if ready or cursor != before:
+                days = ",".join(map(str, sorted(ready))) or "empty days"
+                log.info("source=%s prefix=%s closed %s; open from %s", self.name, prefix, days, cursor)
+        self._walked.clear()
         if commits:
             # The cursor first, then the keys: a crash in between leaves keys the cursor already covers.
             await asyncio.to_thread(self.store.commit, commits)
