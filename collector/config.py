@@ -365,15 +365,39 @@ SOURCE_TYPES: dict[str, type] = {"local": LocalSourceConfig}
 SINK_TYPES: dict[str, type] = {"file": FileSinkConfig, "stdout": StdoutSinkConfig}
 
 
+def split_listen(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` to listen on -> (host, port); port 0 means any free port."""
+    from collector.sinks.netflow.config import parse_host_port
+
+    host, sep, port = text.strip().rpartition(":")
+    if sep and port == "0":
+        return parse_host_port(f"{host}:1")[0], 0
+    return parse_host_port(text)
+
+
+def parse_listen(value: object) -> str:
+    """`host:port` for a server to listen on, normalized; a bare port listens on localhost only."""
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    host, port = split_listen(text)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+Listen = _Parse("a host:port to listen on", parse_listen)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A whole config file. `path` is the file it came from (absolute); every relative path in it, `state_dir`
-    included, has been resolved against `path.parent`. `progress_interval` 0 disables progress log lines."""
+    included, has been resolved against `path.parent`. `progress_interval` 0 disables progress log lines.
+    `metrics_listen` ("host:port") serves Prometheus metrics at /metrics; None: no endpoint."""
 
     path: Path
     state_dir: Path = Path("./var/state")
     log_level: Annotated[str, Choice("debug", "info", "warning", "error")] = "info"
     progress_interval: Annotated[float, Duration] = 10.0
+    metrics_listen: Annotated[str | None, Listen] = None
     pipeline: PipelineConfig = PipelineConfig()
     sources: Annotated[tuple[SourceConfig, ...], _Registry("source", SOURCE_TYPES)] = ()
     sinks: Annotated[tuple[SinkConfig, ...], _Registry("sink", SINK_TYPES)] = ()

@@ -117,8 +117,14 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     pipeline.on_failure = lambda exc: stop.set()
+    server = None
     try:
         await pipeline.start()
+        if config.metrics_listen is not None:
+            from collector.config import split_listen
+            from collector.prometheus import serve
+
+            server = serve(split_listen(config.metrics_listen), metrics, pipeline.in_flight)
         sources = [create_source(c, store, metrics, executor) for c in config.sources]
         log.info(
             "started sources=%s sinks=%s state=%s mode=%s",
@@ -142,6 +148,9 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
         if pipeline.failed is not None:
             metrics.failed = f"{type(pipeline.failed).__name__}: {pipeline.failed}"
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         executor.shutdown(wait=False, cancel_futures=True)
