@@ -351,8 +351,8 @@ pipeline:
         "cfg.yaml:12:3: pipeline.workrs: unknown key (did you mean 'workers'?)",
     ]
     assert errors(MINIMAL + "colour: blue\n") == [
-        "cfg.yaml:7:1: colour: unknown key (known keys: log_level, pipeline, progress_interval, sinks, sources, "
-        "state_dir)"
+        "cfg.yaml:7:1: colour: unknown key (known keys: log_level, metrics_listen, pipeline, progress_interval, "
+        "sinks, sources, state_dir)"
     ]
 
 
