@@ -60,6 +60,88 @@ async def _supervise(source: Any, pipeline: Pipeline, once: bool, stop: asyncio.
             delay = min(delay * 2, 60.0)
 
 
+class _Sources:
+    """The running sources, each with its own stop event, so a reload can stop one and start another while the
+    rest (and the pipeline, and the sinks) go on."""
+
+    def __init__(self, pipeline: Pipeline, once: bool) -> None:
+        self.tg: asyncio.TaskGroup | None = None
+        self.pipeline = pipeline
+        self.once = once
+        self.running: dict[str, tuple[Any, asyncio.Event, asyncio.Task[None]]] = {}  # name -> (config, stop, task)
+
+    def start(self, config: Any, source: Any) -> None:
+        own = asyncio.Event()
+        assert self.tg is not None
+        task = self.tg.create_task(_supervise(source, self.pipeline, self.once, own), name=f"source:{source.name}")
+        self.running[source.name] = (config, own, task)
+
+    async def stop_one(self, name: str) -> None:
+        _config, own, task = self.running.pop(name)
+        own.set()
+        await asyncio.wait([task])  # it stops at a batch boundary; what it emitted is still checkpointed
+
+    def stop_all(self) -> None:
+        for _config, own, _task in self.running.values():
+            own.set()
+
+
+async def _reloader(
+    config: Any,
+    reload: asyncio.Event,
+    sources: _Sources,
+    store: CheckpointStore,
+    metrics: Metrics,
+    executor: ThreadPoolExecutor,
+    stop: asyncio.Event,
+) -> None:
+    """SIGHUP: read the config file again and apply its sources: new ones start, removed ones stop, changed ones
+    restart (from their checkpoints). An invalid file changes nothing and is reported with its lines. Sinks, the
+    state directory and the pipeline settings need a restart: a change to them is reported, not applied."""
+    from collector.config import ConfigError, load_config
+
+    current = config
+    while True:
+        _done, pending = await asyncio.wait(
+            [asyncio.ensure_future(reload.wait()), asyncio.ensure_future(stop.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for future in pending:
+            future.cancel()
+        if stop.is_set():
+            return
+        reload.clear()
+        sd_notify("RELOADING=1")
+        log.info("SIGHUP received: reloading %s", current.path)
+        try:
+            new = await asyncio.to_thread(load_config, current.path)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", " | ".join(exc.errors))
+            sd_notify("READY=1")
+            continue
+        for key in ("state_dir", "sinks", "pipeline", "metrics_listen"):
+            if getattr(new, key) != getattr(current, key):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+        old = {c.name: c for c in current.sources}
+        wanted = {c.name: c for c in new.sources}
+        removed = [n for n in old if n not in wanted]
+        changed = [n for n in old if n in wanted and wanted[n] != old[n]]
+        added = [n for n in wanted if n not in old]
+        for name in removed + changed:
+            await sources.stop_one(name)
+        for name in changed + added:
+            sources.start(wanted[name], create_source(wanted[name], store, metrics, executor))
+        log.info(
+            "reloaded: sources added=%s removed=%s changed=%s unchanged=%d",
+            ",".join(added) or "-",
+            ",".join(removed) or "-",
+            ",".join(changed) or "-",
+            len(wanted) - len(added) - len(changed),
+        )
+        current = new
+        sd_notify("READY=1")
+
+
 async def _progress(metrics: Metrics, pipeline: Pipeline, interval: float, stop: asyncio.Event) -> None:
     last_records, last_t = 0, time.monotonic()
     while not await sleep_or_stop(stop, interval):
@@ -105,6 +187,11 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
     executor = ThreadPoolExecutor(workers, thread_name_prefix="parse")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    running = _Sources(pipeline, once)
+
+    def stop_everything() -> None:
+        stop.set()
+        running.stop_all()
 
     def on_signal(signame: str) -> None:
         if stop.is_set():
@@ -112,11 +199,11 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
             os._exit(130)
         log.info("%s received: finishing the current batches, then stopping", signame)
         sd_notify("STOPPING=1")
-        stop.set()
+        stop_everything()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    pipeline.on_failure = lambda exc: stop.set()
+    pipeline.on_failure = lambda exc: stop_everything()
     server = None
     try:
         await pipeline.start()
@@ -139,8 +226,13 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
             helpers.append(asyncio.create_task(_progress(metrics, pipeline, config.progress_interval, stop)))
         helpers.append(asyncio.create_task(_watchdog(stop)))
         async with asyncio.TaskGroup() as tg:
-            for source in sources:
-                tg.create_task(_supervise(source, pipeline, once, stop), name=f"source:{source.name}")
+            running.tg = tg
+            for source_config, source in zip(config.sources, sources, strict=True):
+                running.start(source_config, source)
+            if not once:
+                reload = asyncio.Event()
+                loop.add_signal_handler(signal.SIGHUP, reload.set)
+                tg.create_task(_reloader(config, reload, running, store, metrics, executor, stop), name="reload")
         stop.set()
         await pipeline.close(timeout=DRAIN_TIMEOUT)
         for h in helpers:
@@ -151,7 +243,7 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
         if server is not None:
             server.shutdown()
             server.server_close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         executor.shutdown(wait=False, cancel_futures=True)
         store.close()
