@@ -18,7 +18,7 @@ from collector import __version__
 _EPILOG = """\
 examples:
   flowcollector run -c config.example.yaml --once    process the bundled samples, print a summary, exit
-  flowcollector run -c /etc/flowcollector/config.yaml  run as a daemon (SIGTERM drains and stops)
+  flowcollector run -c /etc/flowcollector/config.yaml  run as a daemon (SIGTERM drains and stops, SIGHUP reloads)
   flowcollector check -c config.yaml                 validate a config without starting anything
   flowcollector parse flows.log.gz                   normalized flows as JSON Lines on stdout
   flowcollector parse --aws-format '${version} ${srcaddr} ${dstaddr}' cw-export.txt
@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the collector",
         description="Run the sources and sinks of a config. Without --once, poll until SIGTERM or SIGINT, then "
-        "drain (checkpoints move only after every sink has the data).",
+        "drain (checkpoints move only after every sink has the data). SIGHUP reloads the config's sources "
+        "(add an account, a bucket) without a restart.",
         formatter_class=_Formatter,
     )
     config_arg(run)
