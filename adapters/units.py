@@ -45,6 +45,9 @@ class RetryBook:
         entry = self._due.get(unit)
         return entry is not None and entry[0] == version and (now or time.time()) < entry[1]
 
+    def failed_before(self, unit: str) -> bool:
+        return unit in self._due
+
     def failed(self, unit: str, version: str) -> float:
         previous = self._due.get(unit)
         delay = min(previous[2] * 2, self.cap) if previous and previous[0] == version else self.first

@@ -272,6 +272,12 @@ class Pipeline:
     def in_flight(self) -> int:
         return self._next - self._base
 
+    def has_pending(self, source: str, unit: str) -> bool:
+        """Whether batches of the unit are with the sinks but not yet checkpointed. A source retrying a unit that
+        failed half-way waits for them: re-read from an older checkpoint, they would reach a sink that has not
+        acked them yet (a Parquet file still open) a second time."""
+        return any(t.unit == unit and t.source == source for t in self._tickets)
+
     async def _commit_acked(self) -> None:
         """Called by a sink worker after its acks moved; commits the tickets every sink now has."""
         async with self._commit_lock:

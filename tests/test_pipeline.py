@@ -238,3 +238,20 @@ def test_done_commit_keeps_the_progress_of_a_sink_already_further() -> None:
         store.commit([Commit("s", "stream", "v1", {"ts": 2}, True, 30)])  # no progress given: forget all
         assert store.sink_progress("s", "stream") == {}
         store.close()
+
+
+async def test_has_pending_until_every_sink_acked(tmp_path: Path) -> None:
+    """What a source retrying a half-read unit waits on: batches with the sinks but not yet checkpointed."""
+    store = CheckpointStore(tmp_path)
+    sink = ManualSink("slow")
+    pipe = Pipeline([sink], store, Metrics(), queue_batches=4, flush_intervals={"slow": 0.01})
+    await pipe.start()
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    assert not pipe.has_pending("s", "u")
+    await pipe.emit(Delivery("s", "u", "v", batch, {"offset": 0}, False, 1, 0))
+    await _wait_for(lambda: sink.written == 1)
+    assert pipe.has_pending("s", "u") and not pipe.has_pending("s", "other") and not pipe.has_pending("t", "u")
+    sink.ackable = 1
+    await _wait_for(lambda: not pipe.has_pending("s", "u"))
+    assert store.get("s", "u").position == {"offset": 0}
+    await pipe.close()
