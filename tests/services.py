@@ -774,3 +774,59 @@ def moto_server(tmpdir: Path | str) -> Iterator[Moto]:
         failures.append(proc.describe())
         proc.kill()
     unavailable("moto_server did not start:\n" + "\n---\n".join(failures))
+
+
+# --- fault injection in front of a real server ------------------------------------------------------------------
+
+
+class FlakyProxy:
+    """A real HTTP reverse proxy in front of moto that answers the first `failures` requests with errors, as AWS
+    does when it throttles: S3 (XML) alternates 503 SlowDown and 500 InternalError; the JSON protocol (CloudWatch
+    Logs, `json=True`) answers 400 ThrottlingException. The client under test must ride them out by retrying."""
+
+    def __init__(self, upstream: str, failures: int, deny: str = "", json: bool = False) -> None:
+        self.json = json
+        self.upstream = upstream
+        self.failures = failures
+        self.failed = 0
+        self.requests = 0
+        self.deny = deny  # GETs of keys containing this are denied, always (as a KMS key the role cannot use)
+        self.paths: list[str] = []
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import ClientSession, web
+
+        self.requests += 1
+        self.paths.append(request.path_qs)
+        if self.deny and request.method == "GET" and self.deny in request.path:
+            body = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>kms</Message></Error>"
+            return web.Response(status=403, body=body, content_type="application/xml")
+        if self.failed < self.failures:
+            self.failed += 1
+            if self.json:
+                body = '{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+                headers = {"x-amzn-ErrorType": "ThrottlingException"}
+                return web.Response(status=400, body=body, content_type="application/x-amz-json-1.1", headers=headers)
+            code, status = ("SlowDown", 503) if self.failed % 2 else ("InternalError", 500)
+            body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+            return web.Response(status=status, body=body, content_type="application/xml")
+        async with ClientSession(auto_decompress=False) as session:
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            async with session.request(
+                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
+            ) as up:
+                body = await up.read()
+                keep = {k: v for k, v in up.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
+                return web.Response(status=up.status, body=body, headers=keep)
+
+
+async def start_proxy(proxy: FlakyProxy) -> tuple[Any, int]:
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

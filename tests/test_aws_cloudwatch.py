@@ -472,3 +472,25 @@ async def test_sink_ahead_of_the_checkpoint_skips_exactly_or_gets_the_range_agai
     jsonl = ids(delivered(tmp_path, "j"))
     assert set(jsonl) == set(want) and sum(jsonl.values()) > len(want)
     assert "delivered again" in err
+
+
+async def test_throttling_is_retried(moto: Moto, tmp_path: Path) -> None:
+    """CloudWatch Logs' read quotas are low: a 400 ThrottlingException (from a real proxy in front of moto, on the
+    first requests: the listings and the first FilterLogEvents) is retried, and every record still arrives once."""
+    from services import FlakyProxy, start_proxy
+
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1235b8ca123456789-all", records(1_000, 50, "123456789010"))
+    proxy = FlakyProxy(moto.endpoint, failures=3, json=True)
+    runner, port = await start_proxy(proxy)
+    try:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            config_text(tmp_path, moto, log_groups=[PROD]).replace(moto.endpoint, f"http://127.0.0.1:{port}")
+        )
+        metrics = await run(parse_config(cfg.read_text(), cfg), once=True)
+    finally:
+        await runner.cleanup()
+    assert proxy.failed == 3 and proxy.requests > 3
+    assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_050))
+    assert (metrics.sources["cw"].units_failed, metrics.sources["cw"].errors) == (0, 0)

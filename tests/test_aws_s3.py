@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from services import Moto
+from services import FlakyProxy, Moto, start_proxy
 
 from adapters.aws.config import AwsAuth
 from adapters.aws.fields import V2_FIELDS
@@ -293,53 +293,6 @@ async def test_sigkill_and_restart_deliver_every_record_once(moto: Moto, tmp_pat
     assert final.returncode == 0, final.stderr[-3000:]
     got = ids(delivered(tmp_path))
     assert got == collections.Counter(range(per * objects))
-
-
-class FlakyProxy:
-    """A real HTTP reverse proxy in front of moto that answers the first `failures` requests with a 503 SlowDown
-    (what S3 sends when throttling) and then an HTTP 500: the source must ride them out by retrying."""
-
-    def __init__(self, upstream: str, failures: int, deny: str = "") -> None:
-        self.upstream = upstream
-        self.failures = failures
-        self.failed = 0
-        self.requests = 0
-        self.deny = deny  # GETs of keys containing this are denied, always (as a KMS key the role cannot use)
-        self.paths: list[str] = []
-
-    async def handle(self, request: Any) -> Any:
-        from aiohttp import ClientSession, web
-
-        self.requests += 1
-        self.paths.append(request.path_qs)
-        if self.deny and request.method == "GET" and self.deny in request.path:
-            body = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>kms</Message></Error>"
-            return web.Response(status=403, body=body, content_type="application/xml")
-        if self.failed < self.failures:
-            self.failed += 1
-            code, status = ("SlowDown", 503) if self.failed % 2 else ("InternalError", 500)
-            body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>injected</Message></Error>"
-            return web.Response(status=status, body=body, content_type="application/xml")
-        async with ClientSession(auto_decompress=False) as session:
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-            async with session.request(
-                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read()
-            ) as up:
-                body = await up.read()
-                keep = {k: v for k, v in up.headers.items() if k.lower() not in ("transfer-encoding", "content-length")}
-                return web.Response(status=up.status, body=body, headers=keep)
-
-
-async def start_proxy(proxy: FlakyProxy) -> tuple[Any, int]:
-    from aiohttp import web
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 async def run_through(proxy_port: int, tmp: Path, moto: Moto, **source: Any) -> Any:
