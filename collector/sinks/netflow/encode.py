@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -542,6 +542,27 @@ V9_SCOPE_INTERFACE = 2  # RFC 3954 sec. 6.2 scope field types: 1 System, 2 Inter
 _BACKDATE_SPAN_MS = 40 * 86_400_000  # starts of one backdated packet lie within this (2^32 ms is 49.7 days)
 
 
+def _backdate_groups(
+    records: np.ndarray, per_message: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Flows too old for the virtual boot, sorted by start and cut into packets of `per_message` that never mix
+    40-day spans: (records, boot per record, sysUptime per packet, unix_secs per packet). Each packet's header
+    reaches back to its oldest flow, one second before it (a FIRST_SWITCHED of 0 reads as "no time" to some
+    decoders; tshark 4.0 shows the epoch), on a whole second (unix_secs * 1000 - uptime must be exactly it)."""
+    records = records[np.argsort(records["start"], kind="stable")]
+    span = np.asarray(records["start"], dtype=np.int64) // _BACKDATE_SPAN_MS
+    cuts = [0, *(np.flatnonzero(np.diff(span)) + 1).tolist(), len(records)]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        group = records[lo:hi]
+        starts = np.arange(0, len(group), per_message)
+        oldest = np.minimum.reduceat(np.minimum(group["start"], group["end"]).astype(np.int64), starts)
+        newest = np.maximum.reduceat(np.maximum(group["start"], group["end"]).astype(np.int64), starts)
+        boot = oldest - oldest % 1000 - 1000
+        unix_secs = newest // 1000 + 1
+        uptime = np.minimum(unix_secs * 1000 - boot, _U32 - 1)
+        yield group, boot[np.arange(len(group)) // per_message], uptime, unix_secs
+
+
 def _fits(records: np.ndarray, boot_ms: int) -> np.ndarray:
     """Which records' start and end are expressible as sysUptime milliseconds after `boot_ms`."""
     first = records["start"].astype(np.int64) - boot_ms
@@ -640,25 +661,10 @@ class NetflowV9Encoder:
         Collectors compute flow times per packet (nfdump, pmacct, goflow2 and Akvorado all do); the header then
         tells when the flows happened rather than when they were sent. Flows are sorted by start time, so a
         packet spans minutes, not weeks; only a flow lasting over nine days could still be clamped (counted)."""
-        records = records[np.argsort(records["start"], kind="stable")]
         self.backdated += len(records)
         out: list[bytes] = []
-        # Packets never mix flows whose starts lie in different 40-day spans: sysUptime stays within 2^32 ms.
-        span = np.asarray(records["start"], dtype=np.int64) // _BACKDATE_SPAN_MS
-        cuts = [0, *(np.flatnonzero(np.diff(span)) + 1).tolist(), len(records)]
-        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-            group = records[lo:hi]
-            n = len(group)
-            chunk = np.arange(n) // per_message
-            starts = np.arange(0, n, per_message)
-            oldest = np.minimum.reduceat(np.minimum(group["start"], group["end"]).astype(np.int64), starts)
-            newest = np.maximum.reduceat(np.maximum(group["start"], group["end"]).astype(np.int64), starts)
-            # A whole second (unix_secs * 1000 - uptime must be exactly it), one before the oldest flow: a
-            # FIRST_SWITCHED of 0 reads as "no time" to some decoders (tshark 4.0 shows the epoch).
-            boot = oldest - oldest % 1000 - 1000
-            unix_secs = newest // 1000 + 1
-            uptime = np.minimum(unix_secs * 1000 - boot, _U32 - 1)
-            v9 = self._relayout(group, dtype, boot[chunk])
+        for group, boot, uptime, unix_secs in _backdate_groups(records, per_message):
+            v9 = self._relayout(group, dtype, boot)
             for msgs, count, first in _frame(v9, per_message, V9_HEADER, 4):
                 index = first // per_message + np.arange(len(msgs))
                 self._fill(msgs, count, set_id, uptime[index], unix_secs[index])
@@ -740,7 +746,7 @@ class NetflowV5Encoder:
     - counters above 2^32-1: saturated rather than wrapped, records counted in `saturated`;
     - action and direction: no fields for them;
     - ifIndex above 16 bits: folded into 1..65535, so collisions are likelier;
-    - times outside 2^32 ms of `boot_ms`: clamped, counted in `clamped` (as in v9);
+    - flows older than `boot_ms`: sent in backdated packets (their own header time), as in v9;
     - sampling: one rate per packet in the header; mixed rates in one packet are reported with the largest.
     `sequence` counts flows sent (the header's flow_sequence); engine type / id are the high / low octet of the
     low 16 bits of the domain id.
@@ -756,18 +762,36 @@ class NetflowV5Encoder:
         self.dropped_v6 = 0
         self.saturated = 0
         self.clamped = 0
+        self.backdated = 0
 
     def records_per_message(self, ipv6: bool) -> int:
         return self.per_message
 
     def data_messages(self, v4: np.ndarray, v6: np.ndarray, export_time: float) -> list[bytes]:
         self.dropped_v6 += len(v6)
-        n = len(v4)
-        if not n:
+        if not len(v4):
             return []
         uptime = int(export_time) * 1000 - self.boot_ms
         if not 0 <= uptime < _U32:
             raise ValueError(f"export time {export_time} is not within 2^32 ms after boot_ms {self.boot_ms}")
+        out: list[bytes] = []
+        fits = _fits(v4, self.boot_ms)
+        if not fits.all():  # too old for the virtual boot: packets with their own header time, as in v9
+            old = v4[~fits]
+            self.backdated += len(old)
+            for group, boot, uptimes, unix_secs in _backdate_groups(old, self.per_message):
+                out += self._messages(group, boot, uptimes, unix_secs)
+            v4 = v4[fits]
+        if len(v4):
+            messages = -(-len(v4) // self.per_message)
+            out += self._messages(
+                v4, np.int64(self.boot_ms), np.full(messages, uptime), np.full(messages, int(export_time))
+            )
+        return out
+
+    def _messages(self, v4: np.ndarray, boot: Any, uptime: np.ndarray, unix_secs: np.ndarray) -> list[bytes]:
+        """v5 packets of `v4` records; `boot` per record (or one), `uptime` / `unix_secs` per packet."""
+        n = len(v4)
         rec = np.zeros(n, V5_RECORD)
         rec["src"], rec["dst"] = v4["src"], v4["dst"]
         for name in ("src_port", "dst_port", "protocol", "tcp_flags"):
@@ -780,24 +804,25 @@ class NetflowV5Encoder:
         if over.any():
             self.saturated += int(over.sum())
         rec["packets"], rec["bytes"] = np.minimum(packets, _U32 - 1), np.minimum(octets, _U32 - 1)
-        first = v4["start"].astype(np.int64) - self.boot_ms
-        last = v4["end"].astype(np.int64) - self.boot_ms
+        first = v4["start"].astype(np.int64) - boot
+        last = v4["end"].astype(np.int64) - boot
         bad = (first < 0) | (first >= _U32) | (last < 0) | (last >= _U32)
         if bad.any():
             self.clamped += int(bad.sum())
         rec["first"], rec["last"] = np.clip(first, 0, _U32 - 1), np.clip(last, 0, _U32 - 1)
         sampling = v4["sampling"].astype(np.int64)
         out: list[bytes] = []
-        for msgs, count, first in _frame(rec, self.per_message, V5_HEADER, 1, set_header=False):
+        for msgs, count, first_rec in _frame(rec, self.per_message, V5_HEADER, 1, set_header=False):
             m = len(msgs)
-            rates = sampling[first : first + m * count].reshape(m, count).max(axis=1)
+            index = first_rec // self.per_message + np.arange(m)
+            rates = sampling[first_rec : first_rec + m * count].reshape(m, count).max(axis=1)
             hdr = msgs["hdr"]
             hdr["version"] = V5_VERSION
             hdr["count"] = count
-            hdr["uptime"] = uptime
-            hdr["unix_secs"] = int(export_time) % _U32
+            hdr["uptime"] = uptime[index]
+            hdr["unix_secs"] = unix_secs[index] % _U32
             hdr["unix_nsecs"] = 0  # uptime is from the whole second, so boot = unix_secs*1000 - uptime exactly
-            hdr["sequence"] = (self.sequence + first + np.arange(m, dtype=np.uint64) * count) % _U32
+            hdr["sequence"] = (self.sequence + first_rec + np.arange(m, dtype=np.uint64) * count) % _U32
             hdr["engine_type"] = self.engine >> 8
             hdr["engine_id"] = self.engine & 0xFF
             # Sampling: 2 mode bits (01 = packet interval) + 14 bits of interval; unsampled is all zeros.

@@ -25,8 +25,8 @@ What it promises and why it is built this way:
 - Pacing: a token bucket of `max_packets_per_second` datagrams per collector with a burst of 50 ms worth, so the
   sender sleeps once per burst, not per packet.
 - v9/v5 times are relative to a virtual boot time: process start minus 20 days (flows up to 20 days old fit),
-  moved forward again after 40 days of uptime, before sysUptime would wrap at 49.7 days. Older v9 flows go out in
-  backdated packets (see NetflowV9Encoder); v5 clamps them.
+  moved forward again after 40 days of uptime, before sysUptime would wrap at 49.7 days. Older flows go out in
+  backdated packets with their own header time (see encode._backdate_groups).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class NetflowMetrics:
     send_errors: int = 0  # datagrams refused (ICMP unreachable) or not sent, summed over collectors
     skipped_rows: int = 0  # NODATA / SKIPDATA rows, rows without an address or a time
     clamped_times: int = 0  # v9/v5: flows whose times could not be expressed (a packet spanning > 49.7 days)
-    backdated_records: int = 0  # v9: flows older than the virtual boot, sent in packets with their own header time
+    backdated_records: int = 0  # v9/v5: flows older than the virtual boot, sent in packets with their own header time
     dropped_ipv6: int = 0  # v5 only
     saturated_counters: int = 0  # v5 only: packets/bytes above 2^32-1
     pacing_waits: int = 0  # times the sender slept for tokens
