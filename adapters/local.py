@@ -222,8 +222,6 @@ class LocalSource:
                 continue
             if self._retry.waiting(unit, version, now):
                 continue
-            if self._retry.failed_before(unit) and pipeline.has_pending(self.name, unit):
-                continue  # the failed attempt's batches are not checkpointed yet: retry from after them
             if not once and now - mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
             await self._process(pipeline, path, unit, version, stop)

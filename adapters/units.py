@@ -31,6 +31,7 @@ class Outcome(enum.Enum):
     DONE = "done"  # every batch emitted (the checkpoint lands when every sink has acked)
     STOPPED = "stopped"  # the daemon is stopping: what was emitted is checkpointed, the rest comes next run
     FAILED = "failed"  # could not be read: reported, counted; retry later
+    DEFERRED = "deferred"  # batches of an earlier read are still in flight: not read now (try again later)
 
 
 class RetryBook:
@@ -95,7 +96,15 @@ async def deliver_unit(
 
     `label` is how logs name the unit (a path, `s3://bucket/key`). `bytes_read[0]` is added to the source's byte
     counter at the end (the opener counts into it). `read_errors` are the opener's I/O exceptions besides OSError
-    and Arrow's, reported as "cannot be read" rather than as a bug."""
+    and Arrow's, reported as "cannot be read" rather than as a bug.
+
+    The one guard against reading a unit twice at once: while batches of the unit are in flight (an attempt that
+    failed or was stopped half-way, a source that was reloaded or restarted after a crash, a queue message handed
+    out again), it is not read. Re-read from its checkpoint, those batches would reach a sink that has not acked
+    them yet (a Parquet file still open) a second time. The caller tries again later (`Pipeline.settled`)."""
+    if pipeline.has_pending(source, unit):
+        log.debug("source=%s unit=%s: an earlier read is still in flight; deferred", source, label)
+        return Outcome.DEFERRED
     loop = asyncio.get_running_loop()
     pipeline.begin_unit(source, unit)
     ckpt = await loop.run_in_executor(executor, store.get, source, unit)

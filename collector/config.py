@@ -353,10 +353,12 @@ class StdoutSinkConfig:
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     """`queue_batches`: batches queued per sink before sources wait (bounds memory); `workers`: parse threads,
-    0 = one per CPU."""
+    0 = one per CPU. `give_up_after`: with `run --once`, a sink (or the checkpoint store) failing this long ends
+    the run with an error (a daemon retries forever: an outage must not stop it)."""
 
     queue_batches: Annotated[int, Min(1)] = 8
     workers: Annotated[int, Min(0)] = 0
+    give_up_after: Annotated[float, Duration, Positive] = 300.0
 
 
 SourceConfig = LocalSourceConfig  # later: a Union as more adapters land

@@ -182,7 +182,8 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
     store = CheckpointStore(config.state_dir)
     sinks = [create_sink(c) for c in config.sinks]
     flush = {c.name: getattr(c, "flush_interval", 1.0) for c in config.sinks}
-    pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush)
+    give_up = config.pipeline.give_up_after if once else None
+    pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush, give_up)
     workers = config.pipeline.workers or os.cpu_count() or 2
     executor = ThreadPoolExecutor(workers, thread_name_prefix="parse")
     stop = asyncio.Event()

@@ -98,3 +98,14 @@ def dumps_batch(batch: FlowBatch) -> memoryview:
     # A string array without nulls stores its values back to back: slice the data buffer, no per-row copies.
     off = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=n + 1, offset=lines.offset * 4)
     return memoryview(lines.buffers()[2])[off[0] : off[-1]]
+
+
+CHUNK_ROWS = 65_536  # rows rendered at once: Arrow's string arrays hold at most 2 GiB, whatever the batch size
+
+
+def dumps_chunks(batch: FlowBatch) -> list[memoryview]:
+    """The batch as JSON Lines in pieces of at most CHUNK_ROWS rows, so that a batch of any size renders (one big
+    Parquet row group can hold more than 2 GiB of JSON)."""
+    if batch.num_rows <= CHUNK_ROWS:
+        return [dumps_batch(batch)] if batch.num_rows else []
+    return [dumps_batch(batch.slice(i, CHUNK_ROWS)) for i in range(0, batch.num_rows, CHUNK_ROWS)]

@@ -29,7 +29,8 @@ class SinkCounters:
     batches: int = 0
     records: int = 0
     flushes: int = 0
-    failures: int = 0
+    failures: int = 0  # failed operations (outages), each retried
+    rejected: int = 0  # rows the sink could not encode (data errors), dropped for that sink and logged
 
 
 @dataclass

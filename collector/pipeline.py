@@ -1,18 +1,38 @@
-"""Sources -> bounded queues -> every sink; checkpoints move only behind the acks of all sinks.
+"""Sources -> bounded queues -> every sink; a unit's checkpoint moves only behind the acks of all sinks.
 
-Every batch a source emits becomes a *ticket* with a global sequence number; the batch goes into one bounded queue
-per sink (a full queue blocks the source: backpressure, bounded memory). Each sink acks a prefix of what it was
-given (its `flush` returns a cumulative count of writes), so the tickets acked by *every* sink are also a prefix:
-the minimum over the sinks is a watermark. Tickets below it are committed to the checkpoint store, the newest
-position per unit, in one transaction. Tickets hold no batch: a sink that acks late (Parquet, on file close) holds
-back checkpoints, never memory.
+The invariant (ARCHITECTURE.md, "Delivery semantics"):
+
+    A unit's checkpoint names a position only if every batch of that unit up to that position has been acked
+    by every sink.
+
+How it is kept, by identity rather than by counting:
+- Every batch a source emits becomes a *ticket*: who it is (source, unit, version, position, progress) and the set
+  of sinks that still owe it (`owed`). Tickets of one unit are kept in emission order (a unit is read by one reader
+  at a time, so its batches are emitted one after the other).
+- The batch goes into one bounded queue per owing sink (a full queue blocks the source: backpressure, bounded
+  memory). Sinks see batches of *different* units in whatever order concurrent emitters reached their queues; no
+  order across queues is assumed anywhere.
+- A sink acks a prefix of its *own* writes (`flush` returns a cumulative count, see collector/sinks/__init__.py);
+  its worker maps that count back to the tickets it wrote and removes the sink from each one's `owed`.
+- A unit's committed position is the last ticket of its longest prefix of tickets nobody owes any more. Commits of
+  several units go to the checkpoint store in one transaction; only then do the tickets leave memory. Tickets hold
+  no batch: a sink that acks late (Parquet, on file close) holds back checkpoints, never memory.
+- A drain that times out (SIGTERM with a stuck sink) commits exactly what was acked: nothing more is assumed.
 
 Sinks ack at different paces, so each sink's own progress per unit is recorded too, as soon as it acks. After a
-crash the source resumes at the global checkpoint, and every batch a sink already holds is skipped for that sink:
-what a sink receives twice is only what *it* had in flight.
+crash the source resumes at the unit's checkpoint, and every batch a sink already holds is skipped for that sink:
+what a sink receives twice is only what *it* had in flight (written, not yet acked).
 
-A sink error is retried with backoff (a sink that is down holds checkpoints back and never drops data), except a
-`SinkFatal`, which stops the pipeline: nothing unacked was committed, so a restart delivers it again.
+Corollaries the sources rely on:
+- A unit with tickets in flight must not be read again (a reload, a supervised restart, a queue redelivery would
+  hand a late-acking sink the same batches twice): `has_pending` / `settled` tell, and `adapters/units.py` defers.
+- A sink's `write` takes the whole batch or raises having taken nothing, so a retried write never doubles it.
+
+Failures: a sink error is retried with backoff (a sink that is down holds checkpoints back and never drops data),
+the same way for every sink. `RejectedRows` (the sink cannot encode some rows: a data error, not an outage) drops
+those rows for that sink, logged with their unit and counted, and the rest is written. `SinkFatal` stops the
+pipeline, and so does a sink failing longer than `give_up_after` (set for `run --once`): nothing unacked was
+committed, so a restart delivers it again.
 """
 
 from __future__ import annotations
@@ -22,23 +42,30 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from itertools import islice
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
 from collector.schema import FlowBatch
-from collector.sinks import Sink, SinkFatal
+from collector.sinks import RejectedRows, Sink, SinkFatal
 
 log = logging.getLogger("flowcollector.pipeline")
 
 _STOP = object()
+_Key = tuple[str, str]  # (source, unit)
 
 
 class PipelineFailed(Exception):
     """A sink failed for good; sources stop, and the daemon exits without committing what that sink lacks."""
+
+
+class SinkGaveUp(SinkFatal):
+    """A sink kept failing for longer than the pipeline's `give_up_after` (a `--once` run must end)."""
 
 
 @dataclass(slots=True)
@@ -55,9 +82,9 @@ class Delivery:
     progress: int  # how far into the unit this batch ends, increasing within a unit version (bytes, rows, ...)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, eq=False)
 class _Ticket:
-    """A Delivery without its batch: all the pipeline keeps once the sinks have the data."""
+    """A Delivery without its batch, and the sinks that have not acked it yet: all the pipeline keeps."""
 
     source: str
     unit: str
@@ -66,17 +93,37 @@ class _Ticket:
     done: bool
     records: int
     progress: int
+    owed: set[str] = field(default_factory=set)
+    # The emit was interrupted before every owing sink had it: it can never be committed (a sink lacks it), and it
+    # leaves the unit once the sinks that did get it have acked, so that the unit can be read again.
+    abandoned: bool = False
+
+    def commit(self) -> Commit:
+        return Commit(self.source, self.unit, self.version, self.position, self.done, self.records, self.progress)
 
 
-async def _with_backoff(op: Callable[[], Awaitable[Any]], what: str, on_failure: Callable[[], None]) -> Any:
+async def _with_backoff(
+    op: Callable[[], Awaitable[Any]],
+    what: str,
+    on_failure: Callable[[BaseException], None],
+    give_up_after: float | None = None,
+) -> Any:
+    """Retry `op` with exponential backoff and jitter, logging each failure (what failed, and the error: an
+    OSError names its path and errno). `RejectedRows` and `SinkFatal` are not retried. With `give_up_after`, a
+    failure that has lasted that long becomes `SinkGaveUp`."""
     delay = 0.5
+    first_failure: float | None = None
     while True:
         try:
             return await op()
-        except SinkFatal:
+        except (SinkFatal, RejectedRows):
             raise
-        except Exception as exc:  # any other failure is retried, and reported
-            on_failure()
+        except Exception as exc:  # any other failure is an outage: retried, and reported
+            on_failure(exc)
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            if give_up_after is not None and now - first_failure >= give_up_after:
+                raise SinkGaveUp(f"{what} has failed for {now - first_failure:.0f}s, giving up: {exc}") from exc
             log.error("%s failed: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
@@ -86,82 +133,107 @@ class _SinkWorker:
     """Feeds one sink, flushes it on its interval, and turns its cumulative write acks into acked tickets."""
 
     def __init__(
-        self, sink: Sink, queue_size: int, flush_interval: float, metrics: Metrics, store: CheckpointStore
+        self,
+        sink: Sink,
+        queue_size: int,
+        flush_interval: float,
+        metrics: Metrics,
+        store: CheckpointStore,
+        give_up_after: float | None,
     ) -> None:
         self.sink = sink
         self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
-        self.flush_interval = flush_interval
+        # A worker that never reads its queue would hang every source: an interval of 0 means "after every write".
+        self.flush_interval = max(flush_interval, 0.0)
         self.store = store
-        self.acked = 0  # tickets acked (written and durable, or skipped because the sink already had them)
+        self.give_up_after = give_up_after
         self._writes = 0  # sink.write calls so far
-        self._acked_writes = 0  # of those, durable per the sink
-        self._pending: deque[tuple[_Ticket, int | None]] = deque()  # (ticket, its write number, None if skipped)
+        self._pending: deque[tuple[_Ticket, int]] = deque()  # (ticket, its write number), not yet acked
         self.metrics = metrics.sinks[sink.name]
 
-    def _failed(self) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self.metrics.failures += 1
 
-    async def run(self, on_ack: Callable[[], Awaitable[None]]) -> None:
-        name = f"sink={self.sink.name}"
+    def _retrying(self, op: Callable[[], Awaitable[Any]], what: str) -> Awaitable[Any]:
+        return _with_backoff(op, f"sink={self.sink.name} {what}", self._failed, self.give_up_after)
+
+    async def run(self, on_ack: Callable[[Iterable[_Ticket]], Awaitable[None]]) -> None:
         last_flush = time.monotonic()
         while True:
             # Flush on the interval even when idle: a sink may have a file to rotate or data to make durable.
-            timeout = max(0.0, last_flush + self.flush_interval - time.monotonic())
-            try:
-                item = await asyncio.wait_for(self.queue.get(), timeout) if timeout > 0 else None
-            except TimeoutError:
-                item = None
+            timeout = last_flush + self.flush_interval - time.monotonic()
+            item = None
+            if timeout > 0 or self.queue.qsize():
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0) or None)
+                except TimeoutError:
+                    item = None
             if item is _STOP:
-                acked = await _with_backoff(self.sink.close, f"{name} close", self._failed)
+                acked = await self._retrying(self.sink.close, "close")
                 await self._acked_up_to(acked, on_ack)
                 return
             if item is not None:
-                ticket, batch, skip = item
-                if skip:
-                    self._pending.append((ticket, None))
-                    await self._acked_up_to(self._acked_writes, on_ack)
-                else:
-                    await _with_backoff(lambda b=batch: self.sink.write(b), f"{name} write", self._failed)
-                    self._writes += 1
-                    self._pending.append((ticket, self._writes))
-                    self.metrics.batches += 1
-                    self.metrics.records += batch.num_rows
+                ticket, batch = item
+                await self._write(ticket, batch)
             if time.monotonic() - last_flush >= self.flush_interval:
-                acked = await _with_backoff(lambda: self.sink.flush(False), f"{name} flush", self._failed)
+                acked = await self._retrying(lambda: self.sink.flush(False), "flush")
                 self.metrics.flushes += 1
                 last_flush = time.monotonic()
                 await self._acked_up_to(acked, on_ack)
 
-    async def _acked_up_to(self, acked_writes: int, on_ack: Callable[[], Awaitable[None]]) -> None:
-        self._acked_writes = acked_writes
+    async def _write(self, ticket: _Ticket, batch: FlowBatch) -> None:
+        """Write one batch (whole, or raising having taken nothing: retries cannot double it). Rows the sink cannot
+        encode are dropped for this sink alone, reported with their unit, and the rest is written."""
+        while True:
+            try:
+                await self._retrying(lambda b=batch: self.sink.write(b), "write")
+                break
+            except RejectedRows as rejected:
+                rows = sorted(set(rejected.rows)) or list(range(batch.num_rows))
+                self.metrics.rejected += len(rows)
+                log.error(
+                    "sink=%s source=%s unit=%s rejected %d of %d rows (first row %d): %s",
+                    self.sink.name,
+                    ticket.source,
+                    ticket.unit,
+                    len(rows),
+                    batch.num_rows,
+                    rows[0],
+                    rejected.reason,
+                )
+                keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows), pa.int64()), pa.array(rows, pa.int64())))
+                batch = batch.filter(keep)
+        self._writes += 1
+        self._pending.append((ticket, self._writes))
+        self.metrics.batches += 1
+        self.metrics.records += batch.num_rows
+
+    async def _acked_up_to(self, acked_writes: int, on_ack: Callable[[Iterable[_Ticket]], Awaitable[None]]) -> None:
         count = 0
-        held: dict[tuple[str, str], _Ticket] = {}
+        held: dict[_Key, _Ticket] = {}
         for ticket, write_no in self._pending:
-            if write_no is not None and write_no > acked_writes:
+            if write_no > acked_writes:
                 break
             count += 1
-            if write_no is not None:
-                held[(ticket.source, ticket.unit)] = ticket
+            held[(ticket.source, ticket.unit)] = ticket  # a unit's tickets reach a sink in order: the last is newest
         journal = self.sink.journal() if hasattr(self.sink, "journal") else []
         sealed = self.sink.sealed() if hasattr(self.sink, "sealed") else []
         if not count and not sealed:
             return
         if held or journal:
             rows = [(t.source, t.unit, t.version, t.progress) for t in held.values()]
-            await _with_backoff(
-                lambda: asyncio.to_thread(self.store.commit_sink, self.sink.name, rows, journal),
-                f"sink={self.sink.name} recording progress",
-                self._failed,
+            await self._retrying(
+                lambda: asyncio.to_thread(self.store.commit_sink, self.sink.name, rows, journal), "recording progress"
             )
         if sealed:
             # Recorded: now the files may become visible (two-phase publish, see collector/sinks/file.py).
-            await _with_backoff(self.sink.publish_sealed, f"sink={self.sink.name} publish", self._failed)
+            await self._retrying(self.sink.publish_sealed, "publish")
             await asyncio.to_thread(self.store.forget_journal, self.sink.name, sealed)
-        for _ in range(count):
-            self._pending.popleft()
-        if count:
-            self.acked += count
-            await on_ack()
+        acked = [self._pending.popleft()[0] for _ in range(count)]
+        for ticket in acked:
+            ticket.owed.discard(self.sink.name)
+        if acked:
+            await on_ack(acked)
 
 
 class Pipeline:
@@ -172,24 +244,32 @@ class Pipeline:
         metrics: Metrics,
         queue_batches: int = 8,
         flush_intervals: dict[str, float] | None = None,
+        give_up_after: float | None = None,
     ) -> None:
         intervals = flush_intervals or {}
-        self.workers = [_SinkWorker(s, queue_batches, intervals.get(s.name, 1.0), metrics, store) for s in sinks]
+        self.workers = [
+            _SinkWorker(s, queue_batches, intervals.get(s.name, 1.0), metrics, store, give_up_after) for s in sinks
+        ]
         self.store = store
         self.metrics = metrics
-        self._tickets: deque[_Ticket] = deque()
-        self._base = 0  # sequence number of _tickets[0]
-        self._next = 0
+        # (source, unit) -> its tickets not yet committed, in emission order. A key is present only while non-empty.
+        self._units: dict[_Key, deque[_Ticket]] = {}
+        self._in_flight = 0
+        self._dirty: set[_Key] = set()  # units whose first tickets may have become committable
         self._commit_lock = asyncio.Lock()
         # (source, unit) -> {sink: (version, progress)} recorded before this unit started: what each sink holds.
-        self._held: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
+        self._held: dict[_Key, dict[str, tuple[str, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # (source, unit) -> futures resolved when the unit's last batch is committed (every sink has all of it).
-        self._watchers: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        self._watchers: dict[_Key, list[asyncio.Future[None]]] = {}
+        # (source, unit) -> futures resolved when nothing of the unit is in flight any more.
+        self._settle: dict[_Key, list[asyncio.Future[None]]] = {}
         self.failed: BaseException | None = None
+        self._failed_future: asyncio.Future[None] | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
 
     async def start(self) -> None:
+        self._failed_future = asyncio.get_running_loop().create_future()
         for w in self.workers:
             journal = {}
             if hasattr(w.sink, "journal_in_store"):
@@ -201,15 +281,22 @@ class Pipeline:
 
     async def _run_worker(self, worker: _SinkWorker) -> None:
         try:
-            await worker.run(self._commit_acked)
+            await worker.run(self._acked)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             log.error("sink=%s failed for good: %s", worker.sink.name, exc)
-            self.failed = self.failed or exc
-            self._fail_watchers(exc)
-            if self.on_failure:
-                self.on_failure(exc)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = self.failed or exc
+        if self._failed_future is not None and not self._failed_future.done():
+            self._failed_future.set_result(None)
+        self._fail_watchers(exc)
+        if self.on_failure:
+            self.on_failure(exc)
+
+    # -- what sources ask
 
     def when_committed(self, source: str, unit: str) -> asyncio.Future[None]:
         """A future resolved once the unit is checkpointed as done: every sink has durably taken all of it. Sources
@@ -235,83 +322,154 @@ class Pipeline:
                     future.set_exception(PipelineFailed(str(exc)))
         self._watchers.clear()
 
+    def has_pending(self, source: str, unit: str) -> bool:
+        """Whether batches of the unit are with the sinks but not yet checkpointed (or, abandoned, not yet acked by
+        the sinks that got them). A unit must not be read again meanwhile: re-read from its checkpoint, those
+        batches would reach a sink that has not acked them yet (a Parquet file still open) a second time."""
+        return (source, unit) in self._units
+
+    def settled(self, source: str, unit: str) -> asyncio.Future[None]:
+        """A future resolved once nothing of the unit is in flight (at once if nothing is)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if (source, unit) not in self._units:
+            future.set_result(None)
+        else:
+            self._settle.setdefault((source, unit), []).append(future)
+        return future
+
+    def in_flight(self) -> int:
+        return self._in_flight
+
     def begin_unit(self, source: str, unit: str) -> None:
         """A unit (re)starts: forget what we knew of the sinks' progress on it, the store has the latest."""
         self._held.pop((source, unit), None)
 
+    # -- emitting
+
     async def emit(self, delivery: Delivery) -> None:
-        """Hand a batch to every sink that does not have it yet; waits while any sink's queue is full."""
+        """Hand a batch to every sink that does not have it yet; waits while any of their queues is full."""
         if self.failed is not None:
             raise PipelineFailed(str(self.failed))
-        key = (delivery.source, delivery.unit)
+        d = delivery
+        key = (d.source, d.unit)
         held = self._held.get(key)
         if held is None:
             held = self._held[key] = await asyncio.to_thread(self.store.sink_progress, *key)
             while len(self._held) > 1024:
                 self._held.pop(next(iter(self._held)))
-        d = delivery
-        ticket = _Ticket(d.source, d.unit, d.version, d.position, d.done, d.records, d.progress)
-        self._tickets.append(ticket)
-        self._next += 1
+        owing = []
         for w in self.workers:
             version, progress = held.get(w.sink.name, ("", -1))
-            skip = version == d.version and progress >= d.progress
-            await self._put(w, (ticket, d.batch, skip))
+            if not (version == d.version and progress >= d.progress):
+                owing.append(w)
+        ticket = _Ticket(d.source, d.unit, d.version, d.position, d.done, d.records, d.progress)
+        ticket.owed = {w.sink.name for w in owing}
+        self._units.setdefault(key, deque()).append(ticket)
+        self._in_flight += 1
+        given: set[str] = set()
+        try:
+            for w in owing:
+                await self._put(w, (ticket, d.batch))
+                given.add(w.sink.name)
+        except BaseException:
+            # Cancelled, or the pipeline failed, with some sinks never given the batch: it can never be committed.
+            ticket.abandoned = True
+            ticket.owed &= given
+            self._dirty.add(key)
+            self._settle_abandoned(key)
+            raise
+        if not ticket.owed:  # every sink already holds it (a replay after a crash)
+            self._dirty.add(key)
+            await self._commit()
 
     async def _put(self, worker: _SinkWorker, item: Any) -> None:
-        # A dead worker never empties its queue: fail instead of waiting forever.
-        while True:
-            if self.failed is not None:
-                raise PipelineFailed(str(self.failed))
-            try:
-                await asyncio.wait_for(worker.queue.put(item), 1.0)
-                return
-            except TimeoutError:
-                continue
+        """Put into a sink's queue, or fail with the pipeline (a dead worker never empties its queue)."""
+        if self.failed is not None:
+            raise PipelineFailed(str(self.failed))
+        try:
+            worker.queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        assert self._failed_future is not None
+        put = asyncio.ensure_future(worker.queue.put(item))
+        try:
+            await asyncio.wait([put, self._failed_future], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        if put.cancelled() or not put.done():
+            raise PipelineFailed(str(self.failed))
 
-    def in_flight(self) -> int:
-        return self._next - self._base
+    # -- acks and commits
 
-    def has_pending(self, source: str, unit: str) -> bool:
-        """Whether batches of the unit are with the sinks but not yet checkpointed. A source retrying a unit that
-        failed half-way waits for them: re-read from an older checkpoint, they would reach a sink that has not
-        acked them yet (a Parquet file still open) a second time."""
-        return any(t.unit == unit and t.source == source for t in self._tickets)
+    async def _acked(self, tickets: Iterable[_Ticket]) -> None:
+        for t in tickets:
+            if not t.owed:
+                self._dirty.add((t.source, t.unit))
+        await self._commit()
 
-    async def _commit_acked(self) -> None:
-        """Called by a sink worker after its acks moved; commits the tickets every sink now has."""
+    def _settle_abandoned(self, key: _Key) -> None:
+        """Drop abandoned tickets at the end of a unit once no sink owes them: the unit can then be read again."""
+        tickets = self._units.get(key)
+        while tickets and tickets[-1].abandoned and not tickets[-1].owed:
+            tickets.pop()
+            self._in_flight -= 1
+        if tickets is not None and not tickets:
+            self._unit_settled(key)
+
+    def _unit_settled(self, key: _Key) -> None:
+        del self._units[key]
+        for future in self._settle.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def _commit(self) -> None:
+        """Commit, per dirty unit, the last ticket of its longest fully acked prefix; all in one transaction."""
         async with self._commit_lock:
-            watermark = min((w.acked for w in self.workers), default=self._next)
-            if watermark <= self._base:
-                return
-            latest: dict[tuple[str, str], _Ticket] = {}
-            for t in islice(self._tickets, watermark - self._base):
-                latest[(t.source, t.unit)] = t
-            commits = [
-                Commit(t.source, t.unit, t.version, t.position, t.done, t.records, t.progress) for t in latest.values()
-            ]
-            await _with_backoff(
-                lambda: asyncio.to_thread(self.store.commit, commits), "checkpoint commit", lambda: None
-            )
-            # Only now are the tickets gone: a failed commit is retried with the same tickets.
-            for _ in range(watermark - self._base):
-                self._tickets.popleft()
-            self._base = watermark
-            now = time.time()
-            for t in latest.values():
-                if t.done:
-                    c = self.metrics.sources[t.source]
-                    c.units += 1
-                    c.newest_delivered = now
-                    for future in self._watchers.pop((t.source, t.unit), ()):
-                        if not future.done():
-                            future.set_result(None)
+            while self._dirty:
+                dirty, self._dirty = self._dirty, set()
+                plan: list[tuple[_Key, int, _Ticket]] = []
+                for key in dirty:
+                    tickets = self._units.get(key)
+                    if not tickets:
+                        continue
+                    n, last = 0, None
+                    for t in tickets:
+                        if t.owed or t.abandoned:
+                            break
+                        n, last = n + 1, t
+                    if last is not None:
+                        plan.append((key, n, last))
+                    else:
+                        self._settle_abandoned(key)
+                if not plan:
+                    continue
+                commits = [last.commit() for _, _, last in plan]
+                await _with_backoff(
+                    lambda c=commits: asyncio.to_thread(self.store.commit, c), "checkpoint commit", lambda _: None
+                )
+                # Only now do the tickets go: a failed commit is retried with the same tickets.
+                now = time.time()
+                for key, n, last in plan:
+                    tickets = self._units[key]
+                    for _ in range(n):
+                        tickets.popleft()
+                    self._in_flight -= n
+                    self._settle_abandoned(key)
+                    if last.done:
+                        c = self.metrics.sources[last.source]
+                        c.units += 1
+                        c.newest_delivered = now
+                        for future in self._watchers.pop(key, ()):
+                            if not future.done():
+                                future.set_result(None)
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain: every sink gets the rest, closes (everything durable), and the last checkpoints are committed.
 
-        With a timeout, sinks still not drained by then are abandoned: what they lack was not committed, so the next
-        run delivers it again."""
+        With a timeout, sinks still not drained by then are abandoned: what they lack was not acked, so it is not
+        committed, and the next run delivers it again."""
         try:
             async with asyncio.timeout(timeout):
                 for w, task in zip(self.workers, self._tasks, strict=True):
@@ -321,7 +479,7 @@ class Pipeline:
         except (TimeoutError, PipelineFailed):
             log.error("sinks did not drain in time; stopping without them (undelivered data is delivered next run)")
             await self.abort()
-        await self._commit_acked()  # the watermark is the minimum over all sinks, failed ones included
+        await self._commit()
 
     async def abort(self) -> None:
         for t in self._tasks:

@@ -33,6 +33,7 @@ _SINK_COUNTERS = (
     ("batches", "Batches written to the sink."),
     ("flushes", "Flushes (durability points) of the sink."),
     ("failures", "Failed sink operations (retried with backoff)."),
+    ("rejected", "Rows the sink could not encode (data errors): dropped for that sink, logged with their unit."),
 )
 
 

@@ -347,7 +347,7 @@ pipeline:
 """
     ) == [
         "cfg.yaml:9:5: sinks[1].formt: unknown key (did you mean 'format'?)",
-        "cfg.yaml:11:3: pipeline.queue: unknown key (known keys: queue_batches, workers)",
+        "cfg.yaml:11:3: pipeline.queue: unknown key (known keys: give_up_after, queue_batches, workers)",
         "cfg.yaml:12:3: pipeline.workrs: unknown key (did you mean 'workers'?)",
     ]
     assert errors(MINIMAL + "colour: blue\n") == [

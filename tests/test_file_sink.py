@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 
 from adapters.aws.parse import parse_text
 from collector.schema import SCHEMA
-from collector.sinks.file import FileSink
+from collector.sinks.file import FileSink, _part_tag
 
 # Two records of the AWS documentation's default-format examples.
 LINES = (
@@ -57,7 +58,8 @@ async def test_jsonl_acks_on_flush_and_publishes_in_two_phases(tmp_path: Path) -
     # Acked data is durable in the hidden part file, and journaled with its size; not yet visible to readers.
     (part,) = tmp_path.glob(".*.part")
     assert part.read_bytes().count(b"\n") == 4
-    assert sink.journal() == [(part.name[1:].removesuffix(".part"), part.stat().st_size)]
+    assert part.name.endswith(f".{_part_tag('f')}.part")  # the sink's own part file: its name is in it
+    assert sink.journal() == [(part.name[1:].removesuffix(f".{_part_tag('f')}.part"), part.stat().st_size)]
     assert await sink.close() == 2
     assert _visible(tmp_path) == [] and len(sink.sealed()) == 1  # sealed: complete, waiting for the record
     await sink.publish_sealed()
@@ -96,12 +98,43 @@ async def test_gzip_part_is_cut_at_the_recorded_member(tmp_path: Path) -> None:
     assert list(tmp_path.glob(".*.part")) == []
 
 
-async def test_unrecorded_part_files_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".flows-20261122T060000Z-deadbeef.parquet.part").write_bytes(b"PAR1 torn")
-    (tmp_path / ".flows-20261122T060000Z-cafecafe.jsonl.part").write_bytes(b'{"a":1}\n')
+async def test_unrecorded_part_files_are_removed_and_other_sinks_files_left_alone(tmp_path: Path) -> None:
+    """Recovery touches only this sink's part files. Issue #8: a Parquet sink's recovery deleted the part file of a
+    JSON Lines sink in the same directory, whose acked flows were then never published."""
+    mine = tmp_path / f".flows-20261122T060000Z-deadbeef.parquet.{_part_tag('f')}.part"
+    mine.write_bytes(b"PAR1 torn")
+    other = tmp_path / f".flows-20261122T060000Z-cafecafe.jsonl.{_part_tag('other')}.part"
+    other.write_bytes(b'{"a":1}\n')
+    legacy = tmp_path / ".flows-20261122T060000Z-0badf00d.jsonl.part"  # an older release's name, not journaled
+    legacy.write_bytes(b'{"a":2}\n')
     sink = FileSink(_cfg(tmp_path, format="parquet", compression="zstd"))
     await sink.open()
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, legacy.name])
+    assert other.read_bytes() == b'{"a":1}\n'
+
+
+async def test_two_sinks_in_one_directory_recover_their_own_files(tmp_path: Path) -> None:
+    """Both sinks crashed with acked data in part files: each cuts and publishes its own, by its own journal."""
+    j = FileSink(_cfg(tmp_path, name="j"))
+    p = FileSink(_cfg(tmp_path, name="p", format="parquet", compression="zstd"))
+    for s in (j, p):
+        await s.open()
+        await s.write(_batch())
+    assert await j.flush() == 1
+    await p.close()
+    j_journal, p_journal = dict(j.journal()), dict(p.journal())
+    # Crash: nothing published. Restart p first (its recovery must not take j's part file), then j.
+    p2 = FileSink(_cfg(tmp_path, name="p", format="parquet", compression="zstd"))
+    p2.journal_in_store = p_journal
+    await p2.open()
+    j2 = FileSink(_cfg(tmp_path, name="j"))
+    j2.journal_in_store = j_journal
+    await j2.open()
+    assert list(tmp_path.glob(".*.part")) == []
+    (jsonl,) = _visible(tmp_path, "flows-*.jsonl")
+    (parquet,) = _visible(tmp_path, "flows-*.parquet")
+    assert [orjson.loads(line)["dst_port"] for line in jsonl.read_bytes().splitlines()] == [22, 3389]
+    assert pq.read_table(parquet).column("dst_port").to_pylist() == [22, 3389]
 
 
 async def test_parquet_acks_only_when_file_is_sealed(tmp_path: Path) -> None:
@@ -159,12 +192,12 @@ async def test_a_failed_write_is_undone_and_retried_whole(tmp_path: Path, monkey
     real = file_mod._write_all
     state = {"fail": True}
 
-    def half_then_fail(fh, data) -> None:
+    def half_then_fail(fd, data) -> None:
         if state["fail"]:
             state["fail"] = False
-            fh.write(bytes(data)[:50])
+            os.write(fd, bytes(data)[:50])
             raise OSError(28, "No space left on device")
-        real(fh, data)
+        real(fd, data)
 
     monkeypatch.setattr(file_mod, "_write_all", half_then_fail)
     sink = FileSink(_cfg(tmp_path))

@@ -185,10 +185,6 @@ class S3Source:
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             old_enough = end <= cutoff
             todo = [o for _, objects in listed for o in objects if self._wanted(o, done)]
-            # A retry waits until the failed attempt's batches are checkpointed, then resumes after them.
-            todo = [
-                o for o in todo if not (self._retry.failed_before(o.key) and pipeline.has_pending(self.name, o.key))
-            ]
             todo.sort(key=lambda o: (o.modified, o.key))
             await self._deliver_all(pipeline, executor, stop, todo)
             for root, objects in listed:

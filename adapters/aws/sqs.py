@@ -590,21 +590,33 @@ class SqsSource:
                 finally:
                     fh.close()
 
-            outcome = await deliver_unit(
-                pipeline,
-                source=self.name,
-                unit=unit,
-                version=version,
-                label=obj.label,
-                open_results=results,
-                store=self.store,
-                counters=self.counters,
-                executor=executor,
-                stop=stop,
-                log=log,
-                bytes_read=bytes_read,
-                read_errors=(ClientError, BotoCoreError, aiohttp.ClientError, RemoteReadError),
-            )
+            while True:
+                outcome = await deliver_unit(
+                    pipeline,
+                    source=self.name,
+                    unit=unit,
+                    version=version,
+                    label=obj.label,
+                    open_results=results,
+                    store=self.store,
+                    counters=self.counters,
+                    executor=executor,
+                    stop=stop,
+                    log=log,
+                    bytes_read=bytes_read,
+                    read_errors=(ClientError, BotoCoreError, aiohttp.ClientError, RemoteReadError),
+                )
+                if outcome is not Outcome.DEFERRED:
+                    break
+                # An earlier attempt's batches (a redelivered message) are still with the sinks: the message is
+                # held (kept invisible) until they are checkpointed, then read on from there.
+                await _first(pipeline.settled(self.name, unit), stop.wait())
+                if stop.is_set():
+                    outcome = Outcome.STOPPED
+                    break
+                if await self._done(unit, version):
+                    pipeline.forget_watch(self.name, unit, watch)
+                    return Skipped.ALREADY
             if outcome is Outcome.DONE:
                 self._emitted[unit] = version
                 watch.add_done_callback(functools.partial(self._forget_emitted, unit, version))

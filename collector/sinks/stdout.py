@@ -1,14 +1,23 @@
-"""`stdout` sink: JSON Lines on standard output, for pipes (`| jq`, `| vector`) and quick looks."""
+"""`stdout` sink: JSON Lines on standard output, for pipes (`| jq`, `| vector`) and quick looks.
+
+The sink contract (collector/sinks/__init__.py) for a stream that cannot take anything back: `write` only renders
+into memory; `_drain` writes with `os.write` on the file descriptor, which says exactly how many bytes went out, and
+keeps the rest. A failed write (a full disk behind `> file`) is retried from the first byte that did not go out:
+never a line twice, never half a line lost. A pipe whose reader left cannot be cured by retrying: `SinkFatal`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
-from collector.jsonl import dumps_batch
+from collector.jsonl import dumps_chunks
 from collector.schema import FlowBatch
-from collector.sinks import SinkFatal, register
+from collector.sinks import SinkFatal, encode_or_reject, register
+
+_BUFFER = 4 << 20  # bytes rendered and not yet written before `write` drains first
 
 
 @register("stdout")
@@ -16,35 +25,44 @@ class StdoutSink:
     def __init__(self, config: Any) -> None:
         self.name: str = config.name
         self._written = 0
+        self._pending: list[memoryview] = []
+        self._pending_size = 0
 
     async def open(self) -> None:
         return None
 
     async def write(self, batch: FlowBatch) -> None:
         if batch.num_rows:
-            data = await asyncio.to_thread(dumps_batch, batch)
-            await asyncio.to_thread(self._out, self._write_all, data)
+            if self._pending_size >= _BUFFER:
+                await asyncio.to_thread(self._drain)  # may fail: then nothing of this batch is taken
+            chunks = await asyncio.to_thread(encode_or_reject, batch, dumps_chunks)
+            self._pending.extend(memoryview(c) for c in chunks)
+            self._pending_size += sum(len(c) for c in chunks)
         self._written += 1
 
     async def flush(self, force: bool = False) -> int:
-        # A pipe's reader has the data once it is flushed out of our buffer: that is all stdout can promise.
-        await asyncio.to_thread(self._out, sys.stdout.buffer.flush)
-        return self._written
+        # A pipe's reader has the data once it is written out of our buffer: that is all stdout can promise.
+        written = self._written
+        await asyncio.to_thread(self._drain)
+        return written
 
-    @staticmethod
-    def _write_all(data: memoryview) -> None:
-        # A buffered write into a pipe whose reader left returns a short count instead of raising; write the rest,
-        # which raises BrokenPipeError, rather than lose it silently.
-        view = memoryview(data)
-        while view:
-            view = view[sys.stdout.buffer.write(view) :]
-
-    @staticmethod
-    def _out(op: Any, *args: Any) -> None:
-        try:
-            op(*args)
-        except (BrokenPipeError, ValueError) as exc:  # the reader left, or stdout is closed: retrying cannot help
-            raise SinkFatal(f"stdout: {exc}") from exc
+    def _drain(self) -> None:
+        fd = sys.stdout.fileno() if sys.stdout is not None else -1
+        while self._pending:
+            view = self._pending[0]
+            try:
+                n = os.write(fd, view)
+            except (BrokenPipeError, ValueError) as exc:  # the reader left, or stdout is closed: retrying is futile
+                raise SinkFatal(f"stdout: {exc}") from exc
+            except OSError as exc:
+                if exc.errno == 9:  # EBADF: no standard output at all
+                    raise SinkFatal(f"stdout: {exc}") from exc
+                raise
+            self._pending_size -= n
+            if n == len(view):
+                self._pending.pop(0)
+            else:
+                self._pending[0] = view[n:]
 
     async def close(self) -> int:
         return await self.flush(True)
