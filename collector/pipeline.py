@@ -57,6 +57,8 @@ from collector.sinks import RejectedRows, Sink, SinkFatal
 log = logging.getLogger("flowcollector.pipeline")
 
 _STOP = object()
+BACKOFF_FIRST = 0.5  # seconds before the first retry of a failed sink operation; doubling to BACKOFF_CAP
+BACKOFF_CAP = 30.0
 _Key = tuple[str, str]  # (source, unit)
 
 
@@ -111,7 +113,7 @@ async def _with_backoff(
     """Retry `op` with exponential backoff and jitter, logging each failure (what failed, and the error: an
     OSError names its path and errno). `RejectedRows` and `SinkFatal` are not retried. With `give_up_after`, a
     failure that has lasted that long becomes `SinkGaveUp`."""
-    delay = 0.5
+    delay = BACKOFF_FIRST
     first_failure: float | None = None
     while True:
         try:
@@ -126,7 +128,7 @@ async def _with_backoff(
                 raise SinkGaveUp(f"{what} has failed for {now - first_failure:.0f}s, giving up: {exc}") from exc
             log.error("%s failed: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, BACKOFF_CAP)
 
 
 class _SinkWorker:
