@@ -33,13 +33,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from flowdata import gzip_flows, jsonl_ids, parquet_ids, tally
 from services import Moto, Process, _http_ok, free_tcp_port
 
+import adapters.aws.sqs
+from adapters.aws.s3io import RemoteReadError
 from adapters.aws.sqs import S3Object, SqsSource, decode_message
 from collector import daemon
 from collector.checkpoints import CheckpointStore
 from collector.config import parse_config
 from collector.metrics import Metrics
+from collector.pipeline import Pipeline
+from collector.sinks import create_sink
 
 pytestmark = pytest.mark.integration
 
@@ -574,6 +579,86 @@ async def test_visibility_is_extended_until_the_sinks_have_the_object(moto: Moto
     assert pick(output(tmp_path / "out"), TEXT_KEYS) == pick([e for _, e in DOCS_RECORDS], TEXT_KEYS)
     assert depth(c, url) == (0, 0)
     assert metrics.sources["sqs"].units == 1
+
+
+async def test_a_message_redelivered_while_its_first_attempt_is_in_flight_waits_and_resumes(
+    moto: Moto, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #8's SQS case. The first attempt at an object fails half-way (a read error after its first batch), so
+    its message is left and comes back after the 1 s visibility timeout, while that first batch is still in an open
+    Parquet file (rotated every 4 s, so not acked yet). The redelivered message must not read the object from its
+    checkpoint (none yet) meanwhile: it waits, held invisible, until the batch is committed, then resumes after it.
+    Every record is then exactly once in the Parquet files and in the JSON Lines files, and the message is
+    deleted."""
+    caplog.set_level(logging.DEBUG, logger="flowcollector")
+    c = aws(moto)
+    c.s3.create_bucket(Bucket=BUCKET)
+    url, _ = make_queue(c, "flow-log-objects")
+    total = 200_000  # 4 parse batches, of 2 MiB of gzip each
+    body = gzip_flows(1, total)
+    put = c.s3.put_object(Bucket=BUCKET, Key=KEY_TEXT, Body=body)
+    c.sqs.send_message(QueueUrl=url, MessageBody=s3_event(BUCKET, KEY_TEXT, len(body), put["ETag"].strip('"')))
+
+    opened: list[io.BufferedReader] = []
+    real_open = adapters.aws.sqs.open_object
+
+    def failing_once(
+        client: Any, bucket: str, key: str, size: int, etag: str | None, loop: asyncio.AbstractEventLoop
+    ) -> io.BufferedReader:
+        """The first attempt's connection breaks once 2 MiB have been read: after the first batch."""
+        fh = real_open(client, bucket, key, size, etag, loop)
+        opened.append(fh)
+        if len(opened) == 1:
+            raw = fh.raw
+            read = raw.readinto
+
+            def broken(buffer: Any) -> int:
+                if raw.tell() >= 2 << 20:
+                    raise RemoteReadError(f"s3://{bucket}/{key}: connection reset at byte {raw.tell()} (injected)")
+                return int(read(buffer))
+
+            raw.readinto = broken  # type: ignore[method-assign]
+        return fh
+
+    monkeypatch.setattr(adapters.aws.sqs, "open_object", failing_once)
+    text = config_text(tmp_path, moto, url, visibility_timeout="1s") + (
+        f"  - {{name: p, type: file, path: {tmp_path}/parquet, format: parquet, flush_interval: 100ms,"
+        " rotate_interval: 4s}\n"
+    )
+    config = parse_config(text, tmp_path / "config.yaml")
+    store = CheckpointStore(config.state_dir)
+    metrics = Metrics()
+    sinks = [create_sink(s) for s in config.sinks]
+    pipeline = Pipeline(sinks, store, metrics, flush_intervals={s.name: s.flush_interval for s in config.sinks})
+    await pipeline.start()
+    source = SqsSource(config.sources[0], store, metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(pipeline, False, stop))
+    try:
+        async with asyncio.timeout(60):
+            while source.stats.deleted < 1:
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        await pipeline.close()
+        store.close()
+
+    expected = range(1, total + 1)
+    assert tally(parquet_ids(tmp_path / "parquet"), expected) == (total, 0, total)
+    assert tally(jsonl_ids(tmp_path / "out"), expected) == (total, 0, total)
+    assert depth(c, url) == (0, 0)
+    s = source.stats
+    assert (s.messages, s.left, s.deleted) == (2, 1, 1)
+    # Two reads: the one that broke, and the redelivery's once the first batch was committed, from after it.
+    assert len(opened) == 2
+    assert metrics.sources["sqs"].records == total
+    logged = [r.getMessage() for r in caplog.records if r.name == "flowcollector.source.aws_sqs"]
+    assert [m for m in logged if "connection reset" in m and "cannot be read" in m]
+    deferred = [i for i, m in enumerate(logged) if m.endswith("an earlier read is still in flight; deferred")]
+    resumed = [i for i, m in enumerate(logged) if f"unit=s3://{BUCKET}/{KEY_TEXT} resuming at offset=" in m]
+    assert len(deferred) == 1 and len(resumed) == 1 and deferred[0] < resumed[0]
 
 
 async def test_rejected_credentials_are_reported_with_the_queue_and_retried(
