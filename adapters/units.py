@@ -101,9 +101,11 @@ async def deliver_unit(
     The one guard against reading a unit twice at once: while batches of the unit are in flight (an attempt that
     failed or was stopped half-way, a source that was reloaded or restarted after a crash, a queue message handed
     out again), it is not read. Re-read from its checkpoint, those batches would reach a sink that has not acked
-    them yet (a Parquet file still open) a second time. The caller tries again later (`Pipeline.settled`)."""
+    them yet (a Parquet file still open) a second time. The caller tries again later (`Pipeline.settled`). The check
+    is not atomic with the read (tickets appear at the first emit): it relies on each source running at most one
+    reader of a unit at a time (S3 `_active`, SQS `_reading`, a reload awaiting the old source's task)."""
     if pipeline.has_pending(source, unit):
-        log.debug("source=%s unit=%s: an earlier read is still in flight; deferred", source, label)
+        log.info("source=%s unit=%s: an earlier read is still in flight; deferred", source, label)
         return Outcome.DEFERRED
     loop = asyncio.get_running_loop()
     pipeline.begin_unit(source, unit)

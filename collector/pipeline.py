@@ -295,6 +295,12 @@ class Pipeline:
         if self._failed_future is not None and not self._failed_future.done():
             self._failed_future.set_result(None)
         self._fail_watchers(exc)
+        # Whoever waits for a unit to settle goes on, and meets PipelineFailed at its next emit.
+        for futures in self._settle.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._settle.clear()
         if self.on_failure:
             self.on_failure(exc)
 
@@ -333,10 +339,12 @@ class Pipeline:
     def settled(self, source: str, unit: str) -> asyncio.Future[None]:
         """A future resolved once nothing of the unit is in flight (at once if nothing is)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if (source, unit) not in self._units:
+        if (source, unit) not in self._units or self.failed is not None:
             future.set_result(None)
         else:
-            self._settle.setdefault((source, unit), []).append(future)
+            waiting = self._settle.setdefault((source, unit), [])
+            waiting[:] = [f for f in waiting if not f.done()]  # given up on (a stop): not kept until it settles
+            waiting.append(future)
         return future
 
     def in_flight(self) -> int:
