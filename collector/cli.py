@@ -60,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     config_arg(run)
     run.add_argument("--once", action="store_true", help="process what exists now, print a summary and exit")
-    run.add_argument("--log-level", help="override log_level from the config (debug, info, warning, error)")
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="override log_level from the config: debug, info, warning or error",
+    )
 
     check = sub.add_parser(
         "check",

@@ -326,7 +326,7 @@ class FileSinkConfig:
     rotate_interval: Annotated[float, Duration, Positive] = 300.0
     compression: str | None = None
     fsync: bool = True
-    flush_interval: Annotated[float, Duration] = 1.0
+    flush_interval: Annotated[float, Duration, Positive] = 1.0
 
     def __post_init__(self) -> None:
         supported = FILE_COMPRESSIONS.get(self.format)

@@ -21,6 +21,7 @@ from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline, PipelineFailed
 from collector.sinks import create_sink
+from collector.statelock import StateLock
 
 log = logging.getLogger("flowcollector")
 
@@ -179,6 +180,15 @@ async def _watchdog(stop: asyncio.Event) -> None:
 
 async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metrics:
     metrics = metrics or Metrics()
+    lock = StateLock(config.state_dir)
+    lock.acquire()  # before anything opens: a second collector on this state exits here (StateDirInUse)
+    try:
+        return await _run_locked(config, once, metrics)
+    finally:
+        lock.release()
+
+
+async def _run_locked(config: Any, once: bool, metrics: Metrics) -> Metrics:
     store = CheckpointStore(config.state_dir)
     sinks = [create_sink(c) for c in config.sinks]
     flush = {c.name: getattr(c, "flush_interval", 1.0) for c in config.sinks}

@@ -533,3 +533,20 @@ def test_aws_fields_errors():
         "cfg.yaml:3:50: sources[1].aws_fields[1]: expected a string, got an integer ('2')",
         "cfg.yaml:4:40: sources[2].aws_fields: expected a string, got a mapping",
     ]
+
+
+def test_a_flush_interval_of_zero_is_refused():
+    """Issue #8: `flush_interval: 0` passed validation and hung the pipeline (the worker only flushed)."""
+    assert errors(
+        MINIMAL
+        + """\
+  - {name: f, type: file, path: out, flush_interval: 0}
+  - {name: n, type: netflow, address: "127.0.0.1:2055", flush_interval: 0s}
+pipeline:
+  give_up_after: 0
+"""
+    ) == [
+        "cfg.yaml:7:54: sinks[1].flush_interval: must be greater than 0, got 0.0",
+        "cfg.yaml:8:73: sinks[2].flush_interval: must be greater than 0, got 0.0",
+        "cfg.yaml:10:18: pipeline.give_up_after: must be greater than 0, got 0.0",
+    ]

@@ -110,7 +110,7 @@ class NetflowSinkConfig:
     template_refresh_packets: Annotated[int, Min(1)] = 1000
     max_packets_per_second: Annotated[int, Min(0)] = 50_000
     observation_domain: Annotated[str, ObservationDomain] = "source"
-    flush_interval: Annotated[float, Duration] = 1.0
+    flush_interval: Annotated[float, Duration, Positive] = 1.0
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
