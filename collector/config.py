@@ -222,6 +222,7 @@ class _Registry:
         known = ", ".join(self.types)
         out: list[Any] = []
         seen: dict[str, Node] = {}
+        claimed: dict[str, tuple[str, int]] = {}
         for i, item in enumerate(node.value):
             ikey = f"{key}[{i}]"
             if not isinstance(item, MappingNode):
@@ -261,6 +262,19 @@ class _Registry:
             preset = {"type": tname, "name": "" if name is _INVALID else name}
             obj = walker.dataclass(item, cls, ikey, preset=preset, consumed=("type", "name"), pairs=pairs)
             out.append(_INVALID if name is _INVALID else obj)
+            # Exclusive resources (a file sink's directory): two components claiming one would wreck each other.
+            claims = getattr(obj, "claims", None) if obj is not _INVALID else None
+            for field_name, resource in claims() if claims else ():
+                where = pairs[field_name][1] if field_name in pairs else item
+                if resource in claimed:
+                    other, line = claimed[resource]
+                    walker.error(
+                        where,
+                        f"{ikey}.{field_name}",
+                        f"{resource} is already used by {self.kind} {other!r} (line {line}): each needs its own",
+                    )
+                else:
+                    claimed[resource] = (name, where.start_mark.line + 1)
         return _INVALID if any(item is _INVALID for item in out) else tuple(out)
 
     def check(self, value: Any) -> str | None:
@@ -327,6 +341,10 @@ class FileSinkConfig:
     compression: str | None = None
     fsync: bool = True
     flush_interval: Annotated[float, Duration, Positive] = 1.0
+
+    def claims(self) -> tuple[tuple[str, str], ...]:
+        """Recovery after a crash settles the part files of a directory by one sink's journal: one sink each."""
+        return (("path", f"directory {os.path.realpath(self.path)}"),)
 
     def __post_init__(self) -> None:
         supported = FILE_COMPRESSIONS.get(self.format)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -550,3 +551,32 @@ pipeline:
         "cfg.yaml:8:73: sinks[2].flush_interval: must be greater than 0, got 0.0",
         "cfg.yaml:10:18: pipeline.give_up_after: must be greater than 0, got 0.0",
     ]
+
+
+def test_two_file_sinks_in_one_directory_are_refused(tmp_path: Path):
+    """Issue #8: after a kill, one file sink's recovery deleted the other's acked part file. Paths are compared
+    resolved (a symlink to the same directory counts); two sinks left at the default path collide too."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    text = f"""\
+sources:
+  - {{name: in, type: local, path: {tmp_path}}}
+sinks:
+  - name: a
+    type: file
+    path: {tmp_path}/real
+  - name: b
+    type: file
+    format: parquet
+    path: {tmp_path}/link
+  - {{name: c, type: file}}
+  - {{name: d, type: file}}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "cfg.yaml")
+    default = os.path.realpath(tmp_path / "var" / "flows")
+    assert [e.split(": ", 1)[1] for e in info.value.errors] == [
+        f"sinks[1].path: directory {tmp_path}/real is already used by sink 'a' (line 6): each needs its own",
+        f"sinks[3].path: directory {default} is already used by sink 'c' (line 11): each needs its own",
+    ]
+    assert info.value.errors[0].startswith(f"{tmp_path}/cfg.yaml:10:11: ")
