@@ -145,9 +145,11 @@ def test_compression_default_follows_format():
   - name: p
     type: file
     format: parquet
+    path: out/p
   - name: j
     type: file
     format: jsonl
+    path: out/j
 """
     )
     assert [(s.name, getattr(s, "compression", None)) for s in config.sinks] == [
