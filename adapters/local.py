@@ -196,8 +196,6 @@ class LocalSource:
         return str(path.relative_to(self.root)) if path != self.root else path.name
 
     async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
-        if not self.root.exists():
-            log.error("source=%s path %s does not exist", self.name, self.root)
         while not stop.is_set():
             await self.poll(pipeline, once, stop)
             if once:
@@ -206,7 +204,12 @@ class LocalSource:
 
     async def poll(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        files = await loop.run_in_executor(self.executor, self._scan) if self.root.exists() else []
+        if not self.root.exists():
+            # A failed unit, like an unreadable file: counted (run --once exits 1) and retried next poll.
+            self.counters.units_failed += 1
+            log.error("source=%s path %s does not exist", self.name, self.root)
+            return
+        files = await loop.run_in_executor(self.executor, self._scan)
         done = await loop.run_in_executor(self.executor, self.store.done_versions, self.name)
         now = time.time()
         # Units emitted to the end but not yet acked by every sink (a Parquet sink acks when its file closes) are

@@ -220,3 +220,15 @@ def test_parse_reports_damaged_files_and_goes_on(tmp_path: Path) -> None:
     assert res.returncode == 0
     assert len(res.stdout.splitlines()) == 3
     assert f"{bad}: unreadable Parquet" in res.stderr
+
+
+def test_a_local_path_that_does_not_exist_fails_the_run(tmp_path: Path) -> None:
+    """Issue #8: a mistyped `path` looked like an empty directory and `--once` exited 0."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "state_dir: state\nprogress_interval: 0\nsources:\n  - {name: s, type: local, path: no-such-dir}\n"
+        "sinks:\n  - {name: f, type: file, path: out}\n"
+    )
+    res = flowcollector("run", "-c", str(cfg), "--once")
+    assert res.returncode == 1
+    assert f"source=s path {tmp_path}/no-such-dir does not exist" in res.stderr
