@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from services import Moto
+from services import FlakyProxy, Moto, start_proxy
 
 from adapters.aws import cloudwatch
 from adapters.aws.config import AccountConfig, AwsAuth
@@ -371,6 +371,104 @@ async def test_a_checkpoint_between_two_late_events_loses_neither(
     assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(1_100, 1_102))
 
 
+class RefusePages(FlakyProxy):
+    """The real proxy in front of moto, answering every FilterLogEvents request for a page after the first (those
+    carrying a nextToken) with AccessDeniedException while `refusing`: a read that fails half-way, after its first
+    page was delivered. Not retried by botocore, so each read fails at once."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, failures=0, json=True)
+        self.refusing = True
+        self.refused = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if self.refusing and b'"nextToken"' in await request.read():
+            self.refused += 1
+            body = '{"__type": "AccessDeniedException", "message": "injected"}'
+            headers = {"x-amzn-ErrorType": "AccessDeniedException"}
+            return web.Response(status=400, body=body, content_type="application/x-amz-json-1.1", headers=headers)
+        return await super().handle(request)
+
+
+async def test_a_read_cut_short_stays_in_the_checkpoints_of_the_reads_after_it(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read fails after its first page (10,000 events) was delivered; the next read delivers a late event older
+    than all of them and fails at the same place; then the process stops. The checkpoint the second read left must
+    still say what the first one delivered: the restart delivers the remaining 5,000 events, and nothing twice."""
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1-all", records(0, 15_000, "123456789010", step=100))  # pages of 10,000 + 5,000
+        proxy = RefusePages(moto.endpoint)
+        runner, port = await start_proxy(proxy)
+        cfg_path = tmp_path / "c.yaml"
+        text = config_text(tmp_path, moto, log_groups=[PROD], lookback="2h")
+        cfg_path.write_text(text.replace(moto.endpoint, f"http://127.0.0.1:{port}"))
+        cfg = parse_config(cfg_path.read_text(), cfg_path)
+        store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+        pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics)
+        await pipeline.start()
+        stop = asyncio.Event()
+        polls = 0
+
+        async def between_polls(_stop: asyncio.Event, _seconds: float) -> None:
+            nonlocal polls
+            polls += 1
+            if polls == 1:  # a late event, older than every event of the stream, lands between the two reads
+                await logs.put(PROD, "eni-1-all", [(T0 - 1_000, accept(99_999, T0 - 1_000))])
+            else:
+                stop.set()
+
+        monkeypatch.setattr(cloudwatch, "sleep_or_stop", between_polls)
+        try:
+            await cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics).run(pipeline, False, stop)
+        finally:
+            await runner.cleanup()
+        await pipeline.close()
+        position = store.get("cw", f"us-east-1:{PROD}:eni-1-all").position
+        store.close()
+    assert proxy.refused == 2 and metrics.sources["cw"].records == 10_001
+    restart = await run_once(tmp_path, moto, log_groups=[PROD], lookback="2h")  # the crash: a new process
+    assert restart.sources["cw"].records == 5_000
+    assert ids(delivered(tmp_path)) == once_each(range(15_000), [99_999])
+    # The second read's checkpoint: the first read's cut (up to its last event, T0 + 999.9 s), then its own.
+    assert position is not None and [c["ts"] for c in position["cuts"]] == [T0 + 999_900, T0 - 1_000]
+
+
+def test_kept_cuts_drop_only_what_another_covers(caplog: pytest.LogCaptureFixture) -> None:
+    """A cut is dropped from a checkpoint only when another covers every event it does (checked against every
+    event of a small grid of keys), or past CUTS_KEPT, where the oldest goes and that is logged."""
+    import random
+
+    Cut = cloudwatch.Cut
+    rng = random.Random(8)
+    grid = [(ts, ingest, i) for ts in range(4) for ingest in range(4) for i in "abc"]
+
+    def some_cut() -> Cut:
+        ids = rng.choice([None, frozenset(), frozenset("a"), frozenset("ab"), frozenset("abc")])
+        return Cut(rng.randrange(4), rng.randrange(4), ids, rng.randrange(4))
+
+    for _ in range(2_000):
+        cuts = tuple(some_cut() for _ in range(rng.randrange(4)))
+        new = some_cut()
+        kept = cloudwatch._kept(cuts, new, "stream")
+        for ts, ingest, i in grid:
+            before = any(c.covers(ts, ingest, i) for c in (*cuts, new))
+            assert before == any(c.covers(ts, ingest, i) for c in kept), (cuts, new, kept, ts, ingest, i)
+        assert all(kept.count(c) == 1 for c in kept)
+    # None covers another (later keys, older bounds): past CUTS_KEPT the oldest go, said each time.
+    cuts: tuple[Cut, ...] = ()
+    with caplog.at_level(logging.WARNING, "flowcollector.source.aws_cloudwatch"):
+        for k in range(cloudwatch.CUTS_KEPT + 2):
+            cuts = cloudwatch._kept(cuts, Cut(k, 0, frozenset("a"), 100 - k), "stream s")
+    assert [c.ts for c in cuts] == list(range(2, cloudwatch.CUTS_KEPT + 2))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"stream s: more than {cloudwatch.CUTS_KEPT} reads in a row cut short; the checkpoint forgets the oldest "
+        "(after a crash, what it delivered is delivered again)"
+    ] * 2
+
+
 # -- crashes
 
 
@@ -477,8 +575,6 @@ async def test_sink_ahead_of_the_checkpoint_skips_exactly_or_gets_the_range_agai
 async def test_throttling_is_retried(moto: Moto, tmp_path: Path) -> None:
     """CloudWatch Logs' read quotas are low: a 400 ThrottlingException (from a real proxy in front of moto, on the
     first requests: the listings and the first FilterLogEvents) is retried, and every record still arrives once."""
-    from services import FlakyProxy, start_proxy
-
     async with Logs(moto) as logs:
         await logs.put(PROD, "eni-1235b8ca123456789-all", records(1_000, 50, "123456789010"))
     proxy = FlakyProxy(moto.endpoint, failures=3, json=True)

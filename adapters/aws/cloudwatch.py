@@ -26,11 +26,16 @@ How it reads, and why:
   An event older than `ts` counts as delivered when it was ingested by `ingest` (a complete read would have seen
   it); one at `ts` when its id is in `ids` (by ingestion time when they were left out). A checkpoint taken in the
   middle of a read adds a `cuts` entry: that read took events in the API's order up to a key (timestamp,
-  ingestion time, plus the ids at that key) among those ingested by its `bound`. A single high-water mark would
-  not do: late events are read in timestamp order, not in order of arrival, so a checkpoint between two of them
-  would make the one read second look delivered. `newest` is the newest timestamp delivered (where the next read
-  starts), `events` and `crc` count the events consumed and checksum their ids in order (see Progress). The
-  version is the stream's creation time: a stream deleted and created again under its name is read as new.
+  ingestion time, plus the ids at that key) among those ingested by its `bound` (the newest ingestion time it had
+  passed when it took the event at that key). A single high-water mark would not do: late events are read in
+  timestamp order, not in order of arrival, so a checkpoint between two of them would make the one read second
+  look delivered. A read cut short (an error, a stop) keeps its cut in the checkpoints of the reads after it
+  until one of them is complete: the next read skips what it delivered, so its own cut does not describe those
+  events. At most 16 cuts are kept (one another covers is dropped); past that the oldest goes, and what only it
+  described is delivered again after a crash: duplicates, never a gap. `newest` is the newest timestamp
+  delivered (where the next read starts), `events` and `crc` count the events consumed and checksum their ids in
+  order (see Progress). The version is the stream's creation time: a stream deleted and created again under its
+  name is read as new.
   So a restart repeats nothing and loses nothing, except an event that became visible to readers out of order
   of ingestion while the collector was down (CloudWatch's read-after-write lag), and events later than
   `lookback`, as while running.
@@ -90,6 +95,7 @@ BATCH_EVENTS = 10_000  # events of one stream per batch (~2 MB of text)
 PENDING_EVENTS = 20_000  # events waiting across the streams of one request before the largest are emitted
 SEEN_PER_STREAM = 100_000  # event ids remembered per stream for the look-back
 IDS_AT_TS = 1_000  # event ids at the newest timestamp kept in a checkpoint
+CUTS_KEPT = 16  # reads cut short whose cuts a checkpoint keeps until a complete read supersedes them
 REQUEST_SPREAD_MS = 900_000  # streams whose start times differ more are not queried together
 ACTIVE_MS = 3_600_000  # a stream written to within this is polled every poll, not only after a listing
 EXPIRY_MARGIN_MS = 7 * 86_400_000  # CloudWatch deletes expired events within ~72 h: a wide margin on top
@@ -129,6 +135,14 @@ class Cut:
             return (ts, ingest) < (self.ts, self.ingest)
         return self.ids is not None and event_id in self.ids
 
+    def within(self, other: Cut) -> bool:
+        """Whether `other` covers every event this one does, so that this one can go without losing anything."""
+        if self.bound > other.bound or (self.ts, self.ingest) > (other.ts, other.ingest):
+            return False
+        if (self.ts, self.ingest) < (other.ts, other.ingest) or not self.ids:
+            return True  # other covers all of this key's events ingested by its bound; or this covers none at it
+        return other.ids is not None and self.ids <= other.ids
+
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -160,6 +174,27 @@ def _listed(ids: set[str] | frozenset[str] | None) -> list[str] | None:
     return sorted(ids) if ids is not None else None
 
 
+def _kept(cuts: tuple[Cut, ...], new: Cut, label: str) -> tuple[Cut, ...]:
+    """`cuts` and `new`, less those another covers entirely, and at most CUTS_KEPT: past that the oldest goes, so
+    that a stream whose reads keep failing does not grow its checkpoint without end. What only the forgotten cut
+    described is delivered again after a crash (duplicates, never a gap: a cut only ever says "delivered")."""
+    cuts = (*cuts, new)
+
+    def redundant(i: int, c: Cut) -> bool:  # of two that cover the same events, the newer stays
+        return any(c.within(o) and (j > i or not o.within(c)) for j, o in enumerate(cuts) if j != i)
+
+    kept = tuple(c for i, c in enumerate(cuts) if not redundant(i, c))
+    if len(kept) > CUTS_KEPT:
+        log.warning(
+            "%s: more than %d reads in a row cut short; the checkpoint forgets the oldest (after a crash, what it "
+            "delivered is delivered again)",
+            label,
+            CUTS_KEPT,
+        )
+        kept = kept[-CUTS_KEPT:]
+    return kept
+
+
 class Stream:
     """One log stream: its checkpoint state, the ids delivered within the look-back, and events not yet emitted."""
 
@@ -175,9 +210,11 @@ class Stream:
         self.at_newest: set[str] | None = set()  # the ids delivered at it (None: more than IDS_AT_TS)
         # As of the last complete read: its newest timestamp, the ids at it, and the newest ingestion time.
         self.complete = Delivered()
-        self.inherited: tuple[Cut, ...] = ()  # cuts of the checkpoint this process started from
+        # Reads cut short since the last complete one (and those of the checkpoint this process started from).
+        self.inherited: tuple[Cut, ...] = ()
         self.cut: tuple[int, int] | None = None  # the key of the last event taken in the current read
         self.cut_ids: set[str] | None = set()
+        self.cut_bound = -1  # the newest ingestion time the current read had seen when it took that event
         self.bound = -1  # the newest ingestion time seen in the current read
         self.events = 0
         self.crc = 0
@@ -218,13 +255,21 @@ class Stream:
             out["newest"] = self.newest
         cuts = [{"ts": c.ts, "ingest": c.ingest, "ids": _listed(c.ids), "bound": c.bound} for c in self.inherited]
         if self.cut is not None:
-            cuts.append({"ts": self.cut[0], "ingest": self.cut[1], "ids": _listed(self.cut_ids), "bound": self.bound})
+            cut = self.cut
+            cuts.append({"ts": cut[0], "ingest": cut[1], "ids": _listed(self.cut_ids), "bound": self.cut_bound})
         if cuts:
             out["cuts"] = cuts
         out.update(events=self.events, crc=self.crc)
         return out
 
     def begin_read(self) -> None:
+        """A new read of the stream. What the previous one took, if it did not end, stays described by its cut:
+        this read's own cut only says what this read took (it skips what the other delivered), so without it the
+        checkpoints from now on would not cover those events, and a restart would deliver them again to every
+        sink. A complete read supersedes the kept cuts (`end_read`)."""
+        if self.cut is not None:
+            ids = frozenset(self.cut_ids) if self.cut_ids is not None else None
+            self.inherited = _kept(self.inherited, Cut(self.cut[0], self.cut[1], ids, self.cut_bound), self.label)
         self.cut = None
         self.bound = -1
         self.took = False
@@ -269,6 +314,9 @@ class Stream:
             self.cut_ids.add(event_id)
             if len(self.cut_ids) > IDS_AT_TS:
                 self.cut_ids = None
+        # Not the bound at checkpoint time: events passed after this one lie beyond the cut's key, and a bigger
+        # bound would also claim events before it ingested since (which this read went past before they came).
+        self.cut_bound = self.bound
         self.events += 1
         self.crc = zlib.crc32(event_id.encode() + b"\n", self.crc)
         self.took = True
