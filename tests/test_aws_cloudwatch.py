@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +371,35 @@ async def test_a_checkpoint_between_two_late_events_loses_neither(
     assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(1_100, 1_102))
 
 
+async def run_polls(
+    cfg_path: Path, monkeypatch: pytest.MonkeyPatch, after: Callable[[int, Any], Awaitable[bool]]
+) -> tuple[Any, Metrics, CheckpointStore]:
+    """One collector process in the test's own event loop: the config's store, pipeline and CloudWatch source run
+    as the daemon runs them, and `after(n, source)` runs after poll n, in place of the wait for the next poll
+    (returning False stops the source). The pipeline is closed at the end; the store is the caller's to close."""
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+    pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics)
+    await pipeline.start()
+    source = cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics)
+    stop = asyncio.Event()
+    polls = 0
+
+    async def between_polls(_stop: asyncio.Event, _seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if not await after(polls, source):
+            stop.set()
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(cloudwatch, "sleep_or_stop", between_polls)
+            await source.run(pipeline, False, stop)
+    finally:
+        await pipeline.close()
+    return source, metrics, store
+
+
 class RefusePages(FlakyProxy):
     """The real proxy in front of moto, answering every FilterLogEvents request for a page after the first (those
     carrying a nextToken) with AccessDeniedException while `refusing`: a read that fails half-way, after its first
@@ -405,27 +434,16 @@ async def test_a_read_cut_short_stays_in_the_checkpoints_of_the_reads_after_it(
         cfg_path = tmp_path / "c.yaml"
         text = config_text(tmp_path, moto, log_groups=[PROD], lookback="2h")
         cfg_path.write_text(text.replace(moto.endpoint, f"http://127.0.0.1:{port}"))
-        cfg = parse_config(cfg_path.read_text(), cfg_path)
-        store, metrics = CheckpointStore(cfg.state_dir), Metrics()
-        pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics)
-        await pipeline.start()
-        stop = asyncio.Event()
-        polls = 0
 
-        async def between_polls(_stop: asyncio.Event, _seconds: float) -> None:
-            nonlocal polls
-            polls += 1
-            if polls == 1:  # a late event, older than every event of the stream, lands between the two reads
+        async def after(poll: int, _source: Any) -> bool:
+            if poll == 1:  # a late event, older than every event of the stream, lands between the two reads
                 await logs.put(PROD, "eni-1-all", [(T0 - 1_000, accept(99_999, T0 - 1_000))])
-            else:
-                stop.set()
+            return poll == 1
 
-        monkeypatch.setattr(cloudwatch, "sleep_or_stop", between_polls)
         try:
-            await cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics).run(pipeline, False, stop)
+            _, metrics, store = await run_polls(cfg_path, monkeypatch, after)
         finally:
             await runner.cleanup()
-        await pipeline.close()
         position = store.get("cw", f"us-east-1:{PROD}:eni-1-all").position
         store.close()
     assert proxy.refused == 2 and metrics.sources["cw"].records == 10_001
@@ -467,6 +485,113 @@ def test_kept_cuts_drop_only_what_another_covers(caplog: pytest.LogCaptureFixtur
         f"stream s: more than {cloudwatch.CUTS_KEPT} reads in a row cut short; the checkpoint forgets the oldest "
         "(after a crash, what it delivered is delivered again)"
     ] * 2
+
+
+def test_remembered_ids_forget_by_timestamp_and_never_mix_two_ids() -> None:
+    """Against a plain set of (timestamp, id): what is held after adds and forgets, and `keep_from`, the oldest
+    timestamp from which at most `share` ids are held, every id of a timestamp or none."""
+    import random
+
+    odd = ["007", "7", "0", "", "00", "\u00b2", "7a", "a7", "\u0660", "x" * 300, "1" * 300, "9" * 56, "0" * 56]
+    keys = [cloudwatch._id_key(i) for i in odd]
+    assert len(set(keys)) == len(odd)  # leading zeros, non-ASCII digits, long ids: all different
+    rng = random.Random(2)
+    for _ in range(300):
+        seen, plain = cloudwatch.RememberedIds(), set()
+        for _ in range(rng.randrange(60)):
+            ts = T0 + rng.choice([rng.randrange(-90_000, 300_000), 0, 59_999, 60_000])
+            event_id = str(rng.randrange(10**55, 10**56))
+            seen.add(ts, cloudwatch._id_key(event_id))
+            plain.add((ts, event_id))
+            if rng.random() < 0.1:
+                low = T0 + rng.randrange(-90_000, 300_000)
+                seen.forget_before(low)
+                plain = {(t, e) for t, e in plain if t >= low}
+        assert len(seen) == len(plain)
+        assert all(seen.has(t, cloudwatch._id_key(e)) for t, e in plain)
+        assert not any(seen.has(t + 1, cloudwatch._id_key(e)) for t, e in plain if (t + 1, e) not in plain)
+        share = rng.randrange(len(plain) + 2)
+        start = seen.keep_from(share)
+        stamps = sorted({t for t, _ in plain})
+        fits = [t for t in [*stamps, (stamps[-1] + 1 if stamps else 0)] if sum(u >= t for u, _ in plain) <= share]
+        assert start == (None if len(plain) <= share else fits[0])
+
+
+def test_share_is_max_min_fair() -> None:
+    assert cloudwatch._share([10, 10, 200], 100) == 80
+    assert cloudwatch._share([10, 10, 200], 20) == 6
+    assert cloudwatch._share([1, 2, 3], 100) == 3  # everything fits
+    assert cloudwatch._share([], 100) == 100
+
+
+async def test_remembered_ids_stay_within_the_source_budget(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With room for 80 ids in all, a stream of 100 events and six of 5 each: the quiet streams keep all their ids,
+    the busy one forgets its oldest (logged once, with the instant), and the total never exceeds 80. A late event
+    older than the busy stream's remembered ids is still delivered, judged by ingestion time (logged with its
+    count), and the events whose ids were forgotten are not delivered again."""
+    budget = 80
+    monkeypatch.setattr(cloudwatch, "SEEN_PER_SOURCE", budget)
+    quiet = [f"eni-q{k}-all" for k in range(6)]
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-busy-all", records(0, 100, "123456789010"))  # T0 .. T0 + 99 s
+        for k, name in enumerate(quiet):  # later than every busy event: read after them in any order
+            await logs.put(PROD, name, records(1_000 + 10 * k, 5, "123456789010", t=T0 + 200_000))
+        cfg_path = tmp_path / "c.yaml"
+        cfg_path.write_text(config_text(tmp_path, moto, log_groups=[PROD]))
+        streams: list[Any] = []  # every Stream made (none is dropped in this test)
+        most = 0  # the most ids held when one more was about to be taken
+        init, take = cloudwatch.Stream.__init__, cloudwatch.Stream.take
+
+        def registering_init(stream: Any, *args: Any) -> None:
+            init(stream, *args)
+            streams.append(stream)
+
+        def counting_take(stream: Any, *args: Any) -> None:
+            nonlocal most
+            most = max(most, sum(len(s.seen) for s in streams))
+            take(stream, *args)
+
+        monkeypatch.setattr(cloudwatch.Stream, "__init__", registering_init)
+        monkeypatch.setattr(cloudwatch.Stream, "take", counting_take)
+        state: dict[str, Any] = {}
+
+        async def after(poll: int, source: Any) -> bool:
+            assert source.remembered_ids() <= budget
+            if poll == 1:
+                by_name = {s.name: s for s in source._streams.values()}
+                state["floor"] = by_name["eni-busy-all"].floor
+                state["held"] = {n: len(s.seen) for n, s in by_name.items()}
+                await logs.put(PROD, "eni-busy-all", [(T0 + 10_500, accept(500, T0 + 10_500))])  # below its floor
+                await logs.put(PROD, "eni-busy-all", [(T0 + 98_500, accept(501, T0 + 98_500))])  # remembered part
+                await logs.put(PROD, quiet[0], [(T0 + 200_500, accept(502, T0 + 200_500))])
+            return poll == 1
+
+        with caplog.at_level(logging.INFO, "flowcollector.source.aws_cloudwatch"):
+            _, metrics, store = await run_polls(cfg_path, monkeypatch, after)
+        store.close()
+    quiet_ids = [1_000 + 10 * k + i for k in range(6) for i in range(5)]
+    assert ids(delivered(tmp_path)) == once_each(range(100), quiet_ids, [500, 501, 502])
+    assert metrics.sources["cw"].records == 133
+    assert 0 < most <= budget
+    held, floor = state["held"], state["floor"]
+    assert {n: held[n] for n in quiet} == dict.fromkeys(quiet, 5)  # under the share: all kept
+    # The busy stream holds its newest ids only, all of them from the floor on.
+    assert held["eni-busy-all"] < 70 and held["eni-busy-all"] + 30 <= budget
+    assert floor == T0 + 1_000 * (100 - held["eni-busy-all"])
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    busy_label = f"source credentials region us-east-1 log group {PROD} stream eni-busy-all"
+    first = T0 + 11_000  # the first fit, at the 81st id: the newest 70 (7/8 of 80) of the busy stream kept
+    assert [m for m in messages if "over their share" in m] == [
+        "source=cw remembers at most 80 event ids: streams over their share (70) forget their oldest, and their late "
+        "events older than those remembered are judged by ingestion time, as after a restart: "
+        f"{busy_label} from {cloudwatch._iso(first)}"
+    ]
+    assert [m for m in messages if "delivered, judged" in m] == [
+        f"source=cw {busy_label}: 1 late events older than the ids remembered (from {cloudwatch._iso(floor)}) "
+        "delivered, judged by ingestion time"
+    ]
 
 
 # -- crashes

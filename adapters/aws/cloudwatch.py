@@ -17,9 +17,14 @@ How it reads, and why:
   order (timestamp, ingestion time, request): the same events in the same order whenever a range is read again.
 - Late events. Flow log events are stamped with the flow's start and ingested minutes later, so an event older
   than what was delivered can still come. Each read of a stream starts at its newest delivered timestamp minus
-  `lookback`. While running, an event is new unless its id is in the stream's in-memory set of ids delivered
-  within the look-back (at most 100,000 per stream; a busier stream gets a shorter look-back, logged) or the
-  checkpoint this process started from says it was delivered.
+  `lookback`. While running, an event is new unless its id is among those the stream delivered within the
+  look-back, remembered in memory, or the checkpoint this process started from says it was delivered. The ids are
+  kept whole, packed as integers (about 100 bytes each): a hash would be smaller, but a collision would make a new
+  event look delivered, that is lose it. A source remembers at most SEEN_PER_SOURCE (1,000,000, ~100 MB), shared
+  max-min fairly: past it, the streams holding more than a common share forget the ids of their oldest events
+  (logged once per stream), and an event older than those remembered is judged as a restart would judge it, by
+  what this process's checkpoints describe (everything it delivered, but what a restart would repeat too): a late
+  event is still delivered (logged with a count), unless CloudWatch made it readable out of order of ingestion.
 - Checkpoint (the unit's position), what survives a restart instead of that set. The part `ts`, `ids`, `ingest`
   describes everything up to the last *complete* read of the stream (all its pages): `ts` its newest timestamp,
   `ids` the event ids delivered at `ts` (left out beyond 1,000), `ingest` the newest ingestion time it went past.
@@ -93,7 +98,7 @@ DEFAULT_REGION = "us-east-1"
 STREAMS_PER_REQUEST = 100  # FilterLogEvents' limit on logStreamNames
 BATCH_EVENTS = 10_000  # events of one stream per batch (~2 MB of text)
 PENDING_EVENTS = 20_000  # events waiting across the streams of one request before the largest are emitted
-SEEN_PER_STREAM = 100_000  # event ids remembered per stream for the look-back
+SEEN_PER_SOURCE = 1_000_000  # event ids remembered across the streams of a source (~100 bytes each)
 IDS_AT_TS = 1_000  # event ids at the newest timestamp kept in a checkpoint
 CUTS_KEPT = 16  # reads cut short whose cuts a checkpoint keeps until a complete read supersedes them
 REQUEST_SPREAD_MS = 900_000  # streams whose start times differ more are not queried together
@@ -102,6 +107,8 @@ EXPIRY_MARGIN_MS = 7 * 86_400_000  # CloudWatch deletes expired events within ~7
 FORGET_AFTER = 86_400.0  # seconds a checkpoint of a stream no longer listed is kept
 SAME_TOKEN_LIMIT = 100  # consecutive identical nextTokens before a read is abandoned (a stuck server)
 _CRC_BITS = 32
+_MINUTE_MS = 60_000
+_OFFSET_BITS = 16  # a timestamp's milliseconds within its minute
 _ANCHOR = "\x00start"  # the first-run instant of `start_from: now` / a duration; ':' marks every stream unit
 
 
@@ -195,6 +202,89 @@ def _kept(cuts: tuple[Cut, ...], new: Cut, label: str) -> tuple[Cut, ...]:
     return kept
 
 
+def _id_key(event_id: str) -> int:
+    """An event id as one integer that is the whole id, not a hash of it: remembered ids tell delivered events from
+    new ones, and a hash collision would make a new event look delivered, that is lose it. CloudWatch's ids are
+    strings of 56 decimal digits: read as the number they spell (behind a 1, which keeps leading zeros) they take
+    188 bits, a quarter of the string's size; any other id is taken as its UTF-8 bytes (behind a 1 byte). The
+    lowest bit tells the two forms apart."""
+    if event_id.isascii() and event_id.isdigit() and len(event_id) <= 200:
+        return int("1" + event_id) << 1
+    return int.from_bytes(b"\x01" + event_id.encode(), "big") << 1 | 1
+
+
+class RememberedIds:
+    """The ids of the events a stream delivered within the look-back, grouped by the minute of their timestamp, so
+    that forgetting the oldest (out of the look-back, or beyond the stream's share of SEEN_PER_SOURCE) drops whole
+    minutes instead of going through every id. Each id is kept with its milliseconds in the minute, as one int, in
+    a dict rather than a set: CPython's dicts are compact (measured: about 100 bytes per id all told, a set of the
+    same ints up to 140 when small sets grow fourfold; a dict of the id strings, as before, about 170)."""
+
+    __slots__ = ("_minutes", "count")
+
+    def __init__(self) -> None:
+        self._minutes: dict[int, dict[int, None]] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, ts: int, key: int) -> None:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        ids = self._minutes.get(minute)
+        if ids is None:
+            ids = self._minutes[minute] = {}
+        before = len(ids)
+        ids[key << _OFFSET_BITS | offset] = None
+        self.count += len(ids) - before
+
+    def has(self, ts: int, key: int) -> bool:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        ids = self._minutes.get(minute)
+        return ids is not None and (key << _OFFSET_BITS | offset) in ids
+
+    def oldest(self) -> int | None:
+        """The oldest minute held (epoch ms), a bound below every timestamp held."""
+        return min(self._minutes) * _MINUTE_MS if self._minutes else None
+
+    def forget_before(self, ts: int) -> None:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        mask = (1 << _OFFSET_BITS) - 1
+        for m in [m for m in self._minutes if m <= minute]:
+            ids = self._minutes.pop(m)
+            self.count -= len(ids)
+            if m == minute:
+                rest = {k: None for k in ids if k & mask >= offset}
+                if rest:
+                    self._minutes[m] = rest
+                    self.count += len(rest)
+
+    def keep_from(self, share: int) -> int | None:
+        """The oldest timestamp from which on at most `share` ids are held (every id of a timestamp, or none of
+        it: a timestamp half remembered would let its forgotten ids be taken for new); None if all fit."""
+        if self.count <= share:
+            return None
+        mask = (1 << _OFFSET_BITS) - 1
+        kept = 0
+        newer: int | None = None  # the minute before (newer than) the one looked at
+        for minute in sorted(self._minutes, reverse=True):
+            ids = self._minutes[minute]
+            if kept + len(ids) <= share:
+                kept += len(ids)
+                newer = minute
+                continue
+            offsets = sorted((k & mask for k in ids), reverse=True)
+            i = share - kept  # offsets[:i] would fit, unless offsets[i] shares their last timestamp
+            while i > 0 and offsets[i] == offsets[i - 1]:
+                i -= 1
+            if i > 0:
+                return minute * _MINUTE_MS + offsets[i - 1]
+            if newer is None:
+                return minute * _MINUTE_MS + offsets[0] + 1  # its newest timestamp alone is too many: forget all
+            return newer * _MINUTE_MS + min(k & mask for k in self._minutes[newer])
+        raise AssertionError("more ids counted than held")
+
+
 class Stream:
     """One log stream: its checkpoint state, the ids delivered within the look-back, and events not yet emitted."""
 
@@ -220,8 +310,9 @@ class Stream:
         self.crc = 0
         self.records = 0
         self.before = Delivered()  # what runs before this process delivered
-        self.seen: dict[str, int] = {}  # event id -> timestamp, delivered by this process within the look-back
-        self.floor = -1  # timestamps below this are no longer looked at (the `seen` cap)
+        self.seen = RememberedIds()  # delivered by this process within the look-back
+        self.floor = -1  # below this timestamp ids may be forgotten (beyond the stream's share of SEEN_PER_SOURCE)
+        self.late_below_floor = 0  # events taken below the floor in the current read (said after it)
         self.checked = -1  # the listing's last ingestion time this process has read up to
         self.pending: list[tuple[int, str, str]] = []  # (timestamp, event id, message) not yet emitted
         self.sink_marks: list[tuple[int, int]] = []  # (events, crc) sinks recorded beyond the checkpoint
@@ -286,7 +377,7 @@ class Stream:
         """Where this stream's next read starts (epoch ms; None: the start of retention)."""
         if self.newest < 0:
             return anchor
-        start = max(self.newest - lookback_ms, self.floor)
+        start = self.newest - lookback_ms
         return start if anchor is None else max(start, anchor)
 
     def due(self, now_ms: int) -> bool:
@@ -294,12 +385,21 @@ class Stream:
             return now_ms - self.creation < ACTIVE_MS  # new and still empty: its first events may come any time
         return self.last_ingest > self.checked or now_ms - self.last_ingest < ACTIVE_MS
 
-    def delivered(self, ts: int, ingest: int, event_id: str) -> bool:
-        return event_id in self.seen or ts < self.floor or self.before.covers(ts, ingest, event_id)
+    def delivered(self, ts: int, ingest: int, event_id: str, key: int) -> bool:
+        if self.seen.has(ts, key) or self.before.covers(ts, ingest, event_id):
+            return True
+        if ts >= self.floor:
+            return False
+        # Its id may have been forgotten: judged as a restart would, by what this process's checkpoints say was
+        # delivered (everything it delivered: the last complete read, and the cuts of the reads since).
+        if self.complete.covers(ts, ingest, event_id) or any(c.covers(ts, ingest, event_id) for c in self.inherited):
+            return True
+        self.late_below_floor += 1
+        return False
 
-    def take(self, ts: int, ingest: int, event_id: str, message: str) -> None:
+    def take(self, ts: int, ingest: int, event_id: str, key: int, message: str) -> None:
         self.pending.append((ts, event_id, message))
-        self.seen[event_id] = ts
+        self.seen.add(ts, key)
         if ts > self.newest:
             self.newest = ts
             self.at_newest = {event_id}
@@ -345,23 +445,23 @@ class Stream:
         )
 
     def trim(self, lookback_ms: int) -> None:
-        """Forget ids older than the look-back; past the cap, the oldest go and the look-back shrinks (said once)."""
-        warn = False
+        """Forget the ids older than the look-back: no read goes there again."""
         low = self.newest - lookback_ms
-        if self.seen and min(self.seen.values()) < low:
-            self.seen = {k: v for k, v in self.seen.items() if v >= low}
-        if len(self.seen) > SEEN_PER_STREAM:
-            cut = sorted(self.seen.values())[len(self.seen) - SEEN_PER_STREAM]
-            warn = self.floor < 0
-            self.floor = max(self.floor, cut + 1)
-            self.seen = {k: v for k, v in self.seen.items() if v > cut}
-        if warn:
-            log.warning(
-                "%s: more than %d events within the look-back; late events older than %s are no longer looked for",
-                self.label,
-                SEEN_PER_STREAM,
-                datetime.fromtimestamp(self.floor / 1000, UTC).isoformat(),
-            )
+        oldest = self.seen.oldest()
+        if oldest is not None and oldest < low:
+            self.seen.forget_before(low)
+
+    def shrink(self, share: int) -> bool:
+        """Keep at most `share` ids, the newest; True the first time this stream has to forget some. Below the
+        floor, the oldest timestamp still remembered whole, `delivered` judges by the checkpoints' description,
+        which covers what this process delivered and no event a read has not passed yet."""
+        start = self.seen.keep_from(share)
+        if start is None:
+            return False
+        first = self.floor < 0
+        self.seen.forget_before(start)
+        self.floor = max(self.floor, start)
+        return first
 
 
 class _StuckPaging(Exception):
@@ -389,12 +489,14 @@ class CloudWatchSource:
         self._anchor: int | None = None
         self._lookback_ms = int(config.lookback * 1000)
         self._reported: set[str] = set()  # problems logged this poll
+        self._remembered = 0  # ids in the streams' `seen`, at least (counted up as taken, exact after a fit)
 
     async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
         # A supervised restart (after a crash) starts from the checkpoints, with new identities: no stream may
         # keep a client of the closed ones.
         self._listed_at.clear()
         self._streams.clear()
+        self._remembered = 0
         try:
             self._anchor = await self._load_anchor()
             while not stop.is_set():
@@ -406,6 +508,36 @@ class CloudWatchSource:
             for ident in self._identities.values():
                 await ident.close()
             self._identities.clear()
+
+    def remembered_ids(self) -> int:
+        """Event ids held in memory across the streams (at most SEEN_PER_SOURCE)."""
+        return sum(len(s.seen) for s in self._streams.values())
+
+    def _fit_remembered(self) -> None:
+        """Bring the ids remembered to 7/8 of SEEN_PER_SOURCE (room for the next SEEN_PER_SOURCE / 8 before this
+        runs again): first those out of the look-back, then, fairly (max-min: the streams under a common share keep
+        all theirs), the oldest of the streams over it."""
+        streams = list(self._streams.values())
+        for stream in streams:
+            stream.trim(self._lookback_ms)
+        sizes = [len(s.seen) for s in streams]
+        target = SEEN_PER_SOURCE - SEEN_PER_SOURCE // 8
+        if sum(sizes) > target:
+            share = _share(sizes, target)
+            first = [s for s in streams if len(s.seen) > share and s.shrink(share)]
+            if first:
+                busiest = sorted(first, key=lambda s: s.floor, reverse=True)[:3]
+                log.warning(
+                    "source=%s remembers at most %d event ids: streams over their share (%d) forget their oldest, "
+                    "and their late events older than those remembered are judged by ingestion time, as after a "
+                    "restart: %s%s",
+                    self.name,
+                    SEEN_PER_SOURCE,
+                    share,
+                    "; ".join(f"{s.label} from {_iso(s.floor)}" for s in busiest),
+                    f"; and {len(first) - len(busiest)} more streams" if len(first) > len(busiest) else "",
+                )
+        self._remembered = self.remembered_ids()
 
     def _regions(self, spec: IdentitySpec) -> tuple[str, ...]:
         return spec.regions or self.config.regions or (self.config.region or DEFAULT_REGION,)
@@ -610,6 +742,16 @@ class CloudWatchSource:
             if stream.pending or (stream.took and finished):
                 await self._emit(pipeline, stream, finished)
             stream.trim(self._lookback_ms)
+            if stream.late_below_floor:
+                log.info(
+                    "source=%s %s: %d late events older than the ids remembered (from %s) delivered, judged by "
+                    "ingestion time",
+                    self.name,
+                    stream.label,
+                    stream.late_below_floor,
+                    _iso(stream.floor),
+                )
+                stream.late_below_floor = 0
         if failure is not None:
             names = ", ".join(sorted(streams)) if len(streams) <= 3 else f"{len(streams)} streams"
             self._report(group.label, f"cannot read ({names}); retrying next poll", failure)
@@ -631,9 +773,13 @@ class CloudWatchSource:
                 continue  # before this stream's window (the request starts at the earliest of its streams)
             # Every event the read passes, delivered or not, bounds what it can have seen (see `Cut`).
             stream.bound = max(stream.bound, ingest)
-            if stream.delivered(ts, ingest, event_id):
+            key = _id_key(event_id)
+            if stream.delivered(ts, ingest, event_id, key):
                 continue
-            stream.take(ts, ingest, event_id, event.get("message", ""))
+            stream.take(ts, ingest, event_id, key, event.get("message", ""))
+            self._remembered += 1
+            if self._remembered > SEEN_PER_SOURCE:
+                self._fit_remembered()
             if stream.sink_marks:
                 if stream.at_sink_mark():
                     await self._emit(pipeline, stream, False)
@@ -733,6 +879,21 @@ class CloudWatchSource:
         self.counters.units_failed += 1
         reason = problem if isinstance(problem, str) else describe_error(problem)
         log.error("source=%s %s: %s: %s", self.name, where, what, reason)
+
+
+def _share(sizes: list[int], total: int) -> int:
+    """The largest share c with sum(min(size, c)) <= total: the streams under it keep everything."""
+    left = total
+    ordered = sorted(sizes)
+    for i, size in enumerate(ordered):
+        if size * (len(ordered) - i) > left:
+            return left // (len(ordered) - i)
+        left -= size
+    return ordered[-1] if ordered else total
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _by_start(item: tuple[int | None, Stream]) -> tuple[int, str]:
