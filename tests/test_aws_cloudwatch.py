@@ -594,6 +594,72 @@ async def test_remembered_ids_stay_within_the_source_budget(
     ]
 
 
+async def test_a_restarted_source_waits_for_the_batches_in_flight(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parquet acks only when its file rotates (4 s here, polls every 200 ms). A source stopped after its first
+    page of stream A, as a SIGHUP reload stops it, leaves 10 batches in flight and nothing checkpointed; the new
+    source object on the same pipeline and store must not read A from that stale checkpoint (Parquet would get
+    those batches twice) but wait until they are checkpointed, reading B meanwhile. Parquet holds every event once."""
+    monkeypatch.setattr(cloudwatch, "BATCH_EVENTS", 1_000)
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-a-all", records(0, 25_000, "123456789010", step=100))  # 3 pages
+        await logs.put(PROD, "eni-b-all", records(50_000, 100, "123456789010", t=T0 + 2_600_000))  # after A
+    sink = (
+        f"  - name: p\n    type: file\n    path: {tmp_path}/p\n    format: parquet\n    rotate_interval: 4s\n"
+        "    flush_interval: 100ms\n"
+    )
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(config_text(tmp_path, moto, sink, log_groups=[PROD]))
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+    pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics, flush_intervals={"p": 0.1})
+    await pipeline.start()
+    unit_a, unit_b = f"us-east-1:{PROD}:eni-a-all", f"us-east-1:{PROD}:eni-b-all"
+    emitted: list[tuple[int, str, int]] = []  # (run, unit, rows) of each batch
+    emit, run = pipeline.emit, 1
+    stop = asyncio.Event()
+
+    async def recording_emit(delivery: Delivery) -> None:
+        await emit(delivery)
+        emitted.append((run, delivery.unit, delivery.batch.num_rows))
+        if run == 1:
+            stop.set()  # the first run stops at the end of the page under way
+
+    monkeypatch.setattr(pipeline, "emit", recording_emit)
+    try:
+        await cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics).run(pipeline, False, stop)
+        assert emitted == [(1, unit_a, 1_000)] * 10 and pipeline.has_pending("cw", unit_a)
+        assert store.get("cw", unit_a) is None  # Parquet has acked nothing
+        run, stop = 2, asyncio.Event()
+        second = cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics)
+        with caplog.at_level(logging.INFO, "flowcollector.source.aws_cloudwatch"):
+            task = asyncio.create_task(second.run(pipeline, False, stop))
+            deadline = time.monotonic() + 60
+            while not ((a := store.get("cw", unit_a)) and a.done and a.records == 25_000):
+                assert time.monotonic() < deadline and not task.done(), "the second run did not finish A"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+    finally:
+        await pipeline.close()
+    b = store.get("cw", unit_b)
+    store.close()
+    parquet = collections.Counter(
+        i for f in (tmp_path / "p").glob("*.parquet") for i in pq.read_table(f, columns=["bytes"])["bytes"].to_pylist()
+    )
+    assert parquet == once_each(range(25_000), range(50_000, 50_100))
+    assert b is not None and b.done and b.records == 100
+    # B first: A waited for its batches in flight (said once), then went on from their checkpoint.
+    assert emitted[10] == (2, unit_b, 100)
+    assert sum(rows for run, unit, rows in emitted if (run, unit) == (2, unit_a)) == 15_000
+    waiting = [r.getMessage() for r in caplog.records if "in flight" in r.getMessage()]
+    assert waiting == [
+        f"source=cw source credentials region us-east-1 log group {PROD} stream eni-a-all: batches of an earlier "
+        "run are still in flight; read once they are checkpointed"
+    ]
+
+
 # -- crashes
 
 

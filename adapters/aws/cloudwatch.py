@@ -8,6 +8,10 @@ How it reads, and why:
 - A stream is a unit, named `[ACCOUNT:]REGION:GROUP:STREAM` (the account when the source lists `accounts`).
   Region and account are in the name even when a single one is configured: a unit name must not change when a
   region or an account is added later, or every stream would start over. `:` occurs in no group or stream name.
+  A stream is read from its checkpoint only once no batch of it is in flight: after a supervised restart or a
+  reload, the earlier run's batches may not be acked yet (a Parquet file acks when it closes), and read again
+  from the older checkpoint they would reach such a sink twice. It is left unread (logged once) and tried at the
+  next poll; the other streams go on.
 - FilterLogEvents, not GetLogEvents. FilterLogEvents returns each event's id, which is what tells an event
   delivered from one that is not when several share a timestamp or one arrives late; it reads up to 100 streams
   per request, and the read APIs have low per-account, per-region rate quotas (FilterLogEvents: 5 requests/s), so
@@ -295,6 +299,7 @@ class Stream:
         self.creation = creation
         self.last_ingest = last_ingest  # as of the last listing
         self.loaded = False
+        self.waiting = False  # left unloaded while batches of an earlier run are in flight (said once)
         self.version = str(creation)
         self.newest = -1  # the newest timestamp delivered
         self.at_newest: set[str] | None = set()  # the ids delivered at it (None: more than IDS_AT_TS)
@@ -662,10 +667,25 @@ class CloudWatchSource:
         self, pipeline: Pipeline, group: LogGroup, streams: list[Stream], stop: asyncio.Event
     ) -> None:
         try:
+            ready = []
             for stream in streams:
+                if not stream.loaded and pipeline.has_pending(self.name, stream.unit):
+                    # Batches of an earlier run (a supervised restart, a reload) are with the sinks but not yet
+                    # checkpointed: read from the checkpoint, they would reach a sink that has not acked them (a
+                    # Parquet file still open) a second time. Loaded once they are checkpointed.
+                    if not stream.waiting:
+                        stream.waiting = True
+                        log.info(
+                            "source=%s %s: batches of an earlier run are still in flight; read once they are "
+                            "checkpointed",
+                            self.name,
+                            stream.label,
+                        )
+                    continue
                 if not stream.loaded:
                     await self._load(pipeline, stream)
-            keyed = sorted(((s.start(self._anchor, self._lookback_ms), s) for s in streams), key=_by_start)
+                ready.append(stream)
+            keyed = sorted(((s.start(self._anchor, self._lookback_ms), s) for s in ready), key=_by_start)
             requests: list[list[tuple[int | None, Stream]]] = []
             for start, stream in keyed:
                 current = requests[-1] if requests else None
