@@ -667,7 +667,7 @@ class CloudWatchSource:
         self, pipeline: Pipeline, group: LogGroup, streams: list[Stream], stop: asyncio.Event
     ) -> None:
         try:
-            ready = []
+            ready: list[Stream] = []
             for stream in streams:
                 if not stream.loaded and pipeline.has_pending(self.name, stream.unit):
                     # Batches of an earlier run (a supervised restart, a reload) are with the sinks but not yet
