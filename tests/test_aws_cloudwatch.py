@@ -20,14 +20,14 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from services import Moto
+from services import FlakyProxy, Moto, start_proxy
 
 from adapters.aws import cloudwatch
 from adapters.aws.config import AccountConfig, AwsAuth
@@ -371,6 +371,295 @@ async def test_a_checkpoint_between_two_late_events_loses_neither(
     assert ids(delivered(tmp_path)) == once_each(range(1_000, 1_010), range(1_100, 1_102))
 
 
+async def run_polls(
+    cfg_path: Path, monkeypatch: pytest.MonkeyPatch, after: Callable[[int, Any], Awaitable[bool]]
+) -> tuple[Any, Metrics, CheckpointStore]:
+    """One collector process in the test's own event loop: the config's store, pipeline and CloudWatch source run
+    as the daemon runs them, and `after(n, source)` runs after poll n, in place of the wait for the next poll
+    (returning False stops the source). The pipeline is closed at the end; the store is the caller's to close."""
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+    pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics)
+    await pipeline.start()
+    source = cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics)
+    stop = asyncio.Event()
+    polls = 0
+
+    async def between_polls(_stop: asyncio.Event, _seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if not await after(polls, source):
+            stop.set()
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(cloudwatch, "sleep_or_stop", between_polls)
+            await source.run(pipeline, False, stop)
+    finally:
+        await pipeline.close()
+    return source, metrics, store
+
+
+class RefusePages(FlakyProxy):
+    """The real proxy in front of moto, answering every FilterLogEvents request for a page after the first (those
+    carrying a nextToken) with AccessDeniedException while `refusing`: a read that fails half-way, after its first
+    page was delivered. Not retried by botocore, so each read fails at once."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, failures=0, json=True)
+        self.refusing = True
+        self.refused = 0
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if self.refusing and b'"nextToken"' in await request.read():
+            self.refused += 1
+            body = '{"__type": "AccessDeniedException", "message": "injected"}'
+            headers = {"x-amzn-ErrorType": "AccessDeniedException"}
+            return web.Response(status=400, body=body, content_type="application/x-amz-json-1.1", headers=headers)
+        return await super().handle(request)
+
+
+async def test_a_read_cut_short_stays_in_the_checkpoints_of_the_reads_after_it(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read fails after its first page (10,000 events) was delivered; the next read delivers a late event older
+    than all of them and fails at the same place; then the process stops. The checkpoint the second read left must
+    still say what the first one delivered: the restart delivers the remaining 5,000 events, and nothing twice."""
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-1-all", records(0, 15_000, "123456789010", step=100))  # pages of 10,000 + 5,000
+        proxy = RefusePages(moto.endpoint)
+        runner, port = await start_proxy(proxy)
+        cfg_path = tmp_path / "c.yaml"
+        text = config_text(tmp_path, moto, log_groups=[PROD], lookback="2h")
+        cfg_path.write_text(text.replace(moto.endpoint, f"http://127.0.0.1:{port}"))
+
+        async def after(poll: int, _source: Any) -> bool:
+            if poll == 1:  # a late event, older than every event of the stream, lands between the two reads
+                await logs.put(PROD, "eni-1-all", [(T0 - 1_000, accept(99_999, T0 - 1_000))])
+            return poll == 1
+
+        try:
+            _, metrics, store = await run_polls(cfg_path, monkeypatch, after)
+        finally:
+            await runner.cleanup()
+        position = store.get("cw", f"us-east-1:{PROD}:eni-1-all").position
+        store.close()
+    assert proxy.refused == 2 and metrics.sources["cw"].records == 10_001
+    restart = await run_once(tmp_path, moto, log_groups=[PROD], lookback="2h")  # the crash: a new process
+    assert restart.sources["cw"].records == 5_000
+    assert ids(delivered(tmp_path)) == once_each(range(15_000), [99_999])
+    # The second read's checkpoint: the first read's cut (up to its last event, T0 + 999.9 s), then its own.
+    assert position is not None and [c["ts"] for c in position["cuts"]] == [T0 + 999_900, T0 - 1_000]
+
+
+def test_kept_cuts_drop_only_what_another_covers(caplog: pytest.LogCaptureFixture) -> None:
+    """A cut is dropped from a checkpoint only when another covers every event it does (checked against every
+    event of a small grid of keys), or past CUTS_KEPT, where the oldest goes and that is logged."""
+    import random
+
+    Cut = cloudwatch.Cut
+    rng = random.Random(8)
+    grid = [(ts, ingest, i) for ts in range(4) for ingest in range(4) for i in "abc"]
+
+    def some_cut() -> Cut:
+        ids = rng.choice([None, frozenset(), frozenset("a"), frozenset("ab"), frozenset("abc")])
+        return Cut(rng.randrange(4), rng.randrange(4), ids, rng.randrange(4))
+
+    for _ in range(2_000):
+        cuts = tuple(some_cut() for _ in range(rng.randrange(4)))
+        new = some_cut()
+        kept = cloudwatch._kept(cuts, new, "stream")
+        for ts, ingest, i in grid:
+            before = any(c.covers(ts, ingest, i) for c in (*cuts, new))
+            assert before == any(c.covers(ts, ingest, i) for c in kept), (cuts, new, kept, ts, ingest, i)
+        assert all(kept.count(c) == 1 for c in kept)
+    # None covers another (later keys, older bounds): past CUTS_KEPT the oldest go, said each time.
+    cuts: tuple[Cut, ...] = ()
+    with caplog.at_level(logging.WARNING, "flowcollector.source.aws_cloudwatch"):
+        for k in range(cloudwatch.CUTS_KEPT + 2):
+            cuts = cloudwatch._kept(cuts, Cut(k, 0, frozenset("a"), 100 - k), "stream s")
+    assert [c.ts for c in cuts] == list(range(2, cloudwatch.CUTS_KEPT + 2))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"stream s: more than {cloudwatch.CUTS_KEPT} reads in a row cut short; the checkpoint forgets the oldest "
+        "(after a crash, what it delivered is delivered again)"
+    ] * 2
+
+
+def test_remembered_ids_forget_by_timestamp_and_never_mix_two_ids() -> None:
+    """Against a plain set of (timestamp, id): what is held after adds and forgets, and `keep_from`, the oldest
+    timestamp from which at most `share` ids are held, every id of a timestamp or none."""
+    import random
+
+    odd = ["007", "7", "0", "", "00", "\u00b2", "7a", "a7", "\u0660", "x" * 300, "1" * 300, "9" * 56, "0" * 56]
+    keys = [cloudwatch._id_key(i) for i in odd]
+    assert len(set(keys)) == len(odd)  # leading zeros, non-ASCII digits, long ids: all different
+    rng = random.Random(2)
+    for _ in range(300):
+        seen, plain = cloudwatch.RememberedIds(), set()
+        for _ in range(rng.randrange(60)):
+            ts = T0 + rng.choice([rng.randrange(-90_000, 300_000), 0, 59_999, 60_000])
+            event_id = str(rng.randrange(10**55, 10**56))
+            seen.add(ts, cloudwatch._id_key(event_id))
+            plain.add((ts, event_id))
+            if rng.random() < 0.1:
+                low = T0 + rng.randrange(-90_000, 300_000)
+                seen.forget_before(low)
+                plain = {(t, e) for t, e in plain if t >= low}
+        assert len(seen) == len(plain)
+        assert all(seen.has(t, cloudwatch._id_key(e)) for t, e in plain)
+        assert not any(seen.has(t + 1, cloudwatch._id_key(e)) for t, e in plain if (t + 1, e) not in plain)
+        share = rng.randrange(len(plain) + 2)
+        start = seen.keep_from(share)
+        stamps = sorted({t for t, _ in plain})
+        fits = [t for t in [*stamps, (stamps[-1] + 1 if stamps else 0)] if sum(u >= t for u, _ in plain) <= share]
+        assert start == (None if len(plain) <= share else fits[0])
+
+
+def test_share_is_max_min_fair() -> None:
+    assert cloudwatch._share([10, 10, 200], 100) == 80
+    assert cloudwatch._share([10, 10, 200], 20) == 6
+    assert cloudwatch._share([1, 2, 3], 100) == 3  # everything fits
+    assert cloudwatch._share([], 100) == 100
+
+
+async def test_remembered_ids_stay_within_the_source_budget(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With room for 80 ids in all, a stream of 100 events and six of 5 each: the quiet streams keep all their ids,
+    the busy one forgets its oldest (logged once, with the instant), and the total never exceeds 80. A late event
+    older than the busy stream's remembered ids is still delivered, judged by ingestion time (logged with its
+    count), and the events whose ids were forgotten are not delivered again."""
+    budget = 80
+    monkeypatch.setattr(cloudwatch, "SEEN_PER_SOURCE", budget)
+    quiet = [f"eni-q{k}-all" for k in range(6)]
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-busy-all", records(0, 100, "123456789010"))  # T0 .. T0 + 99 s
+        for k, name in enumerate(quiet):  # later than every busy event: read after them in any order
+            await logs.put(PROD, name, records(1_000 + 10 * k, 5, "123456789010", t=T0 + 200_000))
+        cfg_path = tmp_path / "c.yaml"
+        cfg_path.write_text(config_text(tmp_path, moto, log_groups=[PROD]))
+        streams: list[Any] = []  # every Stream made (none is dropped in this test)
+        most = 0  # the most ids held when one more was about to be taken
+        init, take = cloudwatch.Stream.__init__, cloudwatch.Stream.take
+
+        def registering_init(stream: Any, *args: Any) -> None:
+            init(stream, *args)
+            streams.append(stream)
+
+        def counting_take(stream: Any, *args: Any) -> None:
+            nonlocal most
+            most = max(most, sum(len(s.seen) for s in streams))
+            take(stream, *args)
+
+        monkeypatch.setattr(cloudwatch.Stream, "__init__", registering_init)
+        monkeypatch.setattr(cloudwatch.Stream, "take", counting_take)
+        state: dict[str, Any] = {}
+
+        async def after(poll: int, source: Any) -> bool:
+            assert source.remembered_ids() <= budget
+            if poll == 1:
+                by_name = {s.name: s for s in source._streams.values()}
+                state["floor"] = by_name["eni-busy-all"].floor
+                state["held"] = {n: len(s.seen) for n, s in by_name.items()}
+                await logs.put(PROD, "eni-busy-all", [(T0 + 10_500, accept(500, T0 + 10_500))])  # below its floor
+                await logs.put(PROD, "eni-busy-all", [(T0 + 98_500, accept(501, T0 + 98_500))])  # remembered part
+                await logs.put(PROD, quiet[0], [(T0 + 200_500, accept(502, T0 + 200_500))])
+            return poll == 1
+
+        with caplog.at_level(logging.INFO, "flowcollector.source.aws_cloudwatch"):
+            _, metrics, store = await run_polls(cfg_path, monkeypatch, after)
+        store.close()
+    quiet_ids = [1_000 + 10 * k + i for k in range(6) for i in range(5)]
+    assert ids(delivered(tmp_path)) == once_each(range(100), quiet_ids, [500, 501, 502])
+    assert metrics.sources["cw"].records == 133
+    assert 0 < most <= budget
+    held, floor = state["held"], state["floor"]
+    assert {n: held[n] for n in quiet} == dict.fromkeys(quiet, 5)  # under the share: all kept
+    # The busy stream holds its newest ids only, all of them from the floor on.
+    assert held["eni-busy-all"] < 70 and held["eni-busy-all"] + 30 <= budget
+    assert floor == T0 + 1_000 * (100 - held["eni-busy-all"])
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    busy_label = f"source credentials region us-east-1 log group {PROD} stream eni-busy-all"
+    first = T0 + 11_000  # the first fit, at the 81st id: the newest 70 (7/8 of 80) of the busy stream kept
+    assert [m for m in messages if "over their share" in m] == [
+        "source=cw remembers at most 80 event ids: streams over their share (70) forget their oldest, and their late "
+        "events older than those remembered are judged by ingestion time, as after a restart: "
+        f"{busy_label} from {cloudwatch._iso(first)}"
+    ]
+    assert [m for m in messages if "delivered, judged" in m] == [
+        f"source=cw {busy_label}: 1 late events older than the ids remembered (from {cloudwatch._iso(floor)}) "
+        "delivered, judged by ingestion time"
+    ]
+
+
+async def test_a_restarted_source_waits_for_the_batches_in_flight(
+    moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parquet acks only when its file rotates (4 s here, polls every 200 ms). A source stopped after its first
+    page of stream A, as a SIGHUP reload stops it, leaves 10 batches in flight and nothing checkpointed; the new
+    source object on the same pipeline and store must not read A from that stale checkpoint (Parquet would get
+    those batches twice) but wait until they are checkpointed, reading B meanwhile. Parquet holds every event once."""
+    monkeypatch.setattr(cloudwatch, "BATCH_EVENTS", 1_000)
+    async with Logs(moto) as logs:
+        await logs.put(PROD, "eni-a-all", records(0, 25_000, "123456789010", step=100))  # 3 pages
+        await logs.put(PROD, "eni-b-all", records(50_000, 100, "123456789010", t=T0 + 2_600_000))  # after A
+    sink = (
+        f"  - name: p\n    type: file\n    path: {tmp_path}/p\n    format: parquet\n    rotate_interval: 4s\n"
+        "    flush_interval: 100ms\n"
+    )
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(config_text(tmp_path, moto, sink, log_groups=[PROD]))
+    cfg = parse_config(cfg_path.read_text(), cfg_path)
+    store, metrics = CheckpointStore(cfg.state_dir), Metrics()
+    pipeline = Pipeline([create_sink(c) for c in cfg.sinks], store, metrics, flush_intervals={"p": 0.1})
+    await pipeline.start()
+    unit_a, unit_b = f"us-east-1:{PROD}:eni-a-all", f"us-east-1:{PROD}:eni-b-all"
+    emitted: list[tuple[int, str, int]] = []  # (run, unit, rows) of each batch
+    emit, run = pipeline.emit, 1
+    stop = asyncio.Event()
+
+    async def recording_emit(delivery: Delivery) -> None:
+        await emit(delivery)
+        emitted.append((run, delivery.unit, delivery.batch.num_rows))
+        if run == 1:
+            stop.set()  # the first run stops at the end of the page under way
+
+    monkeypatch.setattr(pipeline, "emit", recording_emit)
+    try:
+        await cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics).run(pipeline, False, stop)
+        assert emitted == [(1, unit_a, 1_000)] * 10 and pipeline.has_pending("cw", unit_a)
+        assert store.get("cw", unit_a) is None  # Parquet has acked nothing
+        run, stop = 2, asyncio.Event()
+        second = cloudwatch.CloudWatchSource(cfg.sources[0], store, metrics)
+        with caplog.at_level(logging.INFO, "flowcollector.source.aws_cloudwatch"):
+            task = asyncio.create_task(second.run(pipeline, False, stop))
+            deadline = time.monotonic() + 60
+            while not ((a := store.get("cw", unit_a)) and a.done and a.records == 25_000):
+                assert time.monotonic() < deadline and not task.done(), "the second run did not finish A"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+    finally:
+        await pipeline.close()
+    b = store.get("cw", unit_b)
+    store.close()
+    parquet = collections.Counter(
+        i for f in (tmp_path / "p").glob("*.parquet") for i in pq.read_table(f, columns=["bytes"])["bytes"].to_pylist()
+    )
+    assert parquet == once_each(range(25_000), range(50_000, 50_100))
+    assert b is not None and b.done and b.records == 100
+    # B first: A waited for its batches in flight (said once), then went on from their checkpoint.
+    assert emitted[10] == (2, unit_b, 100)
+    assert sum(rows for run, unit, rows in emitted if (run, unit) == (2, unit_a)) == 15_000
+    waiting = [r.getMessage() for r in caplog.records if "in flight" in r.getMessage()]
+    assert waiting == [
+        f"source=cw source credentials region us-east-1 log group {PROD} stream eni-a-all: batches of an earlier "
+        "run are still in flight; read once they are checkpointed"
+    ]
+
+
 # -- crashes
 
 
@@ -477,8 +766,6 @@ async def test_sink_ahead_of_the_checkpoint_skips_exactly_or_gets_the_range_agai
 async def test_throttling_is_retried(moto: Moto, tmp_path: Path) -> None:
     """CloudWatch Logs' read quotas are low: a 400 ThrottlingException (from a real proxy in front of moto, on the
     first requests: the listings and the first FilterLogEvents) is retried, and every record still arrives once."""
-    from services import FlakyProxy, start_proxy
-
     async with Logs(moto) as logs:
         await logs.put(PROD, "eni-1235b8ca123456789-all", records(1_000, 50, "123456789010"))
     proxy = FlakyProxy(moto.endpoint, failures=3, json=True)

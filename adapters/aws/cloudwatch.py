@@ -8,6 +8,10 @@ How it reads, and why:
 - A stream is a unit, named `[ACCOUNT:]REGION:GROUP:STREAM` (the account when the source lists `accounts`).
   Region and account are in the name even when a single one is configured: a unit name must not change when a
   region or an account is added later, or every stream would start over. `:` occurs in no group or stream name.
+  A stream is read from its checkpoint only once no batch of it is in flight: after a supervised restart or a
+  reload, the earlier run's batches may not be acked yet (a Parquet file acks when it closes), and read again
+  from the older checkpoint they would reach such a sink twice. It is left unread (logged once) and tried at the
+  next poll; the other streams go on.
 - FilterLogEvents, not GetLogEvents. FilterLogEvents returns each event's id, which is what tells an event
   delivered from one that is not when several share a timestamp or one arrives late; it reads up to 100 streams
   per request, and the read APIs have low per-account, per-region rate quotas (FilterLogEvents: 5 requests/s), so
@@ -17,20 +21,30 @@ How it reads, and why:
   order (timestamp, ingestion time, request): the same events in the same order whenever a range is read again.
 - Late events. Flow log events are stamped with the flow's start and ingested minutes later, so an event older
   than what was delivered can still come. Each read of a stream starts at its newest delivered timestamp minus
-  `lookback`. While running, an event is new unless its id is in the stream's in-memory set of ids delivered
-  within the look-back (at most 100,000 per stream; a busier stream gets a shorter look-back, logged) or the
-  checkpoint this process started from says it was delivered.
+  `lookback`. While running, an event is new unless its id is among those the stream delivered within the
+  look-back, remembered in memory, or the checkpoint this process started from says it was delivered. The ids are
+  kept whole, packed as integers (about 100 bytes each): a hash would be smaller, but a collision would make a new
+  event look delivered, that is lose it. A source remembers at most SEEN_PER_SOURCE (1,000,000, ~100 MB), shared
+  max-min fairly: past it, the streams holding more than a common share forget the ids of their oldest events
+  (logged once per stream), and an event older than those remembered is judged as a restart would judge it, by
+  what this process's checkpoints describe (everything it delivered, but what a restart would repeat too): a late
+  event is still delivered (logged with a count), unless CloudWatch made it readable out of order of ingestion.
 - Checkpoint (the unit's position), what survives a restart instead of that set. The part `ts`, `ids`, `ingest`
   describes everything up to the last *complete* read of the stream (all its pages): `ts` its newest timestamp,
   `ids` the event ids delivered at `ts` (left out beyond 1,000), `ingest` the newest ingestion time it went past.
   An event older than `ts` counts as delivered when it was ingested by `ingest` (a complete read would have seen
   it); one at `ts` when its id is in `ids` (by ingestion time when they were left out). A checkpoint taken in the
   middle of a read adds a `cuts` entry: that read took events in the API's order up to a key (timestamp,
-  ingestion time, plus the ids at that key) among those ingested by its `bound`. A single high-water mark would
-  not do: late events are read in timestamp order, not in order of arrival, so a checkpoint between two of them
-  would make the one read second look delivered. `newest` is the newest timestamp delivered (where the next read
-  starts), `events` and `crc` count the events consumed and checksum their ids in order (see Progress). The
-  version is the stream's creation time: a stream deleted and created again under its name is read as new.
+  ingestion time, plus the ids at that key) among those ingested by its `bound` (the newest ingestion time it had
+  passed when it took the event at that key). A single high-water mark would not do: late events are read in
+  timestamp order, not in order of arrival, so a checkpoint between two of them would make the one read second
+  look delivered. A read cut short (an error, a stop) keeps its cut in the checkpoints of the reads after it
+  until one of them is complete: the next read skips what it delivered, so its own cut does not describe those
+  events. At most 16 cuts are kept (one another covers is dropped); past that the oldest goes, and what only it
+  described is delivered again after a crash: duplicates, never a gap. `newest` is the newest timestamp
+  delivered (where the next read starts), `events` and `crc` count the events consumed and checksum their ids in
+  order (see Progress). The version is the stream's creation time: a stream deleted and created again under its
+  name is read as new.
   So a restart repeats nothing and loses nothing, except an event that became visible to readers out of order
   of ingestion while the collector was down (CloudWatch's read-after-write lag), and events later than
   `lookback`, as while running.
@@ -88,14 +102,17 @@ DEFAULT_REGION = "us-east-1"
 STREAMS_PER_REQUEST = 100  # FilterLogEvents' limit on logStreamNames
 BATCH_EVENTS = 10_000  # events of one stream per batch (~2 MB of text)
 PENDING_EVENTS = 20_000  # events waiting across the streams of one request before the largest are emitted
-SEEN_PER_STREAM = 100_000  # event ids remembered per stream for the look-back
+SEEN_PER_SOURCE = 1_000_000  # event ids remembered across the streams of a source (~100 bytes each)
 IDS_AT_TS = 1_000  # event ids at the newest timestamp kept in a checkpoint
+CUTS_KEPT = 16  # reads cut short whose cuts a checkpoint keeps until a complete read supersedes them
 REQUEST_SPREAD_MS = 900_000  # streams whose start times differ more are not queried together
 ACTIVE_MS = 3_600_000  # a stream written to within this is polled every poll, not only after a listing
 EXPIRY_MARGIN_MS = 7 * 86_400_000  # CloudWatch deletes expired events within ~72 h: a wide margin on top
 FORGET_AFTER = 86_400.0  # seconds a checkpoint of a stream no longer listed is kept
 SAME_TOKEN_LIMIT = 100  # consecutive identical nextTokens before a read is abandoned (a stuck server)
 _CRC_BITS = 32
+_MINUTE_MS = 60_000
+_OFFSET_BITS = 16  # a timestamp's milliseconds within its minute
 _ANCHOR = "\x00start"  # the first-run instant of `start_from: now` / a duration; ':' marks every stream unit
 
 
@@ -129,6 +146,14 @@ class Cut:
             return (ts, ingest) < (self.ts, self.ingest)
         return self.ids is not None and event_id in self.ids
 
+    def within(self, other: Cut) -> bool:
+        """Whether `other` covers every event this one does, so that this one can go without losing anything."""
+        if self.bound > other.bound or (self.ts, self.ingest) > (other.ts, other.ingest):
+            return False
+        if (self.ts, self.ingest) < (other.ts, other.ingest) or not self.ids:
+            return True  # other covers all of this key's events ingested by its bound; or this covers none at it
+        return other.ids is not None and self.ids <= other.ids
+
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -160,6 +185,110 @@ def _listed(ids: set[str] | frozenset[str] | None) -> list[str] | None:
     return sorted(ids) if ids is not None else None
 
 
+def _kept(cuts: tuple[Cut, ...], new: Cut, label: str) -> tuple[Cut, ...]:
+    """`cuts` and `new`, less those another covers entirely, and at most CUTS_KEPT: past that the oldest goes, so
+    that a stream whose reads keep failing does not grow its checkpoint without end. What only the forgotten cut
+    described is delivered again after a crash (duplicates, never a gap: a cut only ever says "delivered")."""
+    cuts = (*cuts, new)
+
+    def redundant(i: int, c: Cut) -> bool:  # of two that cover the same events, the newer stays
+        return any(c.within(o) and (j > i or not o.within(c)) for j, o in enumerate(cuts) if j != i)
+
+    kept = tuple(c for i, c in enumerate(cuts) if not redundant(i, c))
+    if len(kept) > CUTS_KEPT:
+        log.warning(
+            "%s: more than %d reads in a row cut short; the checkpoint forgets the oldest (after a crash, what it "
+            "delivered is delivered again)",
+            label,
+            CUTS_KEPT,
+        )
+        kept = kept[-CUTS_KEPT:]
+    return kept
+
+
+def _id_key(event_id: str) -> int:
+    """An event id as one integer that is the whole id, not a hash of it: remembered ids tell delivered events from
+    new ones, and a hash collision would make a new event look delivered, that is lose it. CloudWatch's ids are
+    strings of 56 decimal digits: read as the number they spell (behind a 1, which keeps leading zeros) they take
+    188 bits, a quarter of the string's size; any other id is taken as its UTF-8 bytes (behind a 1 byte). The
+    lowest bit tells the two forms apart."""
+    if event_id.isascii() and event_id.isdigit() and len(event_id) <= 200:
+        return int("1" + event_id) << 1
+    return int.from_bytes(b"\x01" + event_id.encode(), "big") << 1 | 1
+
+
+class RememberedIds:
+    """The ids of the events a stream delivered within the look-back, grouped by the minute of their timestamp, so
+    that forgetting the oldest (out of the look-back, or beyond the stream's share of SEEN_PER_SOURCE) drops whole
+    minutes instead of going through every id. Each id is kept with its milliseconds in the minute, as one int, in
+    a dict rather than a set: CPython's dicts are compact (measured: about 100 bytes per id all told, a set of the
+    same ints up to 140 when small sets grow fourfold; a dict of the id strings, as before, about 170)."""
+
+    __slots__ = ("_minutes", "count")
+
+    def __init__(self) -> None:
+        self._minutes: dict[int, dict[int, None]] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, ts: int, key: int) -> None:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        ids = self._minutes.get(minute)
+        if ids is None:
+            ids = self._minutes[minute] = {}
+        before = len(ids)
+        ids[key << _OFFSET_BITS | offset] = None
+        self.count += len(ids) - before
+
+    def has(self, ts: int, key: int) -> bool:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        ids = self._minutes.get(minute)
+        return ids is not None and (key << _OFFSET_BITS | offset) in ids
+
+    def oldest(self) -> int | None:
+        """The oldest minute held (epoch ms), a bound below every timestamp held."""
+        return min(self._minutes) * _MINUTE_MS if self._minutes else None
+
+    def forget_before(self, ts: int) -> None:
+        minute, offset = divmod(ts, _MINUTE_MS)
+        mask = (1 << _OFFSET_BITS) - 1
+        for m in [m for m in self._minutes if m <= minute]:
+            ids = self._minutes.pop(m)
+            self.count -= len(ids)
+            if m == minute:
+                rest = {k: None for k in ids if k & mask >= offset}
+                if rest:
+                    self._minutes[m] = rest
+                    self.count += len(rest)
+
+    def keep_from(self, share: int) -> int | None:
+        """The oldest timestamp from which on at most `share` ids are held (every id of a timestamp, or none of
+        it: a timestamp half remembered would let its forgotten ids be taken for new); None if all fit."""
+        if self.count <= share:
+            return None
+        mask = (1 << _OFFSET_BITS) - 1
+        kept = 0
+        newer: int | None = None  # the minute before (newer than) the one looked at
+        for minute in sorted(self._minutes, reverse=True):
+            ids = self._minutes[minute]
+            if kept + len(ids) <= share:
+                kept += len(ids)
+                newer = minute
+                continue
+            offsets = sorted((k & mask for k in ids), reverse=True)
+            i = share - kept  # offsets[:i] would fit, unless offsets[i] shares their last timestamp
+            while i > 0 and offsets[i] == offsets[i - 1]:
+                i -= 1
+            if i > 0:
+                return minute * _MINUTE_MS + offsets[i - 1]
+            if newer is None:
+                return minute * _MINUTE_MS + offsets[0] + 1  # its newest timestamp alone is too many: forget all
+            return newer * _MINUTE_MS + min(k & mask for k in self._minutes[newer])
+        raise AssertionError("more ids counted than held")
+
+
 class Stream:
     """One log stream: its checkpoint state, the ids delivered within the look-back, and events not yet emitted."""
 
@@ -170,21 +299,25 @@ class Stream:
         self.creation = creation
         self.last_ingest = last_ingest  # as of the last listing
         self.loaded = False
+        self.waiting = False  # left unloaded while batches of an earlier run are in flight (said once)
         self.version = str(creation)
         self.newest = -1  # the newest timestamp delivered
         self.at_newest: set[str] | None = set()  # the ids delivered at it (None: more than IDS_AT_TS)
         # As of the last complete read: its newest timestamp, the ids at it, and the newest ingestion time.
         self.complete = Delivered()
-        self.inherited: tuple[Cut, ...] = ()  # cuts of the checkpoint this process started from
+        # Reads cut short since the last complete one (and those of the checkpoint this process started from).
+        self.inherited: tuple[Cut, ...] = ()
         self.cut: tuple[int, int] | None = None  # the key of the last event taken in the current read
         self.cut_ids: set[str] | None = set()
+        self.cut_bound = -1  # the newest ingestion time the current read had seen when it took that event
         self.bound = -1  # the newest ingestion time seen in the current read
         self.events = 0
         self.crc = 0
         self.records = 0
         self.before = Delivered()  # what runs before this process delivered
-        self.seen: dict[str, int] = {}  # event id -> timestamp, delivered by this process within the look-back
-        self.floor = -1  # timestamps below this are no longer looked at (the `seen` cap)
+        self.seen = RememberedIds()  # delivered by this process within the look-back
+        self.floor = -1  # below this timestamp ids may be forgotten (beyond the stream's share of SEEN_PER_SOURCE)
+        self.late_below_floor = 0  # events taken below the floor in the current read (said after it)
         self.checked = -1  # the listing's last ingestion time this process has read up to
         self.pending: list[tuple[int, str, str]] = []  # (timestamp, event id, message) not yet emitted
         self.sink_marks: list[tuple[int, int]] = []  # (events, crc) sinks recorded beyond the checkpoint
@@ -218,13 +351,21 @@ class Stream:
             out["newest"] = self.newest
         cuts = [{"ts": c.ts, "ingest": c.ingest, "ids": _listed(c.ids), "bound": c.bound} for c in self.inherited]
         if self.cut is not None:
-            cuts.append({"ts": self.cut[0], "ingest": self.cut[1], "ids": _listed(self.cut_ids), "bound": self.bound})
+            cut = self.cut
+            cuts.append({"ts": cut[0], "ingest": cut[1], "ids": _listed(self.cut_ids), "bound": self.cut_bound})
         if cuts:
             out["cuts"] = cuts
         out.update(events=self.events, crc=self.crc)
         return out
 
     def begin_read(self) -> None:
+        """A new read of the stream. What the previous one took, if it did not end, stays described by its cut:
+        this read's own cut only says what this read took (it skips what the other delivered), so without it the
+        checkpoints from now on would not cover those events, and a restart would deliver them again to every
+        sink. A complete read supersedes the kept cuts (`end_read`)."""
+        if self.cut is not None:
+            ids = frozenset(self.cut_ids) if self.cut_ids is not None else None
+            self.inherited = _kept(self.inherited, Cut(self.cut[0], self.cut[1], ids, self.cut_bound), self.label)
         self.cut = None
         self.bound = -1
         self.took = False
@@ -241,7 +382,7 @@ class Stream:
         """Where this stream's next read starts (epoch ms; None: the start of retention)."""
         if self.newest < 0:
             return anchor
-        start = max(self.newest - lookback_ms, self.floor)
+        start = self.newest - lookback_ms
         return start if anchor is None else max(start, anchor)
 
     def due(self, now_ms: int) -> bool:
@@ -249,12 +390,21 @@ class Stream:
             return now_ms - self.creation < ACTIVE_MS  # new and still empty: its first events may come any time
         return self.last_ingest > self.checked or now_ms - self.last_ingest < ACTIVE_MS
 
-    def delivered(self, ts: int, ingest: int, event_id: str) -> bool:
-        return event_id in self.seen or ts < self.floor or self.before.covers(ts, ingest, event_id)
+    def delivered(self, ts: int, ingest: int, event_id: str, key: int) -> bool:
+        if self.seen.has(ts, key) or self.before.covers(ts, ingest, event_id):
+            return True
+        if ts >= self.floor:
+            return False
+        # Its id may have been forgotten: judged as a restart would, by what this process's checkpoints say was
+        # delivered (everything it delivered: the last complete read, and the cuts of the reads since).
+        if self.complete.covers(ts, ingest, event_id) or any(c.covers(ts, ingest, event_id) for c in self.inherited):
+            return True
+        self.late_below_floor += 1
+        return False
 
-    def take(self, ts: int, ingest: int, event_id: str, message: str) -> None:
+    def take(self, ts: int, ingest: int, event_id: str, key: int, message: str) -> None:
         self.pending.append((ts, event_id, message))
-        self.seen[event_id] = ts
+        self.seen.add(ts, key)
         if ts > self.newest:
             self.newest = ts
             self.at_newest = {event_id}
@@ -269,6 +419,9 @@ class Stream:
             self.cut_ids.add(event_id)
             if len(self.cut_ids) > IDS_AT_TS:
                 self.cut_ids = None
+        # Not the bound at checkpoint time: events passed after this one lie beyond the cut's key, and a bigger
+        # bound would also claim events before it ingested since (which this read went past before they came).
+        self.cut_bound = self.bound
         self.events += 1
         self.crc = zlib.crc32(event_id.encode() + b"\n", self.crc)
         self.took = True
@@ -297,23 +450,23 @@ class Stream:
         )
 
     def trim(self, lookback_ms: int) -> None:
-        """Forget ids older than the look-back; past the cap, the oldest go and the look-back shrinks (said once)."""
-        warn = False
+        """Forget the ids older than the look-back: no read goes there again."""
         low = self.newest - lookback_ms
-        if self.seen and min(self.seen.values()) < low:
-            self.seen = {k: v for k, v in self.seen.items() if v >= low}
-        if len(self.seen) > SEEN_PER_STREAM:
-            cut = sorted(self.seen.values())[len(self.seen) - SEEN_PER_STREAM]
-            warn = self.floor < 0
-            self.floor = max(self.floor, cut + 1)
-            self.seen = {k: v for k, v in self.seen.items() if v > cut}
-        if warn:
-            log.warning(
-                "%s: more than %d events within the look-back; late events older than %s are no longer looked for",
-                self.label,
-                SEEN_PER_STREAM,
-                datetime.fromtimestamp(self.floor / 1000, UTC).isoformat(),
-            )
+        oldest = self.seen.oldest()
+        if oldest is not None and oldest < low:
+            self.seen.forget_before(low)
+
+    def shrink(self, share: int) -> bool:
+        """Keep at most `share` ids, the newest; True the first time this stream has to forget some. Below the
+        floor, the oldest timestamp still remembered whole, `delivered` judges by the checkpoints' description,
+        which covers what this process delivered and no event a read has not passed yet."""
+        start = self.seen.keep_from(share)
+        if start is None:
+            return False
+        first = self.floor < 0
+        self.seen.forget_before(start)
+        self.floor = max(self.floor, start)
+        return first
 
 
 class _StuckPaging(Exception):
@@ -341,12 +494,14 @@ class CloudWatchSource:
         self._anchor: int | None = None
         self._lookback_ms = int(config.lookback * 1000)
         self._reported: set[str] = set()  # problems logged this poll
+        self._remembered = 0  # ids in the streams' `seen`, at least (counted up as taken, exact after a fit)
 
     async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
         # A supervised restart (after a crash) starts from the checkpoints, with new identities: no stream may
         # keep a client of the closed ones.
         self._listed_at.clear()
         self._streams.clear()
+        self._remembered = 0
         try:
             self._anchor = await self._load_anchor()
             while not stop.is_set():
@@ -358,6 +513,36 @@ class CloudWatchSource:
             for ident in self._identities.values():
                 await ident.close()
             self._identities.clear()
+
+    def remembered_ids(self) -> int:
+        """Event ids held in memory across the streams (at most SEEN_PER_SOURCE)."""
+        return sum(len(s.seen) for s in self._streams.values())
+
+    def _fit_remembered(self) -> None:
+        """Bring the ids remembered to 7/8 of SEEN_PER_SOURCE (room for the next SEEN_PER_SOURCE / 8 before this
+        runs again): first those out of the look-back, then, fairly (max-min: the streams under a common share keep
+        all theirs), the oldest of the streams over it."""
+        streams = list(self._streams.values())
+        for stream in streams:
+            stream.trim(self._lookback_ms)
+        sizes = [len(s.seen) for s in streams]
+        target = SEEN_PER_SOURCE - SEEN_PER_SOURCE // 8
+        if sum(sizes) > target:
+            share = _share(sizes, target)
+            first = [s for s in streams if len(s.seen) > share and s.shrink(share)]
+            if first:
+                busiest = sorted(first, key=lambda s: s.floor, reverse=True)[:3]
+                log.warning(
+                    "source=%s remembers at most %d event ids: streams over their share (%d) forget their oldest, "
+                    "and their late events older than those remembered are judged by ingestion time, as after a "
+                    "restart: %s%s",
+                    self.name,
+                    SEEN_PER_SOURCE,
+                    share,
+                    "; ".join(f"{s.label} from {_iso(s.floor)}" for s in busiest),
+                    f"; and {len(first) - len(busiest)} more streams" if len(first) > len(busiest) else "",
+                )
+        self._remembered = self.remembered_ids()
 
     def _regions(self, spec: IdentitySpec) -> tuple[str, ...]:
         return spec.regions or self.config.regions or (self.config.region or DEFAULT_REGION,)
@@ -482,10 +667,25 @@ class CloudWatchSource:
         self, pipeline: Pipeline, group: LogGroup, streams: list[Stream], stop: asyncio.Event
     ) -> None:
         try:
+            ready: list[Stream] = []
             for stream in streams:
+                if not stream.loaded and pipeline.has_pending(self.name, stream.unit):
+                    # Batches of an earlier run (a supervised restart, a reload) are with the sinks but not yet
+                    # checkpointed: read from the checkpoint, they would reach a sink that has not acked them (a
+                    # Parquet file still open) a second time. Loaded once they are checkpointed.
+                    if not stream.waiting:
+                        stream.waiting = True
+                        log.info(
+                            "source=%s %s: batches of an earlier run are still in flight; read once they are "
+                            "checkpointed",
+                            self.name,
+                            stream.label,
+                        )
+                    continue
                 if not stream.loaded:
                     await self._load(pipeline, stream)
-            keyed = sorted(((s.start(self._anchor, self._lookback_ms), s) for s in streams), key=_by_start)
+                ready.append(stream)
+            keyed = sorted(((s.start(self._anchor, self._lookback_ms), s) for s in ready), key=_by_start)
             requests: list[list[tuple[int | None, Stream]]] = []
             for start, stream in keyed:
                 current = requests[-1] if requests else None
@@ -562,6 +762,16 @@ class CloudWatchSource:
             if stream.pending or (stream.took and finished):
                 await self._emit(pipeline, stream, finished)
             stream.trim(self._lookback_ms)
+            if stream.late_below_floor:
+                log.info(
+                    "source=%s %s: %d late events older than the ids remembered (from %s) delivered, judged by "
+                    "ingestion time",
+                    self.name,
+                    stream.label,
+                    stream.late_below_floor,
+                    _iso(stream.floor),
+                )
+                stream.late_below_floor = 0
         if failure is not None:
             names = ", ".join(sorted(streams)) if len(streams) <= 3 else f"{len(streams)} streams"
             self._report(group.label, f"cannot read ({names}); retrying next poll", failure)
@@ -583,9 +793,13 @@ class CloudWatchSource:
                 continue  # before this stream's window (the request starts at the earliest of its streams)
             # Every event the read passes, delivered or not, bounds what it can have seen (see `Cut`).
             stream.bound = max(stream.bound, ingest)
-            if stream.delivered(ts, ingest, event_id):
+            key = _id_key(event_id)
+            if stream.delivered(ts, ingest, event_id, key):
                 continue
-            stream.take(ts, ingest, event_id, event.get("message", ""))
+            stream.take(ts, ingest, event_id, key, event.get("message", ""))
+            self._remembered += 1
+            if self._remembered > SEEN_PER_SOURCE:
+                self._fit_remembered()
             if stream.sink_marks:
                 if stream.at_sink_mark():
                     await self._emit(pipeline, stream, False)
@@ -685,6 +899,21 @@ class CloudWatchSource:
         self.counters.units_failed += 1
         reason = problem if isinstance(problem, str) else describe_error(problem)
         log.error("source=%s %s: %s: %s", self.name, where, what, reason)
+
+
+def _share(sizes: list[int], total: int) -> int:
+    """The largest share c with sum(min(size, c)) <= total: the streams under it keep everything."""
+    left = total
+    ordered = sorted(sizes)
+    for i, size in enumerate(ordered):
+        if size * (len(ordered) - i) > left:
+            return left // (len(ordered) - i)
+        left -= size
+    return ordered[-1] if ordered else total
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _by_start(item: tuple[int | None, Stream]) -> tuple[int, str]:
