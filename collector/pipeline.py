@@ -259,6 +259,7 @@ class Pipeline:
         self._in_flight = 0
         self._dirty: set[_Key] = set()  # units whose first tickets may have become committable
         self._commit_lock = asyncio.Lock()
+        self._later: asyncio.Task[None] | None = None  # a commit taken over from a cancelled caller
         # (source, unit) -> {sink: (version, progress)} recorded before this unit started: what each sink holds.
         self._held: dict[_Key, dict[str, tuple[str, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -379,8 +380,7 @@ class Pipeline:
         given: set[str] = set()
         try:
             for w in owing:
-                await self._put(w, (ticket, d.batch))
-                given.add(w.sink.name)
+                await self._put(w, (ticket, d.batch), given)
         except BaseException:
             # Cancelled, or the pipeline failed, with some sinks never given the batch: it can never be committed.
             ticket.abandoned = True
@@ -392,23 +392,30 @@ class Pipeline:
             self._dirty.add(key)
             await self._commit()
 
-    async def _put(self, worker: _SinkWorker, item: Any) -> None:
-        """Put into a sink's queue, or fail with the pipeline (a dead worker never empties its queue)."""
+    async def _put(self, worker: _SinkWorker, item: Any, given: set[str] | None = None) -> None:
+        """Put into a sink's queue, or fail with the pipeline (a dead worker never empties its queue). The sink's
+        name goes into `given` once the item is in its queue, even when the caller is cancelled right after (the
+        batch will be written: the ticket must stay owed by that sink)."""
         if self.failed is not None:
             raise PipelineFailed(str(self.failed))
         try:
             worker.queue.put_nowait(item)
-            return
         except asyncio.QueueFull:
             pass
+        else:
+            if given is not None:
+                given.add(worker.sink.name)
+            return
         assert self._failed_future is not None
         put = asyncio.ensure_future(worker.queue.put(item))
         try:
             await asyncio.wait([put, self._failed_future], return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not put.done():
-                put.cancel()
-        if put.cancelled() or not put.done():
+                put.cancel()  # not done: the item was not put (Queue.put puts in the step that completes it)
+            elif not put.cancelled() and given is not None:
+                given.add(worker.sink.name)
+        if put.cancelled():
             raise PipelineFailed(str(self.failed))
 
     # -- acks and commits
@@ -456,9 +463,17 @@ class Pipeline:
                 if not plan:
                     continue
                 commits = [last.commit() for _, _, last in plan]
-                await _with_backoff(
-                    lambda c=commits: asyncio.to_thread(self.store.commit, c), "checkpoint commit", lambda _: None
-                )
+                try:
+                    await _with_backoff(
+                        lambda c=commits: asyncio.to_thread(self.store.commit, c), "checkpoint commit", lambda _: None
+                    )
+                except BaseException:
+                    # Cancelled (an emitter committing a replay) or failed: the units stay dirty, so the next
+                    # commit takes them (the store's commit is idempotent), and none is left in flight forever.
+                    self._dirty |= dirty
+                    if self._later is None or self._later.done():
+                        self._later = asyncio.get_running_loop().create_task(self._commit(), name="commit")
+                    raise
                 # Only now do the tickets go: a failed commit is retried with the same tickets.
                 now = time.time()
                 for key, n, last in plan:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from adapters.aws.parse import parse_text
@@ -254,4 +255,58 @@ async def test_has_pending_until_every_sink_acked(tmp_path: Path) -> None:
     sink.ackable = 1
     await _wait_for(lambda: not pipe.has_pending("s", "u"))
     assert store.get("s", "u").position == {"offset": 0}
+    await pipe.close()
+
+
+async def test_an_emit_cancelled_after_its_put_keeps_the_unit_in_flight(tmp_path: Path) -> None:
+    """Review of issue #8's fix: the batch reached the sink's queue but the emitter was cancelled before it resumed.
+    The unit must stay in flight until that sink acks (else a re-read hands it the batch a second time)."""
+    store = CheckpointStore(tmp_path)
+    sink = ManualSink("a")
+    pipe = Pipeline([sink], store, Metrics(), queue_batches=1)
+    pipe._failed_future = asyncio.get_running_loop().create_future()  # no workers: the test takes from the queue
+    worker = pipe.workers[0]
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    await pipe.emit(Delivery("s", "other", "v", batch, {"offset": 0}, False, 1, 0))  # fills the queue
+    task = asyncio.create_task(pipe.emit(Delivery("s", "u", "v", batch, {"offset": 0}, False, 1, 0)))
+    await asyncio.sleep(0.01)
+    worker.queue.get_nowait()
+    while worker.queue.qsize() == 0:
+        await asyncio.sleep(0)  # the put went through; the emitter has not resumed yet
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert pipe.has_pending("s", "u")
+    ticket, _ = worker.queue.get_nowait()
+    assert ticket.abandoned and ticket.owed == {"a"}
+    ticket.owed.clear()
+    await pipe._acked([ticket])
+    assert not pipe.has_pending("s", "u") and store.get("s", "u") is None  # settled, never committed
+
+
+async def test_a_cancelled_commit_is_taken_over(tmp_path: Path, monkeypatch) -> None:
+    """A replay (every sink holds the batch) commits from the emitter; cancelled during the store's commit, the
+    unit must not stay in flight forever (it would be deferred forever)."""
+    import time as time_mod
+
+    store = CheckpointStore(tmp_path)
+    store.commit_sink("a", [("s", "u", "v", 10)])
+    real = store.commit
+
+    def slow(items):
+        time_mod.sleep(0.2)
+        real(items)
+
+    monkeypatch.setattr(store, "commit", slow)
+    sink = ManualSink("a")
+    pipe = Pipeline([sink], store, Metrics(), flush_intervals={"a": 0.01})
+    await pipe.start()
+    batch = next(parse_text([LINE], unit="u", source="s")).batch
+    task = asyncio.create_task(pipe.emit(Delivery("s", "u", "v", batch, {"offset": 5}, False, 1, 5)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(pipe.settled("s", "u"), 5)
+    assert store.get("s", "u").position == {"offset": 5} and sink.written == 0
     await pipe.close()

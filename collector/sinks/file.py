@@ -215,19 +215,22 @@ class FileSink:
     def _take_rows(self, batch: FlowBatch) -> None:
         if not batch.schema.equals(SCHEMA):
             raise RejectedRows(range(batch.num_rows), "the batch does not have the flow schema")
-        self._rows.append(batch)
-        self._row_count += batch.num_rows
-        if self._row_count >= _ROW_GROUP_ROWS:
-            self._encode_row_group()
+        if self._row_count + batch.num_rows >= _ROW_GROUP_ROWS:
+            self._encode_row_group(batch)  # takes the batch only if it succeeds (a retry must not append it twice)
+        else:
+            self._rows.append(batch)
+            self._row_count += batch.num_rows
 
-    def _encode_row_group(self) -> None:
-        """Rows waiting -> one Parquet row group, encoded into memory (`_Staging`), drained to the file later."""
-        if not self._rows:
+    def _encode_row_group(self, extra: FlowBatch | None = None) -> None:
+        """Rows waiting (and `extra`) -> one Parquet row group, encoded into memory (`_Staging`), drained to the
+        file later. Until the writer is handed the table, a failure changes nothing and is retried."""
+        rows = self._rows + [extra] if extra is not None else self._rows
+        if not rows:
             return
+        table = pa.Table.from_batches(rows, SCHEMA)
         if self._writer is None:
             codec = None if self.compression == "none" else self.compression
             self._writer = pq.ParquetWriter(_Staging(self._staged), SCHEMA, compression=codec)
-        table = pa.Table.from_batches(self._rows, SCHEMA)
         try:
             self._writer.write_table(table, row_group_size=_ROW_GROUP_ROWS)
         except Exception as exc:
