@@ -614,6 +614,10 @@ class SqsSource:
                 if stop.is_set():
                     outcome = Outcome.STOPPED
                     break
+                # The earlier batches' commit may have resolved the watch, and they can be of another version (the
+                # object was overwritten): watch again, for this read, before looking at the store.
+                pipeline.forget_watch(self.name, unit, watch)
+                watch = pipeline.when_committed(self.name, unit)
                 if await self._done(unit, version):
                     pipeline.forget_watch(self.name, unit, watch)
                     return Skipped.ALREADY
