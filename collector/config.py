@@ -315,7 +315,10 @@ FILE_COMPRESSIONS: dict[str, tuple[str, ...]] = {
 
 
 class _InvalidField(ValueError):
-    """Raised by a dataclass's `__post_init__` for a cross-field problem, so the loader can point at the key."""
+    """Raised by a dataclass's `__post_init__` for a cross-field problem, so the loader can point at the key.
+
+    Only for problems that span fields: `__post_init__` runs once every field converted, so a single-value check
+    here would be reported only after the other errors are fixed (a marker's `check` is reported with them)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -619,6 +622,9 @@ class _Walker:
             ok = ok and value is not _INVALID
             values[f.name] = value
         if not ok:
+            # `__post_init__` needs every field, so its checks wait for a file whose keys all converted: that is
+            # why a check of one value belongs in a marker (it runs above), and `__post_init__` keeps only checks
+            # that span fields.
             return _INVALID
         try:
             return cls(**values)

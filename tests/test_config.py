@@ -582,3 +582,71 @@ sinks:
         f"sinks[3].path: directory {default} is already used by sink 'c' (line 11): each needs its own",
     ]
     assert info.value.errors[0].startswith(f"{tmp_path}/cfg.yaml:10:11: ")
+
+
+def test_every_error_of_every_section_in_one_pass():
+    """Checks of a single value run while the file is read, so one `check` shows them all: a bad bucket used to
+    appear only once the source's other keys were fixed."""
+    assert errors(
+        """\
+        sources:
+          - name: s3
+            type: aws_s3
+            bucket: s3://flow-logs/AWSLogs
+            endpoint_url: localhost:9000
+            accounts: ["12345", {id: "1234567890123", regions: [mars]}]
+            max_concurrency: 0
+          - name: q
+            type: aws_sqs
+            queue_url: sqs.eu-west-1.amazonaws.com/1/q
+            wait_time: 30s
+        sinks:
+          - name: nf
+            type: netflow
+            address: "::1:2055"
+            addresses: ["a:1", "b"]
+            mtu: 100
+          - name: f
+            type: file
+            flush_interval: 0
+            rotate_bytes: lots
+        """
+    ) == [
+        "cfg.yaml:4:13: sources[0].bucket: a bucket name, not a path: 's3://flow-logs/AWSLogs' (put the path in 'prefix')",
+        "cfg.yaml:5:19: sources[0].endpoint_url: expected an http:// or https:// URL, got 'localhost:9000'",
+        "cfg.yaml:6:16: sources[0].accounts[0]: invalid AWS account id '12345': expected 12 digits",
+        "cfg.yaml:6:30: sources[0].accounts[1].id: invalid AWS account id '1234567890123': expected 12 digits "
+        "(quote it in YAML)",
+        "cfg.yaml:6:57: sources[0].accounts[1].regions[0]: invalid AWS region 'mars' (expected a name such as 'eu-west-1')",
+        "cfg.yaml:7:22: sources[0].max_concurrency: must be at least 1, got 0",
+        "cfg.yaml:10:16: sources[1].queue_url: expected the queue's https:// URL, got 'sqs.eu-west-1.amazonaws.com/1/q'",
+        "cfg.yaml:11:16: sources[1].wait_time: must be at most 20, got 30.0",
+        "cfg.yaml:15:14: sinks[0].address: invalid address '::1:2055': write an IPv6 address in brackets, e.g. [::1]:2055",
+        "cfg.yaml:16:16: sinks[0].addresses: invalid address 'b': expected host:port, e.g. 127.0.0.1:2055",
+        "cfg.yaml:17:10: sinks[0].mtu: must be at least 256, got 100",
+        "cfg.yaml:20:21: sinks[1].flush_interval: must be greater than 0, got 0.0",
+        "cfg.yaml:21:19: sinks[1].rotate_bytes: invalid size 'lots': expected bytes or a number with a unit B, KB, MB, "
+        "GB, TB, KiB, MiB, GiB, TiB (e.g. '64KiB', '128MiB')",
+    ]
+
+
+def test_checks_that_span_keys_point_at_the_key():
+    assert errors(
+        """\
+        sources:
+          - {name: a, type: aws_s3, bucket: b, access_key_id: AKIA}
+          - {name: b, type: aws_s3, bucket: b, role_arn: "arn:aws:iam::{account}:role/R"}
+          - {name: c, type: aws_cloudwatch, region: eu-west-1}
+          - {name: d, type: aws_sqs, queue_url: "https://q", session_token: t}
+        sinks:
+          - {name: f, type: file, path: a, compression: zstd}
+          - {name: n, type: netflow}
+        """
+    ) == [
+        "cfg.yaml:2:5: sources[0].secret_access_key: access_key_id and secret_access_key go together",
+        "cfg.yaml:3:50: sources[1].role_arn: '{account}' needs a list of accounts",
+        "cfg.yaml:4:5: sources[2].log_groups: give log_groups (a list of names) or log_group_prefix",
+        "cfg.yaml:5:69: sources[3].session_token: needs access_key_id and secret_access_key",
+        "cfg.yaml:7:49: sinks[0].compression: 'zstd' is not supported with format jsonl (expected one of none, gzip)",
+        "cfg.yaml:8:5: sinks[1].address: a collector is required: set address (host:port) or addresses",
+    ]

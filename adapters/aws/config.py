@@ -1,8 +1,9 @@
 """Config sections of the AWS sources (`aws_s3`, `aws_cloudwatch`, `aws_sqs`), registered into `SOURCE_TYPES`.
 
 Declared like the built-in sections of `collector/config.py`: the dataclass is the schema, `Annotated` markers carry
-durations, bounds and choices, and `__post_init__` raises `_InvalidField` for what spans fields so the loader points
-at the key. Credentials are the same few keys on every AWS source (`AwsAuth`), and each entry of `accounts` may
+durations, bounds, choices and every check of a single value (they run while the file is read, so each is reported
+even when another key is wrong), and `__post_init__` raises `_InvalidField` only for what spans fields, so the loader
+points at the key. Credentials are the same few keys on every AWS source (`AwsAuth`), and each entry of `accounts` may
 override them: the usual multi-account setup is one role name in every account, written once as
 `role_arn: "arn:aws:iam::{account}:role/FlowLogsReader"`.
 """
@@ -92,6 +93,26 @@ class _Region:
         return f"invalid AWS region {value!r} (expected a name such as 'eu-west-1')"
 
 
+class _Matches:
+    """Marker: a string must match `pattern` from its start (None passes); `message` is formatted with the value."""
+
+    def __init__(self, pattern: str, message: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.message = message
+
+    def check(self, value: Any) -> str | None:
+        return None if value is None or self.pattern.match(value) else self.message.format(value=value)
+
+
+class _BucketName:
+    """Marker: a bucket name alone; an `s3://` URL or a path is the commonest slip, and would list nothing."""
+
+    def check(self, value: Any) -> str | None:
+        if "/" in value or "s3://" in value:
+            return f"a bucket name, not a path: {value!r} (put the path in 'prefix')"
+        return None
+
+
 class _AtMost:
     def __init__(self, bound: float) -> None:
         self.bound = bound
@@ -102,21 +123,21 @@ class _AtMost:
 
 RoleArn = _RoleArn()
 Region = _Region()
+AccountId = _Matches(r"\d{12}\Z", "invalid AWS account id {value!r}: expected 12 digits (quote it in YAML)")
+HttpUrl = _Matches(r"https?://", "expected an http:// or https:// URL, got {value!r}")
+QueueUrl = _Matches(r"https?://", "expected the queue's https:// URL, got {value!r}")
+BucketName = _BucketName()
 
 
 @dataclass(frozen=True, slots=True)
 class AccountConfig:
     """One AWS account: its id, and optionally its own credentials (else the source's) and regions."""
 
-    id: str
+    id: Annotated[str, AccountId]
     role_arn: Annotated[str | None, RoleArn] = None
     external_id: str | None = None
     profile: str | None = None
     regions: tuple[Annotated[str, Region], ...] = ()
-
-    def __post_init__(self) -> None:
-        if not _ACCOUNT_ID.fullmatch(self.id):
-            raise _InvalidField("id", f"invalid AWS account id {self.id!r}: expected 12 digits (quote it in YAML)")
 
 
 class _Accounts:
@@ -169,7 +190,7 @@ class AwsAuth:
     """
 
     region: Annotated[str | None, Region] = None
-    endpoint_url: str | None = None
+    endpoint_url: Annotated[str | None, HttpUrl] = None
     profile: str | None = None
     credentials_file: Path | None = None
     access_key_id: str | None = None
@@ -193,8 +214,6 @@ def _check_auth(cfg: Any) -> None:
         raise _InvalidField("profile", "give either static keys or a profile, not both")
     if cfg.role_arn and "{account}" in cfg.role_arn and not getattr(cfg, "accounts", ()):
         raise _InvalidField("role_arn", "'{account}' needs a list of accounts")
-    if cfg.endpoint_url is not None and not re.match(r"https?://", cfg.endpoint_url):
-        raise _InvalidField("endpoint_url", f"expected an http:// or https:// URL, got {cfg.endpoint_url!r}")
 
 
 def auth_of(cfg: Any) -> AwsAuth:
@@ -208,7 +227,7 @@ class S3SourceConfig(AwsAuth):
 
     name: Annotated[str, NonEmpty]
     type: str = "aws_s3"
-    bucket: Annotated[str, NonEmpty]
+    bucket: Annotated[str, NonEmpty, BucketName]
     prefix: str = ""
     accounts: Annotated[tuple[AccountConfig, ...], Accounts] = ()
     regions: tuple[Annotated[str, Region], ...] = ()
@@ -220,8 +239,6 @@ class S3SourceConfig(AwsAuth):
     max_concurrency: Annotated[int, Min(1)] = 4
 
     def __post_init__(self) -> None:
-        if "/" in self.bucket or "s3://" in self.bucket:
-            raise _InvalidField("bucket", f"a bucket name, not a path: {self.bucket!r} (put the path in 'prefix')")
         _check_auth(self)
 
 
@@ -259,16 +276,15 @@ class SqsSourceConfig(AwsAuth):
 
     name: Annotated[str, NonEmpty]
     type: str = "aws_sqs"
-    queue_url: Annotated[str, NonEmpty]
-    wait_time: Annotated[float, Duration, Min(0), _AtMost(20)] = 20.0
+    queue_url: Annotated[str, NonEmpty, QueueUrl]
+    # At least 1 s: 0 is SQS short polling, which answers at once, so an idle daemon would send receives back to back.
+    wait_time: Annotated[float, Duration, Min(1), _AtMost(20)] = 20.0
     visibility_timeout: Annotated[float, Duration, Min(1), _AtMost(43200)] = 300.0
     max_receive_count: Annotated[int, Min(1)] = 5
     max_concurrency: Annotated[int, Min(1)] = 4
     key_filter: str = ""
 
     def __post_init__(self) -> None:
-        if not re.match(r"https?://", self.queue_url):
-            raise _InvalidField("queue_url", f"expected the queue's https:// URL, got {self.queue_url!r}")
         _check_auth(self)
 
 

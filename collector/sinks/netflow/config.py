@@ -1,7 +1,8 @@
 """`type: netflow` sink configuration, declared like the sinks in `collector/config.py` (the lead registers it in
-`SINK_TYPES`): the dataclass is the schema, `Annotated` markers carry durations and bounds, and `__post_init__`
-checks what spans fields (and what a hand-built config could get wrong), raising `_InvalidField` so the loader
-points at the offending key.
+`SINK_TYPES`): the dataclass is the schema, `Annotated` markers carry durations, bounds and the syntax of each
+address (checked while the file is read, so every one is reported with the other errors), and `__post_init__`
+checks what spans fields (and, with the markers' own checks, what a hand-built config could get wrong), raising
+`_InvalidField` so the loader points at the offending key.
 """
 
 from __future__ import annotations
@@ -83,6 +84,30 @@ def parse_host_port(text: str) -> tuple[str, int]:
 ObservationDomain = _Parse("an observation domain", parse_observation_domain)
 
 
+class _Address:
+    """Marker: a collector's `host:port` (None passes: `address` is optional beside `addresses`)."""
+
+    def check(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+class _Addresses:
+    """Marker: a list of `host:port`; the first bad one is reported at the list, as the loader always has."""
+
+    def check(self, value: Any) -> str | None:
+        return next(filter(None, map(Address.check, value)), None)
+
+
+Address = _Address()
+Addresses = _Addresses()
+
+
 @dataclass(frozen=True, slots=True)
 class NetflowSinkConfig:
     """`type: netflow`: NetFlow v9 / IPFIX (or v5) over UDP to one or more collectors, each receiving everything.
@@ -103,8 +128,8 @@ class NetflowSinkConfig:
     name: Annotated[str, NonEmpty]
     type: str = "netflow"
     version: Annotated[int, _OneOf(VERSIONS)] = 10
-    address: str | None = None
-    addresses: tuple[str, ...] = ()
+    address: Annotated[str | None, Address] = None
+    addresses: Annotated[tuple[str, ...], Addresses] = ()
     mtu: Annotated[int, Min(MIN_MTU), _AtMost(MAX_MTU)] = 1400
     template_refresh: Annotated[float, Duration, Positive] = 60.0
     template_refresh_packets: Annotated[int, Min(1)] = 1000
@@ -124,12 +149,9 @@ class NetflowSinkConfig:
         given = ((self.address,) if self.address is not None else ()) + tuple(self.addresses)
         if not given:
             raise _InvalidField("address", "a collector is required: set address (host:port) or addresses")
-        for i, text in enumerate(given):
-            key = "address" if self.address is not None and i == 0 else "addresses"
-            try:
-                parse_host_port(text)
-            except ValueError as exc:
-                raise _InvalidField(key, str(exc)) from None
+        for key, problem in (("address", Address.check(self.address)), ("addresses", Addresses.check(self.addresses))):
+            if problem:  # a config built in code: a loaded one had these checked as it was read
+                raise _InvalidField(key, problem)
         object.__setattr__(self, "addresses", tuple(dict.fromkeys(a.strip() for a in given)))
 
     def endpoints(self) -> tuple[tuple[str, int], ...]:
