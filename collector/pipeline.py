@@ -204,7 +204,10 @@ class _SinkWorker:
                     rejected.reason,
                 )
                 keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows), pa.int64()), pa.array(rows, pa.int64())))
-                batch = batch.filter(keep)
+                smaller = batch.filter(keep)
+                if smaller.num_rows == batch.num_rows:  # rows outside the batch: a sink bug, retrying would spin
+                    raise SinkFatal(f"sink={self.sink.name} rejected rows it lacks: {rejected.reason}") from None
+                batch = smaller
         self._writes += 1
         self._pending.append((ticket, self._writes))
         self.metrics.batches += 1
@@ -307,13 +310,14 @@ class Pipeline:
 
     # -- what sources ask
 
-    def when_committed(self, source: str, unit: str) -> asyncio.Future[None]:
+    def when_committed(self, source: str, unit: str, version: str | None = None) -> asyncio.Future[None]:
         """A future resolved once the unit is checkpointed as done: every sink has durably taken all of it. Sources
         that must acknowledge upstream (delete an SQS message) wait on it; it fails if the pipeline does."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failed is not None:
             future.set_exception(PipelineFailed(str(self.failed)))
         else:
+            future.version = version  # type: ignore[attr-defined]  # resolved only by a done commit of it
             self._watchers.setdefault((source, unit), []).append(future)
         return future
 
@@ -411,11 +415,12 @@ class Pipeline:
         try:
             await asyncio.wait([put, self._failed_future], return_when=asyncio.FIRST_COMPLETED)
         finally:
+            delivered = put.done() and not put.cancelled()
             if not put.done():
                 put.cancel()  # not done: the item was not put (Queue.put puts in the step that completes it)
-            elif not put.cancelled() and given is not None:
+            elif delivered and given is not None:
                 given.add(worker.sink.name)
-        if put.cancelled():
+        if not delivered:
             raise PipelineFailed(str(self.failed))
 
     # -- acks and commits
@@ -486,9 +491,12 @@ class Pipeline:
                         c = self.metrics.sources[last.source]
                         c.units += 1
                         c.newest_delivered = now
-                        for future in self._watchers.pop(key, ()):
-                            if not future.done():
+                        waiting = self._watchers.pop(key, [])
+                        for future in waiting:
+                            if getattr(future, "version", None) in (None, last.version) and not future.done():
                                 future.set_result(None)
+                        if rest := [f for f in waiting if not f.done()]:
+                            self._watchers[key] = rest  # watching another version (an overwritten object)
 
     async def close(self, timeout: float | None = None) -> None:
         """Drain: every sink gets the rest, closes (everything durable), and the last checkpoints are committed.

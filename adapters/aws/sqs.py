@@ -567,7 +567,7 @@ class SqsSource:
                 log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, describe_error(exc))
                 return Outcome.FAILED
             # Registered before looking at the store: a commit landing in between resolves it.
-            watch = pipeline.when_committed(self.name, unit)
+            watch = pipeline.when_committed(self.name, unit, version)
             if await self._done(unit, version):
                 pipeline.forget_watch(self.name, unit, watch)
                 return Skipped.ALREADY
@@ -617,7 +617,7 @@ class SqsSource:
                 # The earlier batches' commit may have resolved the watch, and they can be of another version (the
                 # object was overwritten): watch again, for this read, before looking at the store.
                 pipeline.forget_watch(self.name, unit, watch)
-                watch = pipeline.when_committed(self.name, unit)
+                watch = pipeline.when_committed(self.name, unit, version)
                 if await self._done(unit, version):
                     pipeline.forget_watch(self.name, unit, watch)
                     return Skipped.ALREADY

@@ -258,8 +258,11 @@ class FileSink:
             if force or self._rotation_due():
                 self._encode_row_group()
                 if self._writer is not None:
-                    writer, self._writer = self._writer, None
-                    writer.close()  # the footer, into memory
+                    try:
+                        self._writer.close()  # the footer, into memory
+                    except Exception as exc:  # memory only: a writer in an unknown state, nothing in the file acked
+                        raise SinkFatal(f"sink={self.name}: closing a Parquet writer failed: {exc}") from exc
+                    self._writer = None
                     self._move_staged()
                     self._closing = True
                     self._finish_seal()
@@ -368,10 +371,10 @@ class FileSink:
                     os.replace(part, final)
                 except OSError as exc:
                     raise _located(exc, part) from None
+            if self.config.fsync:
+                _fsync_dir(self.dir)  # before it leaves the list: a failed fsync is retried, the rename made durable
             log.info("sink=%s published %s", self.name, final)
             self._sealed.pop(0)
-            if self.config.fsync:
-                _fsync_dir(self.dir)
 
     def _finish_seal(self) -> None:
         """Complete the file: the rest of its bytes, fsync, close. Retried until it succeeds; no new data is taken
