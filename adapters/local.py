@@ -4,162 +4,56 @@ A file is a unit of work, identified by its path and versioned by size + mtime: 
 later poll, a file that changed is read again as a new unit. Files should be complete when they appear (write then
 rename into place, as `aws s3 sync` does); in daemon mode a file must also be unchanged for `settle` seconds.
 
-The format is detected from the content, not the name: gzip is unwrapped, `PAR1` is Parquet, text starting with
-`{`/`[` is JSON (GCP / Azure, parsers to come), anything else AWS flow log text.
+The format is detected from the content, not the name, by the parsing seam (collector/parsing.py): gzip is
+unwrapped, and each registered format (AWS text and Parquet today) is tried on the first bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import io
 import logging
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any
 
-from isal import isal_zlib
-
-from adapters.aws.fields import KNOWN_FIELDS
-from adapters.aws.parse import ParseResult, parse_parquet, parse_text
+from adapters.aws.config import AwsFields
 from adapters.units import Outcome, RetryBook, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
+from collector.options import Choice, Duration, Name, NonEmpty, Positive
+from collector.parsing import ParseResult, open_unit
 from collector.pipeline import Pipeline
-from collector.schema import ParseError, empty_batch
+from collector.registry import register_source
 
 log = logging.getLogger("flowcollector.source.local")
 
-READ_SIZE = 1 << 20
-GZIP_MAGIC = b"\x1f\x8b"
-PARQUET_MAGIC = b"PAR1"
 FORGET_AFTER = 86400.0  # seconds a finished file must have been gone before its checkpoint is dropped
 
 
-def _gunzip(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
-    """Decompress a gzip stream of one or more members (concatenated objects are valid gzip).
+@dataclass(frozen=True, slots=True)
+class LocalSourceConfig:
+    """`type: local`: flow log files in a directory (searched recursively) or a single file.
 
-    Driven by hand rather than through a GzipFile so that everything decompressed before a truncation or corruption
-    is still handed on: the caller then reports the damage after delivering every complete line before it."""
-    d = isal_zlib.decompressobj(wbits=31)
-    started = False
-    while raw := fh.read(READ_SIZE):
-        counter[0] += len(raw)
-        while raw:
-            out = d.decompress(raw)
-            started = True
-            if out:
-                yield out
-            if not d.eof:
-                break
-            raw = d.unused_data  # another member follows
-            d = isal_zlib.decompressobj(wbits=31)
-            started = False
-    if started and not d.eof:
-        if tail := d.flush():
-            yield tail
-        raise EOFError("compressed stream ended before the end-of-stream marker")
+    `path` is resolved against the config file's directory when relative. `glob` is an fnmatch pattern on the file
+    *name*. `aws_fields` is the field order of AWS text without a header line (None: the v2 default format).
+    `settle`: in daemon mode a file must be unchanged this long before it is read, so half-copied files are not.
+    """
 
-
-def _chunks(fh: BinaryIO, gz: bool, unit: str, problems: list[ParseError], counter: list[int]) -> Iterator[bytes]:
-    """Decompressed chunks of a file; a truncated or corrupt gzip stream ends the stream with an error, so the
-    parser still delivers every complete line before the damage."""
-    try:
-        if gz:
-            yield from _gunzip(fh, counter)
-        else:
-            while chunk := fh.read(READ_SIZE):
-                counter[0] += len(chunk)
-                yield chunk
-    except (EOFError, isal_zlib.error) as exc:
-        problems.append(ParseError(unit, None, f"truncated or corrupt gzip stream: {exc}"))
-
-
-def open_unit(
-    path: Path,
-    *,
-    unit: str,
-    source: str,
-    provider: str = "auto",
-    aws_fields: tuple[str, ...] | None = None,
-    resume: dict[str, Any] | None = None,
-    bytes_read: list[int] | None = None,
-) -> Iterator[ParseResult]:
-    """Parse one file of any supported format. Raises OSError only if the file cannot be opened or read."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size if fh.seekable() else None
-        yield from open_stream(
-            fh,
-            unit=unit,
-            source=source,
-            provider=provider,
-            aws_fields=aws_fields,
-            resume=resume,
-            bytes_read=bytes_read,
-            size=size,
-        )
-
-
-def open_stream(
-    fh: io.BufferedIOBase | BinaryIO,
-    *,
-    unit: str,
-    source: str,
-    provider: str = "auto",
-    aws_fields: tuple[str, ...] | None = None,
-    resume: dict[str, Any] | None = None,
-    bytes_read: list[int] | None = None,
-    size: int | None = None,
-) -> Iterator[ParseResult]:
-    """Parse a flow log object from a buffered binary stream (a file, an S3 object): the format is detected from its
-    first bytes. Parquet needs a seekable stream; `size` is what a Parquet object counts as read."""
-    counter = bytes_read if bytes_read is not None else [0]
-    magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
-    if magic == PARQUET_MAGIC:
-        counter[0] = size or 0
-        yield from parse_parquet(
-            fh if fh.seekable() else io.BytesIO(fh.read()), unit=unit, source=source, resume=resume
-        )
-        return
-    gz = magic[:2] == GZIP_MAGIC
-    problems: list[ParseError] = []
-    chunks = _chunks(fh, gz, unit, problems, counter)
-    first = next(chunks, b"")
-    kind = provider
-    if kind == "auto":
-        kind = "json" if first.lstrip()[:1] in (b"{", b"[") else "aws"
-        if kind == "aws" and aws_fields is None and not _looks_like_aws(first):
-            reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
-            yield ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)
-            return
-    if kind != "aws":
-        what = {"gcp": "GCP", "azure": "Azure"}.get(kind, "JSON (GCP or Azure)")
-        yield ParseResult(
-            empty_batch(), [ParseError(unit, None, f"{what} flow logs are not supported yet")], {}, 0, True
-        )
-        return
-
-    def all_chunks() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from chunks
-
-    for result in parse_text(all_chunks(), unit=unit, source=source, fields=aws_fields, resume=resume):
-        if result.final and problems:
-            result.errors.extend(problems)
-        yield result
-
-
-def _looks_like_aws(head: bytes) -> bool:
-    """Auto-detection for text: an AWS header line, or a default-format record (its first field, version, is a
-    number). Other text (a README beside the logs) is reported once instead of as hundreds of malformed lines."""
-    line = head.lstrip().split(b"\n", 1)[0]
-    token = line.split(None, 1)[0] if line.strip() else b""
-    return not token or token.isdigit() or token.decode("ascii", "replace") in KNOWN_FIELDS
+    name: Name
+    type: str = "local"
+    path: Path = Path(".")
+    glob: Annotated[str, NonEmpty] = "*"
+    recursive: bool = True
+    provider: Annotated[str, Choice("auto", "aws", "gcp", "azure")] = "auto"
+    aws_fields: Annotated[tuple[str, ...] | None, AwsFields] = None
+    poll_interval: Annotated[float, Duration, Positive] = 10.0
+    settle: Annotated[float, Duration] = 2.0
 
 
 class LocalSource:
@@ -244,7 +138,7 @@ class LocalSource:
                 unit=str(path),
                 source=self.name,
                 provider=self.config.provider,
-                aws_fields=self.config.aws_fields,
+                options={"aws_fields": self.config.aws_fields},
                 resume=resume,
                 bytes_read=bytes_read,
             )
@@ -269,3 +163,6 @@ class LocalSource:
         elif outcome is Outcome.FAILED:
             delay = self._retry.failed(unit, version)
             log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, unit, delay)
+
+
+register_source("local", LocalSourceConfig, LocalSource)

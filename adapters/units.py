@@ -1,6 +1,6 @@
 """Reading one unit (a file, an S3 object) into the pipeline: what every object-store source does the same way.
 
-A unit is parsed in a worker thread (the parser is a pure generator, see adapters/aws/parse.py) and each batch is
+A unit is parsed in a worker thread (the parser is a pure generator, see collector/parsing.py) and each batch is
 handed to the pipeline with the position that makes it resumable. Where the unit came from only changes how it is
 opened: the caller passes `open_results(resume)`. Failures are reported with the unit's name and counted; the unit
 is retried later with backoff (`RetryBook`), and the source goes on with the others.
@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adapters.aws.parse import ParseResult
 from collector.checkpoints import CheckpointStore
 from collector.metrics import SourceCounters
+from collector.parsing import ParseResult
 from collector.pipeline import Delivery, Pipeline, PipelineFailed
 
 MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
@@ -72,6 +72,12 @@ def status_rows(result: ParseResult) -> int:
     return int(pc.sum(pc.is_in(statuses.cast(pa.string()), value_set=_STATUS_VALUES)).as_py() or 0)
 
 
+def progress_of(position: dict[str, Any]) -> int:
+    """How far into its unit a position is (collector/parsing.py): decompressed bytes for text and JSON, rows for
+    columnar files; both grow within a unit."""
+    return int(position.get("offset", position.get("rows", 0)))
+
+
 def describe_position(position: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in position.items() if k != "fields")
 
@@ -112,8 +118,9 @@ async def deliver_unit(
     ckpt = await loop.run_in_executor(executor, store.get, source, unit)
     resume = None
     records = 0
+    start = 0  # where the next batch starts in the unit: its identity (BatchId) is (unit, version, start, end)
     if ckpt is not None and ckpt.version == version and ckpt.position and not ckpt.done:
-        resume, records = ckpt.position, ckpt.records
+        resume, records, start = ckpt.position, ckpt.records, progress_of(ckpt.position)
         log.info("source=%s unit=%s resuming at %s", source, label, describe_position(resume))
     counter = bytes_read if bytes_read is not None else [0]
     logged = 0
@@ -138,11 +145,11 @@ async def deliver_unit(
             counters.records += n
             if n:
                 counters.status_rows += status_rows(result)
-            # Text positions count decompressed bytes, Parquet positions rows: both grow within a unit.
-            progress = int(result.position.get("offset", result.position.get("rows", 0)))
+            progress = progress_of(result.position)
             await pipeline.emit(
-                Delivery(source, unit, version, result.batch, result.position, result.final, records, progress)
+                Delivery(source, unit, version, result.batch, result.position, result.final, records, progress, start)
             )
+            start = progress
             if result.final:
                 break
             if stop.is_set():

@@ -98,7 +98,7 @@ CASES: tuple[Case, ...] = (
 # -- the work, run inside the child process ------------------------------------------------------------------------
 def _parse(path: Path) -> Iterator[Any]:
     # The collector's own read path (hand-driven isal inflate, format detection), as the local source runs it.
-    from adapters.local import open_unit
+    from collector.parsing import open_unit
 
     return open_unit(path, unit=path.name, source="bench")
 
@@ -126,8 +126,7 @@ def work_encode_jsonl(path: Path, arg: str) -> dict[str, Any]:
 
 def work_file_sink(path: Path, arg: str) -> dict[str, Any]:
     try:
-        from collector.config import FileSinkConfig
-        from collector.sinks.file import FileSink
+        from collector.sinks.file import FileSink, FileSinkConfig
     except ImportError as exc:
         return {"skipped": f"{SKIPPED_SINK}: {exc}"}
 

@@ -164,15 +164,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    from adapters.aws.fields import parse_field_list
-    from adapters.local import open_unit
     from collector import conformance
     from collector.jsonl import dumps_batch
+    from collector.parsing import convert_option, open_unit
 
-    fields = None
+    options = {}
     if args.aws_format:
         try:
-            fields = parse_field_list(args.aws_format)
+            options["aws_fields"] = convert_option("aws_fields", args.aws_format)
         except ValueError as exc:
             print(f"flowcollector: --aws-format: {exc}", file=sys.stderr)
             return 2
@@ -181,14 +180,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
     for name in args.files:
         try:
             for result in open_unit(
-                Path(name), unit=name, source=args.source_name, provider=args.provider, aws_fields=fields
+                Path(name), unit=name, source=args.source_name, provider=args.provider, options=options
             ):
                 records += result.batch.num_rows
                 if args.output == "conformance":
                     for rec in conformance.records(result.batch):
                         out.write(orjson.dumps(rec) + b"\n")
                     for err in result.errors:
-                        out.write(orjson.dumps(conformance.error_record(err, "aws")) + b"\n")
+                        out.write(orjson.dumps(conformance.error_record(err, result.provider or "unknown")) + b"\n")
                 elif result.batch.num_rows:
                     out.write(dumps_batch(result.batch))
                 for err in result.errors:

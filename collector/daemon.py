@@ -15,12 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from adapters import create_source
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline, PipelineFailed
-from collector.sinks import create_sink
+from collector.registry import create_sink, create_source
 from collector.statelock import StateLock
 
 log = logging.getLogger("flowcollector")
@@ -191,7 +190,7 @@ async def run(config: Any, once: bool, metrics: Metrics | None = None) -> Metric
 async def _run_locked(config: Any, once: bool, metrics: Metrics) -> Metrics:
     store = CheckpointStore(config.state_dir)
     sinks = [create_sink(c) for c in config.sinks]
-    flush = {c.name: getattr(c, "flush_interval", 1.0) for c in config.sinks}
+    flush = {c.name: c.flush_interval for c in config.sinks}
     give_up = config.pipeline.give_up_after if once else None
     pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush, give_up)
     workers = config.pipeline.workers or os.cpu_count() or 2

@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
 from collector.schema import FlowBatch
-from collector.sinks import RejectedRows, Sink, SinkFatal
+from collector.sinks import BatchId, JournaledSink, RejectedRows, Sink, SinkFatal
 
 log = logging.getLogger("flowcollector.pipeline")
 
@@ -82,6 +82,10 @@ class Delivery:
     done: bool
     records: int  # rows of the unit delivered up to and including this batch
     progress: int  # how far into the unit this batch ends, increasing within a unit version (bytes, rows, ...)
+    start: int = 0  # how far into the unit this batch starts (the previous batch's progress, or the resume point)
+
+    def ident(self) -> BatchId:
+        return BatchId(self.source, self.unit, self.version, self.start, self.progress)
 
 
 @dataclass(slots=True, eq=False)
@@ -175,20 +179,20 @@ class _SinkWorker:
                 await self._acked_up_to(acked, on_ack)
                 return
             if item is not None:
-                ticket, batch = item
-                await self._write(ticket, batch)
+                ticket, batch, ident = item
+                await self._write(ticket, batch, ident)
             if time.monotonic() - last_flush >= self.flush_interval:
                 acked = await self._retrying(lambda: self.sink.flush(False), "flush")
                 self.metrics.flushes += 1
                 last_flush = time.monotonic()
                 await self._acked_up_to(acked, on_ack)
 
-    async def _write(self, ticket: _Ticket, batch: FlowBatch) -> None:
+    async def _write(self, ticket: _Ticket, batch: FlowBatch, ident: BatchId) -> None:
         """Write one batch (whole, or raising having taken nothing: retries cannot double it). Rows the sink cannot
         encode are dropped for this sink alone, reported with their unit, and the rest is written."""
         while True:
             try:
-                await self._retrying(lambda b=batch: self.sink.write(b), "write")
+                await self._retrying(lambda b=batch: self.sink.write(b, ident), "write")
                 break
             except RejectedRows as rejected:
                 rows = sorted(set(rejected.rows)) or list(range(batch.num_rows))
@@ -221,8 +225,9 @@ class _SinkWorker:
                 break
             count += 1
             held[(ticket.source, ticket.unit)] = ticket  # a unit's tickets reach a sink in order: the last is newest
-        journal = self.sink.journal() if hasattr(self.sink, "journal") else []
-        sealed = self.sink.sealed() if hasattr(self.sink, "sealed") else []
+        journaled = self.sink if isinstance(self.sink, JournaledSink) else None
+        journal = journaled.journal() if journaled else []
+        sealed = journaled.sealed() if journaled else []
         if not count and not sealed:
             return
         if held or journal:
@@ -230,9 +235,9 @@ class _SinkWorker:
             await self._retrying(
                 lambda: asyncio.to_thread(self.store.commit_sink, self.sink.name, rows, journal), "recording progress"
             )
-        if sealed:
+        if sealed and journaled:
             # Recorded: now the files may become visible (two-phase publish, see collector/sinks/file.py).
-            await self._retrying(self.sink.publish_sealed, "publish")
+            await self._retrying(journaled.publish_sealed, "publish")
             await asyncio.to_thread(self.store.forget_journal, self.sink.name, sealed)
         acked = [self._pending.popleft()[0] for _ in range(count)]
         for ticket in acked:
@@ -278,8 +283,9 @@ class Pipeline:
         self._failed_future = asyncio.get_running_loop().create_future()
         for w in self.workers:
             journal = {}
-            if hasattr(w.sink, "journal_in_store"):
-                journal = w.sink.journal_in_store = await asyncio.to_thread(self.store.sink_journal, w.sink.name)
+            if isinstance(w.sink, JournaledSink):
+                journal = await asyncio.to_thread(self.store.sink_journal, w.sink.name)
+                w.sink.restore(journal)
             await w.sink.open()
             if journal:  # open() has settled every file the journal named
                 await asyncio.to_thread(self.store.forget_journal, w.sink.name, list(journal))
@@ -384,7 +390,7 @@ class Pipeline:
         given: set[str] = set()
         try:
             for w in owing:
-                await self._put(w, (ticket, d.batch), given)
+                await self._put(w, (ticket, d.batch, d.ident()), given)
         except BaseException:
             # Cancelled, or the pipeline failed, with some sinks never given the batch: it can never be committed.
             ticket.abandoned = True

@@ -37,7 +37,7 @@ from collector.config import parse_config
 from collector.daemon import run
 from collector.metrics import Metrics
 from collector.pipeline import Delivery, Pipeline, PipelineFailed
-from collector.sinks import create_sink
+from collector.registry import create_sink
 
 pytestmark = pytest.mark.integration
 

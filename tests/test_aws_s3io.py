@@ -16,7 +16,7 @@ from services import Moto
 from adapters.aws.config import AwsAuth
 from adapters.aws.s3io import READ_SIZE, ObjectChanged, S3ObjectFile, open_object
 from adapters.aws.session import Identity, identities
-from adapters.local import open_stream, open_unit
+from collector.parsing import open_stream, open_unit
 
 pytestmark = pytest.mark.integration
 

@@ -44,7 +44,7 @@ from collector.checkpoints import CheckpointStore
 from collector.config import parse_config
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
-from collector.sinks import create_sink
+from collector.registry import create_sink
 
 pytestmark = pytest.mark.integration
 

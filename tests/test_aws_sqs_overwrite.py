@@ -18,7 +18,7 @@ from collector.checkpoints import CheckpointStore
 from collector.config import parse_config
 from collector.metrics import Metrics
 from collector.pipeline import Pipeline
-from collector.sinks import create_sink
+from collector.registry import create_sink
 
 KEY = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2026/11/22/x.log.gz"
 

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 
 from adapters.aws.fields import TGW_DEFAULT_FIELDS, V2_FIELDS
+from adapters.local import LocalSourceConfig
 from collector.config import (
     Config,
     ConfigError,
-    FileSinkConfig,
-    LocalSourceConfig,
     PipelineConfig,
-    StdoutSinkConfig,
     load_config,
     parse_config,
     parse_duration,
     parse_size,
 )
+from collector.sinks.file import FileSinkConfig
+from collector.sinks.stdout import StdoutSinkConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 REPO = Path(__file__).parent.parent
@@ -514,7 +514,7 @@ def test_all_errors_collected_in_file_order(tmp_path):
         load_config(path)
     assert info.value.errors == [
         f"{path}:1:1: sources: at least one source is required",
-        f"{path}:2:29: sinks[0].extra: unknown key (known keys: name, type)",
+        f"{path}:2:29: sinks[0].extra: unknown key (known keys: flush_interval, name, type)",
         f"{path}:3:12: log_level: expected one of debug, info, warning, error, got 'loud'",
         f"{path}:4:20: progress_interval: invalid duration 'soon': expected seconds or a number with a unit ms, s, m, "
         "h, d (e.g. '500ms', '10s', '5m', '1h')",

@@ -44,7 +44,7 @@ import pytest
 from services import Moto
 
 from adapters.aws.fields import V2_FIELDS
-from adapters.local import open_stream
+from collector.parsing import open_stream
 
 pytestmark = pytest.mark.integration
 

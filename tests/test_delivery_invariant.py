@@ -49,7 +49,7 @@ class RandomSink:
     async def open(self) -> None:
         pass
 
-    async def write(self, batch: pa.RecordBatch) -> None:
+    async def write(self, batch: pa.RecordBatch, ident: object = None) -> None:
         await asyncio.sleep(self.rng.random() * 0.004)
         if self.rng.random() < self.fail_rate:
             raise OSError(28, "No space left on device (injected)")

@@ -13,13 +13,12 @@ import pytest
 from flowdata import gzip_flows, parquet_ids, tally
 
 import adapters.local
-from adapters.local import LocalSource
+from adapters.local import LocalSource, LocalSourceConfig
 from adapters.units import Outcome
 from collector.checkpoints import CheckpointStore
-from collector.config import FileSinkConfig, LocalSourceConfig
 from collector.metrics import Metrics
 from collector.pipeline import Delivery, Pipeline
-from collector.sinks.file import FileSink
+from collector.sinks.file import FileSink, FileSinkConfig
 
 
 async def test_a_restarted_source_does_not_read_a_unit_whose_batches_are_in_flight(

@@ -496,9 +496,9 @@ def test_nfacctd_reads_one_ipfix_options_template_per_set_only(tmp_path: Path) -
 
 def source_batches() -> list[pa.RecordBatch]:
     """Parsed AWS flow logs, one observation domain per source: the conformance fixtures (parse_text), the
-    bundled examples (adapters.local.open_unit: gzip and Parquet too) and the edge cases."""
+    bundled examples (collector.parsing.open_unit: gzip and Parquet too) and the edge cases."""
     from adapters.aws.parse import parse_text
-    from adapters.local import open_unit
+    from collector.parsing import open_unit
 
     batches = []
     for path in [*CONFORMANCE_AWS, EDGE_CASES]:

@@ -27,7 +27,7 @@ class ManualSink:
     async def open(self) -> None:
         pass
 
-    async def write(self, batch) -> None:
+    async def write(self, batch, ident=None) -> None:
         self.written += 1
 
     async def flush(self, force: bool = False) -> int:
@@ -166,7 +166,7 @@ async def test_a_fatal_sink_stops_the_pipeline_without_committing_past_it(tmp_pa
     good, bad = ManualSink("good"), ManualSink("bad")
     good.ackable = 10**9
 
-    async def broken(batch) -> None:
+    async def broken(batch, ident=None) -> None:
         raise SinkFatal("reader went away")
 
     bad.write = broken  # type: ignore[method-assign]
@@ -277,7 +277,7 @@ async def test_an_emit_cancelled_after_its_put_keeps_the_unit_in_flight(tmp_path
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert pipe.has_pending("s", "u")
-    ticket, _ = worker.queue.get_nowait()
+    ticket, _, _ = worker.queue.get_nowait()
     assert ticket.abandoned and ticket.owed == {"a"}
     ticket.owed.clear()
     await pipe._acked([ticket])

@@ -322,6 +322,7 @@ class Stream:
         self.pending: list[tuple[int, str, str]] = []  # (timestamp, event id, message) not yet emitted
         self.sink_marks: list[tuple[int, int]] = []  # (events, crc) sinks recorded beyond the checkpoint
         self.took = False  # events taken in the current read
+        self.emitted = 0  # the progress the last batch emitted ended at (where the next one starts)
 
     @property
     def label(self) -> str:
@@ -343,6 +344,7 @@ class Stream:
         self.crc = int(position["crc"])
         self.records = records
         self.checked = self.before.ingest
+        self.emitted = self.progress
 
     def position(self) -> dict[str, Any]:
         done = self.complete
@@ -836,7 +838,10 @@ class CloudWatchSource:
         if events:
             c.newest_object_time = max(c.newest_object_time, max(e[0] for e in events) / 1000)
         stream.records += batch.num_rows
-        await pipeline.emit(Delivery(self.name, stream.unit, version, batch, position, done, stream.records, progress))
+        start, stream.emitted = stream.emitted, progress
+        await pipeline.emit(
+            Delivery(self.name, stream.unit, version, batch, position, done, stream.records, progress, start)
+        )
 
     def _parse(self, stream: Stream, events: list[tuple[int, str, str]]) -> tuple[FlowBatch, list[str], int, int]:
         """Messages -> one batch, and the errors, each naming its event (runs in the executor)."""

@@ -1,8 +1,8 @@
-"""Config sections of the AWS sources (`aws_s3`, `aws_cloudwatch`, `aws_sqs`), registered into `SOURCE_TYPES`.
+"""Config sections of the AWS sources (`aws_s3`, `aws_cloudwatch`, `aws_sqs`), registered in `collector.registry`.
 
-Declared like the built-in sections of `collector/config.py`: the dataclass is the schema, `Annotated` markers carry
+Declared in the config language of `collector/options.py`: the dataclass is the schema, `Annotated` markers carry
 durations, bounds, choices and every check of a single value (they run while the file is read, so each is reported
-even when another key is wrong), and `__post_init__` raises `_InvalidField` only for what spans fields, so the loader
+even when another key is wrong), and `__post_init__` raises `InvalidField` only for what spans fields, so the loader
 points at the key. Credentials are the same few keys on every AWS source (`AwsAuth`), and each entry of `accounts` may
 override them: the usual multi-account setup is one role name in every account, written once as
 `role_arn: "arn:aws:iam::{account}:role/FlowLogsReader"`.
@@ -10,26 +10,31 @@ override them: the usual multi-account setup is one role name in every account, 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from yaml.nodes import MappingNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
-from collector.config import (
-    SOURCE_TYPES,
-    AwsFields,
+from adapters.aws.fields import KNOWN_FIELDS, parse_field_list
+from collector.options import (
+    INVALID,
     Choice,
     Duration,
+    InvalidField,
     Min,
     NonEmpty,
+    Parse,
     Positive,
-    _InvalidField,
-    _Parse,
-    _Walker,
+    Walker,
+    describe,
+    did_you_mean,
+    parse_duration,
 )
+from collector.registry import register_source
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{account\}):role/[\w+=,.@/-]+")
@@ -40,8 +45,6 @@ SERVICES = ("vpcflowlogs", "transitgatewayflowlogs")
 def parse_start_from(value: object) -> str:
     """`now`, an RFC 3339 / ISO 8601 time (`2026-11-01`, `2026-11-01T06:00:00Z`), or a duration before the first
     run (`24h`, `7d`): normalized to `now`, `ago:SECONDS` or an ISO time in UTC."""
-    from collector.config import parse_duration
-
     if isinstance(value, str) and value.strip().lower() == "now":
         return "now"
     if isinstance(value, datetime):  # YAML's own timestamp type
@@ -66,7 +69,42 @@ def parse_start_from(value: object) -> str:
     )
 
 
-StartFrom = _Parse("'now', a time or a duration", parse_start_from)
+class _AwsFields:
+    """Marker: an AWS field order, as a string (names, a LogFormat, `default`, `tgw-default`) or a list of names.
+
+    Unknown names are allowed (the parser keeps them in `extra`, and AWS adds fields), but a name one typo away
+    from a known field is an error: it would silently leave a schema column empty.
+    """
+
+    def convert(self, walker: Walker, node: Node, key: str) -> Any:
+        if isinstance(node, SequenceNode):
+            items = [walker.value(item, str, f"{key}[{i}]") for i, item in enumerate(node.value)]
+            if any(item is INVALID for item in items):
+                return INVALID
+            spec = " ".join(items)
+        else:
+            spec = walker.value(node, str, key)
+            if spec is INVALID:
+                return INVALID
+        try:
+            names = parse_field_list(spec)
+        except ValueError:
+            return walker.error(node, key, "empty field list")
+        problems = []
+        for name in names:
+            if name not in KNOWN_FIELDS:
+                hint = difflib.get_close_matches(name, KNOWN_FIELDS, n=1, cutoff=0.85)
+                if hint:
+                    problems.append(f"unknown AWS field {name!r}{did_you_mean(hint)}")
+        if problems:
+            return walker.error(node, key, "; ".join(problems))
+        return names
+
+
+AwsFields = _AwsFields()
+
+
+StartFrom = Parse("'now', a time or a duration", parse_start_from)
 
 
 def _role_arn(value: str | None) -> str | None:
@@ -145,11 +183,9 @@ class _Accounts:
 
     An unquoted id is a YAML integer: taken only when it has 12 digits, since a leading zero is lost on the way."""
 
-    def convert(self, walker: _Walker, node: Any, key: str) -> Any:
-        from collector.config import _INVALID, _kind
-
+    def convert(self, walker: Walker, node: Any, key: str) -> Any:
         if not isinstance(node, SequenceNode):
-            return walker.error(node, key, f"expected a list of account ids or mappings, got {_kind(node)}")
+            return walker.error(node, key, f"expected a list of account ids or mappings, got {describe(node)}")
         out = []
         for i, item in enumerate(node.value):
             ikey = f"{key}[{i}]"
@@ -157,8 +193,8 @@ class _Accounts:
                 out.append(walker.dataclass(item, AccountConfig, ikey))
                 continue
             value = walker.scalar(item, ikey, ("str", "int"), "an account id or a mapping", retype=True)
-            if value is _INVALID:
-                out.append(_INVALID)
+            if value is INVALID:
+                out.append(INVALID)
                 continue
             text = str(value).strip()
             if isinstance(value, int) and len(text) != 12:
@@ -168,8 +204,8 @@ class _Accounts:
                 out.append(walker.error(item, ikey, f"invalid AWS account id {text!r}: expected 12 digits"))
                 continue
             out.append(AccountConfig(id=text))
-        if any(item is _INVALID for item in out):
-            return _INVALID
+        if any(item is INVALID for item in out):
+            return INVALID
         ids = [a.id for a in out]
         dup = sorted({a for a in ids if ids.count(a) > 1})
         if dup:
@@ -207,13 +243,13 @@ class AwsAuth:
 def _check_auth(cfg: Any) -> None:
     if (cfg.access_key_id is None) != (cfg.secret_access_key is None):
         missing = "secret_access_key" if cfg.secret_access_key is None else "access_key_id"
-        raise _InvalidField(missing, "access_key_id and secret_access_key go together")
+        raise InvalidField(missing, "access_key_id and secret_access_key go together")
     if cfg.session_token is not None and cfg.access_key_id is None:
-        raise _InvalidField("session_token", "needs access_key_id and secret_access_key")
+        raise InvalidField("session_token", "needs access_key_id and secret_access_key")
     if cfg.access_key_id is not None and cfg.profile is not None:
-        raise _InvalidField("profile", "give either static keys or a profile, not both")
+        raise InvalidField("profile", "give either static keys or a profile, not both")
     if cfg.role_arn and "{account}" in cfg.role_arn and not getattr(cfg, "accounts", ()):
-        raise _InvalidField("role_arn", "'{account}' needs a list of accounts")
+        raise InvalidField("role_arn", "'{account}' needs a list of accounts")
 
 
 def auth_of(cfg: Any) -> AwsAuth:
@@ -261,7 +297,7 @@ class CloudWatchSourceConfig(AwsAuth):
 
     def __post_init__(self) -> None:
         if not self.log_groups and self.log_group_prefix is None:
-            raise _InvalidField("log_groups", "give log_groups (a list of names) or log_group_prefix")
+            raise InvalidField("log_groups", "give log_groups (a list of names) or log_group_prefix")
         _check_auth(self)
 
 
@@ -288,6 +324,7 @@ class SqsSourceConfig(AwsAuth):
         _check_auth(self)
 
 
-SOURCE_TYPES["aws_s3"] = S3SourceConfig
-SOURCE_TYPES["aws_cloudwatch"] = CloudWatchSourceConfig
-SOURCE_TYPES["aws_sqs"] = SqsSourceConfig
+# The sources themselves load aiobotocore: named here, imported only when a configured source is created.
+register_source("aws_s3", S3SourceConfig, "adapters.aws.s3:S3Source")
+register_source("aws_cloudwatch", CloudWatchSourceConfig, "adapters.aws.cloudwatch:CloudWatchSource")
+register_source("aws_sqs", SqsSourceConfig, "adapters.aws.sqs:SqsSource")

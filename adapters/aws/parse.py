@@ -1,4 +1,4 @@
-"""AWS VPC / Transit Gateway flow log parsers: bytes in, FlowBatches out, no I/O.
+"""AWS VPC / Transit Gateway flow log parsers: bytes in, FlowBatches out, no I/O (registered in formats.py).
 
 Text (S3 objects, CloudWatch events) is parsed column-wise with pyarrow's CSV reader, one block of a few MiB at a
 time, so memory stays bounded whatever the object size. Each block is tried first with integer columns typed (the
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from adapters.aws import fields as F
+from collector.parsing import ParseResult
 from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble, constant, parse_addresses
 
 BLOCK_SIZE = 4 << 20
@@ -39,17 +40,6 @@ _ROW_END = re.compile(rb"\r\n|\r|\n")
 _INT64_MAX = 2**63 - 1
 _MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write
 _MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseconds
-
-
-@dataclass(slots=True)
-class ParseResult:
-    """One batch of a unit, with where to resume after it (JSON-able, stored in the checkpoint)."""
-
-    batch: FlowBatch
-    errors: list[ParseError]
-    position: dict[str, Any]
-    lines: int = 0
-    final: bool = False
 
 
 @dataclass(slots=True)

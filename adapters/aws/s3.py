@@ -40,14 +40,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from adapters.aws.config import S3SourceConfig, auth_of
-from adapters.aws.parse import ParseResult
 from adapters.aws.s3io import RemoteReadError, open_object
 from adapters.aws.session import Identity, describe_error, identities
-from adapters.local import open_stream
 from adapters.units import Outcome, RetryBook, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
+from collector.parsing import ParseResult, open_stream
 from collector.pipeline import Pipeline, PipelineFailed
 
 log = logging.getLogger("flowcollector.source.aws_s3")

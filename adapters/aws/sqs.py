@@ -72,14 +72,13 @@ from botocore.exceptions import (
 )
 
 from adapters.aws.config import SqsSourceConfig, auth_of
-from adapters.aws.parse import ParseResult
 from adapters.aws.s3io import ObjectChanged, RemoteReadError, open_object
 from adapters.aws.session import AUTH_ERRORS, Identity, describe_error, error_code, identities
-from adapters.local import open_stream
 from adapters.units import Outcome, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
+from collector.parsing import ParseResult, open_stream
 from collector.pipeline import Pipeline, PipelineFailed
 
 log = logging.getLogger("flowcollector.source.aws_sqs")

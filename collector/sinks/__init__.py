@@ -15,14 +15,25 @@ The contract every sink keeps (the pipeline relies on it for "nothing lost, noth
   acks when it rotates (or when `force` is set). A failed flush is retried and must be harmless to retry.
 - `close()` makes everything durable and releases resources; after it, every write is acked.
 - `SinkFatal` is for what retrying cannot cure (the reader of a pipe went away): the pipeline stops.
-Sinks register themselves by `type:` name in `SINKS`, like the drivers of goflow2's registries.
+- With each batch, `write` learns which batch it is (`BatchId`: source, unit, unit version, and the start and end
+  of the batch within the unit). Batch boundaries depend only on (unit, version, resume point) (see
+  collector/parsing.py), so a batch delivered again after a crash has the same identity: a sink that can
+  deduplicate (ClickHouse's insert token) derives its key from it.
+- A sink whose durable state is partly in the checkpoint store (the file sink's journal of part files) says so by
+  being a `JournaledSink`: the pipeline then hands it the journal before `open` and records it with every ack.
+Sinks register by `type:` name with their config class (`collector.registry.register_sink`), beside their code.
+A sink's config section extends `SinkOptions`, the keys every sink has.
 """
 
 from __future__ import annotations
 
+import abc
+import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
+from collector.options import Duration, Name, Positive
 from collector.schema import FlowBatch
 
 _SEARCH_ENCODES = 512  # encodes spent finding bad rows in one batch, at most
@@ -43,12 +54,41 @@ class RejectedRows(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkOptions:
+    """The keys of every sink section. `flush_interval`: how often the pipeline asks the sink to make what it has
+    durable (and so how soon checkpoints can move)."""
+
+    name: Name
+    type: str = ""
+    flush_interval: Annotated[float, Duration, Positive] = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchId:
+    """Which batch a sink is writing: the same after a crash and a re-read (see the contract above).
+
+    `start` and `end` are the batch's progress marks in the unit (decompressed bytes, rows, events: increasing
+    within a unit version); a batch covers (start, end]."""
+
+    source: str
+    unit: str
+    version: str
+    start: int
+    end: int
+
+    def token(self, sink: str = "") -> str:
+        """A stable key for idempotent writes (a ClickHouse insert deduplication token): hex SHA-256."""
+        text = "\x1f".join((sink, self.source, self.unit, self.version, str(self.start), str(self.end)))
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class Sink(Protocol):
     name: str
 
     async def open(self) -> None: ...
 
-    async def write(self, batch: FlowBatch) -> None: ...
+    async def write(self, batch: FlowBatch, ident: BatchId | None = None) -> None: ...
 
     async def flush(self, force: bool = False) -> int: ...
 
@@ -87,20 +127,26 @@ def encode_or_reject(batch: FlowBatch, encode: Callable[[FlowBatch], Any]) -> An
     raise RejectedRows(bad or range(batch.num_rows), f"{type(first).__name__}: {first}")
 
 
-SINKS: dict[str, Callable[[Any], Sink]] = {}
+class JournaledSink(abc.ABC):
+    """A sink that keeps part of its recovery state in the checkpoint store, committed with its acks.
 
+    The file sink is one: what it acked is a file name and size, and after a crash `open` settles its part files by
+    the recorded journal. The protocol, as the pipeline drives it:
+    - `restore(journal)` before `open()`: file name -> size as last recorded (empty on a first start). Once `open`
+      returns, the pipeline drops those entries from the store (the sink has settled them).
+    - at every ack, `journal()` is recorded in the same transaction as the sink's progress, so an ack and the
+      state that makes it true land together or not at all;
+    - then, if `sealed()` names anything, `publish_sealed()` makes it visible (retried until it succeeds) and the
+      names leave the journal: a two-phase publish that a crash between the phases cannot tear."""
 
-def register(type_name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        SINKS[type_name] = cls
-        return cls
+    @abc.abstractmethod
+    def restore(self, journal: dict[str, int]) -> None: ...
 
-    return deco
+    @abc.abstractmethod
+    def journal(self) -> list[tuple[str, int]]: ...
 
+    @abc.abstractmethod
+    def sealed(self) -> list[str]: ...
 
-def create_sink(config: Any) -> Sink:
-    # Import the built-in sinks so they register; later sinks add themselves the same way.
-    from collector.sinks import file, stdout  # noqa: F401
-    from collector.sinks.netflow import sink  # noqa: F401
-
-    return SINKS[config.type](config)
+    @abc.abstractmethod
+    async def publish_sealed(self) -> None: ...

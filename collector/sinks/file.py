@@ -7,9 +7,9 @@ What is acked is durable, and what is durable is journaled:
 - Parquet: a file is readable only once its footer is written, so batches are acked when the file is closed.
 - Rotation is two-phase: the file is *sealed* (closed, fsynced, still hidden), the pipeline records the ack with the
   file's name and size, and only then calls `publish_sealed()` to rename it.
-After a crash, `open()` settles every part file *of this sink* by the journal the pipeline hands it
-(`journal_in_store`): a named file is cut back to its recorded size and published; an unnamed one held nothing
-recorded and is removed. The batches beyond what was recorded are delivered again by the source, so every flow
+After a crash, `open()` settles every part file *of this sink* by the journal the pipeline hands it (`restore`,
+the `JournaledSink` protocol): a named file is cut back to its recorded size and published; an unnamed one held
+nothing recorded and is removed. The batches beyond what was recorded are delivered again by the source, so every flow
 lands exactly once. Part files carry the sink's name (`.NAME.part` suffix, see `_part_tag`), so a sink never
 touches another's files even if two were pointed at one directory (which `check` refuses).
 
@@ -30,21 +30,65 @@ import re
 import secrets
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import isal.igzip
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector.jsonl import dumps_chunks
+from collector.options import Choice, Duration, InvalidField, Min, Positive, Size
+from collector.registry import register_sink
 from collector.schema import SCHEMA, FlowBatch
-from collector.sinks import RejectedRows, SinkFatal, encode_or_reject, register
+from collector.sinks import BatchId, JournaledSink, RejectedRows, SinkFatal, SinkOptions, encode_or_reject
 
 log = logging.getLogger("flowcollector.sink.file")
 
 _ROW_GROUP_ROWS = 128 * 1024
 _BUFFER = 8 << 20  # bytes buffered in memory before they go to the file, whatever the interval
+
+# Compressions each file format supports; the first is the default when `compression` is not given.
+FILE_COMPRESSIONS: dict[str, tuple[str, ...]] = {
+    "jsonl": ("none", "gzip"),
+    "parquet": ("zstd", "snappy", "gzip", "none"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSinkConfig(SinkOptions):
+    """`type: file`: JSON Lines or Parquet files written into the directory `path` (relative: to the config's dir).
+
+    `compression` None (the default) means the format's default, resolved on construction: "none" for jsonl,
+    "zstd" for parquet; after construction it is always a concrete string. A compression the format does not
+    support raises ValueError here, so hand-built configs are checked too.
+    """
+
+    type: str = "file"
+    path: Path = Path("./var/flows")
+    format: Annotated[str, Choice(*FILE_COMPRESSIONS)] = "jsonl"
+    rotate_bytes: Annotated[int, Size, Min(1)] = 128 * 2**20
+    rotate_interval: Annotated[float, Duration, Positive] = 300.0
+    compression: str | None = None
+    fsync: bool = True
+
+    def claims(self) -> tuple[tuple[str, str], ...]:
+        """Recovery after a crash settles the part files of a directory by one sink's journal: one sink each."""
+        return (("path", f"directory {os.path.realpath(self.path)}"),)
+
+    def __post_init__(self) -> None:
+        supported = FILE_COMPRESSIONS.get(self.format)
+        if supported is None:
+            raise InvalidField("format", f"expected one of {', '.join(FILE_COMPRESSIONS)}, got {self.format!r}")
+        if self.compression is None:
+            object.__setattr__(self, "compression", supported[0])
+        elif self.compression not in supported:
+            raise InvalidField(
+                "compression",
+                f"{self.compression!r} is not supported with format {self.format} "
+                f"(expected one of {', '.join(supported)})",
+            )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -106,8 +150,7 @@ class _Staging:
         return False
 
 
-@register("file")
-class FileSink:
+class FileSink(JournaledSink):
     def __init__(self, config: Any) -> None:
         self.config = config
         self.name: str = config.name
@@ -136,8 +179,11 @@ class FileSink:
         self._staged: list[bytes] = []
         self._writer: pq.ParquetWriter | None = None
         self._sealed: list[tuple[Path, Path, int]] = []  # (part, final, size) closed, awaiting publish_sealed()
-        # Set by the pipeline before open(): file name -> acked size, as the checkpoint store recorded them.
+        # Handed by the pipeline before open() (`restore`): file name -> acked size, as the store recorded them.
         self.journal_in_store: dict[str, int] = {}
+
+    def restore(self, journal: dict[str, int]) -> None:
+        self.journal_in_store = dict(journal)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -188,7 +234,7 @@ class FileSink:
         return await self.flush(force=True)
 
     # -- data path --------------------------------------------------------------------------------------------
-    async def write(self, batch: FlowBatch) -> None:
+    async def write(self, batch: FlowBatch, ident: BatchId | None = None) -> None:
         """Take the whole batch into memory, or raise having taken nothing (see the module docstring)."""
         if batch.num_rows:
             if self._closing or self._pending_size >= _BUFFER:
@@ -396,3 +442,6 @@ class FileSink:
         self._size = self._synced_size = 0
         self._closing = False
         self._data_since = None
+
+
+register_sink("file", FileSinkConfig, FileSink)

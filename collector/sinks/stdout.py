@@ -11,16 +11,24 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from collector.jsonl import dumps_chunks
+from collector.registry import register_sink
 from collector.schema import FlowBatch
-from collector.sinks import SinkFatal, encode_or_reject, register
+from collector.sinks import BatchId, SinkFatal, SinkOptions, encode_or_reject
 
 _BUFFER = 4 << 20  # bytes rendered and not yet written before `write` drains first
 
 
-@register("stdout")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StdoutSinkConfig(SinkOptions):
+    """`type: stdout`: JSON Lines on standard output."""
+
+    type: str = "stdout"
+
+
 class StdoutSink:
     def __init__(self, config: Any) -> None:
         self.name: str = config.name
@@ -31,7 +39,7 @@ class StdoutSink:
     async def open(self) -> None:
         return None
 
-    async def write(self, batch: FlowBatch) -> None:
+    async def write(self, batch: FlowBatch, ident: BatchId | None = None) -> None:
         if batch.num_rows:
             if self._pending_size >= _BUFFER:
                 await asyncio.to_thread(self._drain)  # may fail: then nothing of this batch is taken
@@ -66,3 +74,6 @@ class StdoutSink:
 
     async def close(self) -> int:
         return await self.flush(True)
+
+
+register_sink("stdout", StdoutSinkConfig, StdoutSink)

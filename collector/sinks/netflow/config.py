@@ -1,17 +1,19 @@
-"""`type: netflow` sink configuration, declared like the sinks in `collector/config.py` (the lead registers it in
-`SINK_TYPES`): the dataclass is the schema, `Annotated` markers carry durations, bounds and the syntax of each
-address (checked while the file is read, so every one is reported with the other errors), and `__post_init__`
-checks what spans fields (and, with the markers' own checks, what a hand-built config could get wrong), raising
-`_InvalidField` so the loader points at the offending key.
+"""`type: netflow` sink configuration, in the config language of `collector/options.py`, registered in
+`collector.registry` (the sink itself, with numpy and sockets, is imported only when one is configured): the
+dataclass is the schema, `Annotated` markers carry durations, bounds and the syntax of each address (checked while
+the file is read, so every one is reported with the other errors), and `__post_init__` checks what spans fields
+(and, with the markers' own checks, what a hand-built config could get wrong), raising `InvalidField` so the loader
+points at the offending key.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from collector.config import SINK_TYPES, Duration, Min, NonEmpty, Positive, _InvalidField, _Parse
+from collector.options import Duration, InvalidField, Min, Parse, Positive, parse_host_port
+from collector.registry import register_sink
+from collector.sinks import SinkOptions
 
 VERSIONS = (5, 9, 10)
 DOMAIN_MODES = ("source", "account")
@@ -56,32 +58,7 @@ def parse_observation_domain(value: object) -> str:
     return str(number)
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """`host:port`, `a.b.c.d:port` or `[v6]:port` -> (host, port). A bare IPv6 address is refused: its last group
-    would be taken for a port."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"invalid address {text!r}: expected [IPv6]:port, e.g. [::1]:2055")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"invalid address {text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"invalid address {text!r}: expected host:port, e.g. 127.0.0.1:2055")
-        if ":" in host:
-            raise ValueError(f"invalid address {text!r}: write an IPv6 address in brackets, e.g. [::1]:2055")
-        if any(c.isspace() for c in host):
-            raise ValueError(f"invalid address {text!r}: the host contains whitespace")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"invalid address {text!r}: port must be 1..65535")
-    return host, int(port)
-
-
-ObservationDomain = _Parse("an observation domain", parse_observation_domain)
+ObservationDomain = Parse("an observation domain", parse_observation_domain)
 
 
 class _Address:
@@ -108,8 +85,8 @@ Address = _Address()
 Addresses = _Addresses()
 
 
-@dataclass(frozen=True, slots=True)
-class NetflowSinkConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetflowSinkConfig(SinkOptions):
     """`type: netflow`: NetFlow v9 / IPFIX (or v5) over UDP to one or more collectors, each receiving everything.
 
     - `version`: 10 (IPFIX, default), 9 or 5. nfdump 1.7.1 shows ACCEPT/REJECT (forwardingStatus, firewallEvent)
@@ -125,7 +102,6 @@ class NetflowSinkConfig:
       (per account / project / subscription), or a fixed integer for everything.
     """
 
-    name: Annotated[str, NonEmpty]
     type: str = "netflow"
     version: Annotated[int, _OneOf(VERSIONS)] = 10
     address: Annotated[str | None, Address] = None
@@ -135,23 +111,22 @@ class NetflowSinkConfig:
     template_refresh_packets: Annotated[int, Min(1)] = 1000
     max_packets_per_second: Annotated[int, Min(0)] = 50_000
     observation_domain: Annotated[str, ObservationDomain] = "source"
-    flush_interval: Annotated[float, Duration, Positive] = 1.0
 
     def __post_init__(self) -> None:
         if self.version not in VERSIONS:
-            raise _InvalidField("version", _OneOf(VERSIONS).check(self.version) or "")
+            raise InvalidField("version", _OneOf(VERSIONS).check(self.version) or "")
         try:
             object.__setattr__(self, "observation_domain", parse_observation_domain(self.observation_domain))
         except ValueError as exc:
-            raise _InvalidField("observation_domain", str(exc)) from None
+            raise InvalidField("observation_domain", str(exc)) from None
         if not MIN_MTU <= self.mtu <= MAX_MTU:
-            raise _InvalidField("mtu", f"must be {MIN_MTU}..{MAX_MTU}, got {self.mtu!r}")
+            raise InvalidField("mtu", f"must be {MIN_MTU}..{MAX_MTU}, got {self.mtu!r}")
         given = ((self.address,) if self.address is not None else ()) + tuple(self.addresses)
         if not given:
-            raise _InvalidField("address", "a collector is required: set address (host:port) or addresses")
+            raise InvalidField("address", "a collector is required: set address (host:port) or addresses")
         for key, problem in (("address", Address.check(self.address)), ("addresses", Addresses.check(self.addresses))):
             if problem:  # a config built in code: a loaded one had these checked as it was read
-                raise _InvalidField(key, problem)
+                raise InvalidField(key, problem)
         object.__setattr__(self, "addresses", tuple(dict.fromkeys(a.strip() for a in given)))
 
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -163,4 +138,4 @@ class NetflowSinkConfig:
         return None if self.observation_domain in DOMAIN_MODES else int(self.observation_domain)
 
 
-SINK_TYPES["netflow"] = NetflowSinkConfig
+register_sink("netflow", NetflowSinkConfig, "collector.sinks.netflow.sink:NetflowSink")

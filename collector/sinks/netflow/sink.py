@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.schema import FlowBatch
-from collector.sinks import register
+from collector.sinks import BatchId
 from collector.sinks.netflow.encode import (
     FlowArrays,
     IpfixEncoder,
@@ -153,7 +153,6 @@ class _Domain:
     announced: set[int] = field(default_factory=set)  # interfaces whose names went out at least once
 
 
-@register("netflow")
 class NetflowSink:
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -215,7 +214,7 @@ class NetflowSink:
         return self._written
 
     # -- data path --------------------------------------------------------------------------------------------
-    async def write(self, batch: FlowBatch) -> None:
+    async def write(self, batch: FlowBatch, ident: BatchId | None = None) -> None:
         if batch.num_rows:
             async with self._lock:
                 await asyncio.to_thread(self._deliver, batch)

@@ -1,0 +1,49 @@
+"""The AWS input formats, registered in the parsing seam (`collector/parsing.py`); `collector.registry.FORMATS`
+names this module for provider `aws`.
+
+- `aws-parquet`: VPC flow logs delivered to S3 as Parquet (`PAR1` magic).
+- `aws-text`: flow log text (S3 objects, CloudWatch exports): the most lenient shape, so it sniffs last.
+
+The parser option `aws_fields` is the field order of lines before any header line (CloudWatch events carry none);
+`--aws-format` on the command line gives it as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
+
+from adapters.aws.fields import KNOWN_FIELDS, parse_field_list
+from adapters.aws.parse import parse_parquet, parse_text
+from collector.parsing import Format, ParseResult, register_format, register_option
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def looks_like_aws_text(head: bytes, options: Mapping[str, Any]) -> bool:
+    """An AWS header line, or a default-format record (its first field, version, is a number); with a configured
+    field order, any text that is not JSON. Other text (a README beside the logs) is reported once instead of as
+    hundreds of malformed lines."""
+    stripped = head.lstrip()
+    if options.get("aws_fields"):
+        return stripped[:1] not in (b"{", b"[")
+    line = stripped.split(b"\n", 1)[0]
+    token = line.split(None, 1)[0] if line.strip() else b""
+    return not token or token.isdigit() or token.decode("ascii", "replace") in KNOWN_FIELDS
+
+
+def _text(
+    chunks: Iterable[bytes], *, unit: str, source: str, options: Mapping[str, Any], resume: dict[str, Any] | None
+) -> Iterator[ParseResult]:
+    return parse_text(chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume)
+
+
+def _parquet(
+    fh: BinaryIO, *, unit: str, source: str, options: Mapping[str, Any], resume: dict[str, Any] | None
+) -> Iterator[ParseResult]:
+    return parse_parquet(fh, unit=unit, source=source, resume=resume)
+
+
+register_format(Format("aws-parquet", "aws", lambda head, _: head[:4] == PARQUET_MAGIC, _parquet, container="file"))
+register_format(Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True))
+register_option("aws_fields", parse_field_list)

@@ -1,0 +1,249 @@
+"""The parsing seam: bytes of a flow log object in, normalized batches out, whatever the provider and container.
+
+Every source that reads objects (a local file, an S3 object, later a Cloud Storage object or an Azure blob) hands
+its stream to `open_stream`, which unwraps gzip, recognizes the format from the content (never the name: exports
+are named anything) and runs that format's parser. Parsers register here by name with a sniff function
+(`register_format`, called by the provider's module, which `collector.registry.FORMATS` names), so adding GCP or
+Azure JSON is one registration, and `flowcollector parse --provider auto` finds it.
+
+What a parser is: a pure generator from bytes to `ParseResult`s (no I/O, no clock, no randomness), each result
+one batch plus the position to resume after it. The rule every parser keeps, because exactly-once skipping after a
+crash and sinks' idempotent insert tokens (`collector.sinks.BatchId`) rely on it:
+
+    Batch boundaries depend only on (unit, version, resume point). Parsing the same bytes from the same position
+    yields the same batches, cut at the same places, with the same positions.
+
+So a parser must not cut batches by time, by how the input happened to be chunked by the network, or by memory
+pressure: only by the content (a block of N bytes of input, N rows), counted from the resume point. A position
+holds `offset` (decompressed bytes consumed, for text and JSON) or `rows` (for columnar files): that number is the
+unit's progress, increasing within a unit version.
+
+Sniffing order: formats that recognize a container by its raw magic bytes (Parquet's `PAR1`) first; then, on the
+first decompressed bytes, each stream format by its `order` (specific shapes first, the most lenient — AWS text,
+whose records are just numbers and words — last).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from isal import isal_zlib
+
+from collector import registry
+from collector.schema import FlowBatch, ParseError, empty_batch
+
+READ_SIZE = 1 << 20
+SNIFF_BYTES = 64 << 10  # decompressed bytes a sniff function sees (fewer only if the object is shorter)
+GZIP_MAGIC = b"\x1f\x8b"
+PROVIDER_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """One batch of a unit, with where to resume after it (JSON-able, stored in the checkpoint).
+
+    `provider` is set by `open_stream` from the format that produced it (error records name it)."""
+
+    batch: FlowBatch
+    errors: list[ParseError]
+    position: dict[str, Any]
+    lines: int = 0
+    final: bool = False
+    provider: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """A registered input format.
+
+    - `sniff(head, options)`: whether `head` (the first decompressed bytes, up to SNIFF_BYTES; for `container`
+      "file", the first raw bytes) is this format. `options` are the source's parser options (`aws_fields`).
+    - `parse`: for "stream" formats `parse(chunks, unit=, source=, options=, resume=)` over decompressed chunks;
+      for "file" formats `parse(fh, unit=, source=, options=, resume=)` with a seekable binary file.
+    - `default`: the format of its provider used when `provider:` is given explicitly and nothing sniffs."""
+
+    name: str
+    provider: str
+    sniff: Callable[[bytes, Mapping[str, Any]], bool]
+    parse: Callable[..., Iterator[ParseResult]]
+    container: str = "stream"
+    order: int = 100
+    default: bool = False
+
+
+FORMATS: dict[str, Format] = {}
+# Parser options a command line may give as text (`--aws-format`): name -> converter (ValueError on bad text).
+OPTIONS: dict[str, Callable[[str], Any]] = {}
+
+
+def register_format(fmt: Format) -> None:
+    FORMATS[fmt.name] = fmt
+
+
+def register_option(name: str, convert: Callable[[str], Any]) -> None:
+    OPTIONS[name] = convert
+
+
+def convert_option(name: str, text: str) -> Any:
+    """A parser option from command-line text; ValueError says what is wrong with it."""
+    registry.load_formats()
+    return OPTIONS[name](text)
+
+
+def formats(provider: str = "auto") -> list[Format]:
+    registry.load_formats(None if provider == "auto" else provider)
+    chosen = [f for f in FORMATS.values() if provider == "auto" or f.provider == provider]
+    return sorted(chosen, key=lambda f: f.order)
+
+
+# --- decompression ----------------------------------------------------------------------------------------------
+
+
+def _gunzip(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
+    """Decompress a gzip stream of one or more members (concatenated objects are valid gzip).
+
+    Driven by hand rather than through a GzipFile so that everything decompressed before a truncation or corruption
+    is still handed on: the caller then reports the damage after delivering every complete line before it."""
+    d = isal_zlib.decompressobj(wbits=31)
+    started = False
+    while raw := fh.read(READ_SIZE):
+        counter[0] += len(raw)
+        while raw:
+            out = d.decompress(raw)
+            started = True
+            if out:
+                yield out
+            if not d.eof:
+                break
+            raw = d.unused_data  # another member follows
+            d = isal_zlib.decompressobj(wbits=31)
+            started = False
+    if started and not d.eof:
+        if tail := d.flush():
+            yield tail
+        raise EOFError("compressed stream ended before the end-of-stream marker")
+
+
+def _chunks(fh: BinaryIO, gz: bool, unit: str, problems: list[ParseError], counter: list[int]) -> Iterator[bytes]:
+    """Decompressed chunks of a file; a truncated or corrupt gzip stream ends the stream with an error, so the
+    parser still delivers every complete line before the damage."""
+    try:
+        if gz:
+            yield from _gunzip(fh, counter)
+        else:
+            while chunk := fh.read(READ_SIZE):
+                counter[0] += len(chunk)
+                yield chunk
+    except (EOFError, isal_zlib.error) as exc:
+        problems.append(ParseError(unit, None, f"truncated or corrupt gzip stream: {exc}"))
+
+
+@dataclass(slots=True)
+class _Head:
+    """The first decompressed chunks, read ahead for sniffing and handed on before the rest."""
+
+    chunks: list[bytes] = field(default_factory=list)
+
+    def take(self, rest: Iterator[bytes]) -> bytes:
+        size = 0
+        for chunk in rest:
+            self.chunks.append(chunk)
+            size += len(chunk)
+            if size >= SNIFF_BYTES:
+                break
+        return b"".join(self.chunks)[:SNIFF_BYTES]
+
+    def replay(self, rest: Iterator[bytes]) -> Iterator[bytes]:
+        chunks, self.chunks = self.chunks, []
+        yield from chunks
+        yield from rest
+
+
+# --- opening ----------------------------------------------------------------------------------------------------
+
+
+def open_unit(
+    path: Path,
+    *,
+    unit: str,
+    source: str,
+    provider: str = "auto",
+    options: Mapping[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+    bytes_read: list[int] | None = None,
+) -> Iterator[ParseResult]:
+    """Parse one file of any supported format. Raises OSError only if the file cannot be opened or read."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size if fh.seekable() else None
+        yield from open_stream(
+            fh,
+            unit=unit,
+            source=source,
+            provider=provider,
+            options=options,
+            resume=resume,
+            bytes_read=bytes_read,
+            size=size,
+        )
+
+
+def open_stream(
+    fh: io.BufferedIOBase | BinaryIO,
+    *,
+    unit: str,
+    source: str,
+    provider: str = "auto",
+    options: Mapping[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+    bytes_read: list[int] | None = None,
+    size: int | None = None,
+) -> Iterator[ParseResult]:
+    """Parse a flow log object from a buffered binary stream (a file, an S3 object): the format is detected from its
+    first bytes (`provider` "auto") or chosen among one provider's formats. File formats (Parquet) need a seekable
+    stream; `size` is what such an object counts as read. `options` go to the parser (`aws_fields`, ...)."""
+    opts: Mapping[str, Any] = options or {}
+    counter = bytes_read if bytes_read is not None else [0]
+    candidates = formats(provider)
+    magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
+    for fmt in candidates:
+        if fmt.container == "file" and fmt.sniff(magic, opts):
+            counter[0] = size or 0
+            stream = fh if fh.seekable() else io.BytesIO(fh.read())
+            for result in fmt.parse(stream, unit=unit, source=source, options=opts, resume=resume):
+                result.provider = fmt.provider
+                yield result
+            return
+    problems: list[ParseError] = []
+    rest = _chunks(fh, magic[:2] == GZIP_MAGIC, unit, problems, counter)
+    head_buf = _Head()
+    head = head_buf.take(rest)
+    stream_formats = [f for f in candidates if f.container == "stream"]
+    chosen = next((f for f in stream_formats if f.sniff(head, opts)), None)
+    if chosen is None and provider != "auto":
+        chosen = next((f for f in stream_formats if f.default), None)
+    if chosen is None:
+        yield _unrecognized(unit, provider, head)
+        return
+    for result in chosen.parse(head_buf.replay(rest), unit=unit, source=source, options=opts, resume=resume):
+        result.provider = chosen.provider
+        if result.final and problems:
+            result.errors.extend(problems)
+        yield result
+
+
+def _unrecognized(unit: str, provider: str, head: bytes) -> ParseResult:
+    """Nothing claims the object: one error for it, instead of hundreds of malformed lines (a README beside the
+    logs, a provider whose parser has not landed)."""
+    if provider != "auto":
+        reason = f"{PROVIDER_NAMES.get(provider, provider)} flow logs are not supported yet"
+        return ParseResult(empty_batch(), [ParseError(unit, None, reason)], {}, 0, True, provider)
+    if head.lstrip()[:1] in (b"{", b"["):
+        reason = "JSON (GCP or Azure) flow logs are not supported yet"
+        return ParseResult(empty_batch(), [ParseError(unit, None, reason)], {}, 0, True)
+    reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
+    return ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)
