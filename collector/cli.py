@@ -187,7 +187,10 @@ def cmd_parse(args: argparse.Namespace) -> int:
                     for rec in conformance.records(result.batch):
                         out.write(orjson.dumps(rec) + b"\n")
                     for err in result.errors:
-                        out.write(orjson.dumps(conformance.error_record(err, result.provider or "unknown")) + b"\n")
+                        # A file no format claims is reported as AWS's, as before formats registered (the
+                        # conformance schema knows only aws, gcp and azure).
+                        provider = result.provider or (args.provider if args.provider != "auto" else "aws")
+                        out.write(orjson.dumps(conformance.error_record(err, provider)) + b"\n")
                 elif result.batch.num_rows:
                     out.write(dumps_batch(result.batch))
                 for err in result.errors:

@@ -291,5 +291,10 @@ def summary_table(metrics: Metrics, elapsed: float) -> str:
     total = metrics.total_records()
     lines.append(f"{total} records in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} records/s)")
     for name, s in sorted(metrics.sinks.items()):
-        lines.append(f"sink {name}: {s.records} records in {s.batches} batches, {s.failures} failures")
+        line = f"sink {name}: {s.records} records in {s.batches} batches, {s.failures} failures"
+        if s.filtered:
+            line += f", {s.filtered} filtered out"
+        if s.rejected:
+            line += f", {s.rejected} rejected"
+        lines.append(line)
     return "\n".join(lines)

@@ -31,6 +31,7 @@ class SinkCounters:
     flushes: int = 0
     failures: int = 0  # failed operations (outages), each retried
     rejected: int = 0  # rows the sink could not encode (data errors), dropped for that sink and logged
+    filtered: int = 0  # rows left out by the sink's `filter` (delivered, as far as checkpoints go)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from collector.schema import FlowBatch, ParseError, empty_batch
 
 READ_SIZE = 1 << 20
 SNIFF_BYTES = 64 << 10  # decompressed bytes a sniff function sees (fewer only if the object is shorter)
+HEAD_CAP = 16 << 20  # decompressed bytes read ahead for sniffing at most (leading whitespace included)
 GZIP_MAGIC = b"\x1f\x8b"
 PROVIDER_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
 
@@ -145,18 +146,24 @@ def _chunks(fh: BinaryIO, gz: bool, unit: str, problems: list[ParseError], count
 
 @dataclass(slots=True)
 class _Head:
-    """The first decompressed chunks, read ahead for sniffing and handed on before the rest."""
+    """The first decompressed chunks, read ahead for sniffing and handed on before the rest.
+
+    A sniff function sees SNIFF_BYTES from the first byte that is not whitespace: a file starting with a run of
+    blank lines is judged by what follows them. The read-ahead is capped (HEAD_CAP) so that a file of nothing but
+    whitespace cannot make it unbounded."""
 
     chunks: list[bytes] = field(default_factory=list)
 
     def take(self, rest: Iterator[bytes]) -> bytes:
-        size = 0
+        size = blank = 0
         for chunk in rest:
             self.chunks.append(chunk)
             size += len(chunk)
-            if size >= SNIFF_BYTES:
+            if blank == size - len(chunk):  # everything so far was whitespace: count this chunk's leading run
+                blank += len(chunk) - len(chunk.lstrip())
+            if size - blank >= SNIFF_BYTES or size >= HEAD_CAP:
                 break
-        return b"".join(self.chunks)[:SNIFF_BYTES]
+        return b"".join(self.chunks)[blank : blank + SNIFF_BYTES]
 
     def replay(self, rest: Iterator[bytes]) -> Iterator[bytes]:
         chunks, self.chunks = self.chunks, []

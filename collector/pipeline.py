@@ -146,8 +146,10 @@ class _SinkWorker:
         metrics: Metrics,
         store: CheckpointStore,
         give_up_after: float | None,
+        select: Callable[[FlowBatch], FlowBatch] | None = None,
     ) -> None:
         self.sink = sink
+        self.select = select  # the sink's `filter`: the rows it wants
         self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
         # A worker that never reads its queue would hang every source: an interval of 0 means "after every write".
         self.flush_interval = max(flush_interval, 0.0)
@@ -189,7 +191,17 @@ class _SinkWorker:
 
     async def _write(self, ticket: _Ticket, batch: FlowBatch, ident: BatchId) -> None:
         """Write one batch (whole, or raising having taken nothing: retries cannot double it). Rows the sink cannot
-        encode are dropped for this sink alone, reported with their unit, and the rest is written."""
+        encode are dropped for this sink alone, reported with their unit, and the rest is written.
+
+        Rows the sink's filter leaves out count as delivered to it. A batch it leaves out entirely is not written at
+        all: its ticket is acked together with the writes before it (acks are a prefix of the sink's writes)."""
+        if self.select is not None:
+            kept = self.select(batch)
+            self.metrics.filtered += batch.num_rows - kept.num_rows
+            if kept.num_rows == 0 and batch.num_rows:
+                self._pending.append((ticket, self._writes))
+                return
+            batch = kept
         while True:
             try:
                 await self._retrying(lambda b=batch: self.sink.write(b, ident), "write")
@@ -255,10 +267,14 @@ class Pipeline:
         queue_batches: int = 8,
         flush_intervals: dict[str, float] | None = None,
         give_up_after: float | None = None,
+        filters: dict[str, Callable[[FlowBatch], FlowBatch]] | None = None,
     ) -> None:
-        intervals = flush_intervals or {}
+        intervals, selects = flush_intervals or {}, filters or {}
         self.workers = [
-            _SinkWorker(s, queue_batches, intervals.get(s.name, 1.0), metrics, store, give_up_after) for s in sinks
+            _SinkWorker(
+                s, queue_batches, intervals.get(s.name, 1.0), metrics, store, give_up_after, selects.get(s.name)
+            )
+            for s in sinks
         ]
         self.store = store
         self.metrics = metrics

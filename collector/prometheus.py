@@ -34,6 +34,7 @@ _SINK_COUNTERS = (
     ("flushes", "Flushes (durability points) of the sink."),
     ("failures", "Failed sink operations (retried with backoff)."),
     ("rejected", "Rows the sink could not encode (data errors): dropped for that sink, logged with their unit."),
+    ("filtered", "Rows left out by the sink's filter (counted as delivered for that sink)."),
 )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,10 +96,15 @@ class Kind(Mapping[str, type]):
 
     def component(self, type_name: str) -> Component:
         if type_name not in self.registered:
-            if type_name in self.builtins:
-                importlib.import_module(self.builtins[type_name])
-            elif type_name in self._plugins():
-                self._plugins()[type_name].load()
+            try:
+                if type_name in self.builtins:
+                    importlib.import_module(self.builtins[type_name])
+                elif type_name in self._plugins():
+                    self._plugins()[type_name].load()
+            except ImportError:
+                raise
+            except Exception as exc:  # a broken plugin module: reported at its `type:` key, not as a traceback
+                raise ImportError(f"{type(exc).__name__}: {exc}") from exc
         try:
             return self.registered[type_name]
         except KeyError:
@@ -133,7 +139,12 @@ def register_source(type_name: str, config: type, impl: Any) -> None:
 
 
 def register_sink(type_name: str, config: type, impl: Any) -> None:
-    """`impl(config)` builds a sink keeping the contract of collector/sinks/__init__.py."""
+    """`impl(config)` builds a sink keeping the contract of collector/sinks/__init__.py; its config class extends
+    `SinkOptions` (the keys every sink has: the pipeline reads `flush_interval` and `filter` of each)."""
+    from collector.sinks import SinkOptions
+
+    if not (isinstance(config, type) and issubclass(config, SinkOptions)):
+        raise TypeError(f"sink type {type_name!r}: its config class must extend collector.sinks.SinkOptions")
     sinks.register(type_name, config, impl)
 
 
@@ -142,7 +153,16 @@ def create_source(config: Any, store: Any, metrics: Any, executor: Any = None) -
 
 
 def create_sink(config: Any) -> Any:
-    return sinks.create(config)
+    """The sink of a config section, checked against the contract where a mistake would only show much later (a
+    `write` without the batch identity argument would fail every write, retried as if an outage)."""
+    sink = sinks.create(config)
+    try:
+        inspect.signature(sink.write).bind(None, None)
+    except TypeError:
+        raise TypeError(
+            f"sink type {config.type!r}: write must take (batch, ident) (see collector/sinks/__init__.py)"
+        ) from None
+    return sink
 
 
 def load_formats(provider: str | None = None) -> None:

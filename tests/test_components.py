@@ -289,9 +289,53 @@ def test_batch_boundaries_depend_only_on_unit_version_and_resume_point(tmp_path:
         assert again == whole[k + 1 :]
 
 
+def test_parquet_batch_boundaries_do_not_move_on_resume(tmp_path: Path) -> None:
+    """Batches never span row groups: resumed at any batch end, a read cuts where the whole read did (a read across
+    groups counted its cuts from the first group it read, so a resumed one cut elsewhere: a sink that had the old
+    batch was sent the straddling new one whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from adapters.aws.parse import parse_parquet
+
+    n = 12
+    table = pa.table(
+        {
+            "version": pa.array([2] * n, pa.int32()),
+            "srcaddr": ["10.0.0.1"] * n,
+            "dstaddr": ["10.0.0.2"] * n,
+            "bytes": pa.array(range(n), pa.int64()),
+        }
+    )
+    path = tmp_path / "f.parquet"
+    pq.write_table(table, path, row_group_size=5)  # groups of 5, 5, 2; batches of 3 rows
+    whole = [
+        (r.position["rows"], r.batch.column("bytes").to_pylist())
+        for r in parse_parquet(str(path), unit="u", source="s", batch_rows=3)
+    ]
+    assert [end for end, _ in whole] == [3, 5, 8, 10, 12, 12]
+    for k, (end, _) in enumerate(whole[:-1]):
+        again = parse_parquet(str(path), unit="u", source="s", resume={"rows": end}, batch_rows=3)
+        assert [(r.position["rows"], r.batch.column("bytes").to_pylist()) for r in again] == whole[k + 1 :]
+
+
 def test_a_batch_token_is_stable_and_distinct() -> None:
     a = BatchId("s", "u", "v1", 0, 100)
     assert a.token("ch") == BatchId("s", "u", "v1", 0, 100).token("ch")
     others = [BatchId("s", "u", "v2", 0, 100), BatchId("s", "u", "v1", 100, 200), BatchId("t", "u", "v1", 0, 100)]
     assert len({a.token("ch"), a.token("other"), *(o.token("ch") for o in others)}) == 5
     assert len(a.token()) == 64
+
+
+def test_a_sniff_looks_past_leading_blank_lines(tmp_path: Path) -> None:
+    """Formats are judged by the first bytes that are not whitespace, however many blank lines come first."""
+    readme = tmp_path / "README"
+    readme.write_bytes(b"\n" * 70_000 + b"These are our flow logs.\n" * 10)
+    [result] = list(open_unit(readme, unit="README", source="s"))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (1, "not a recognized flow log format (no AWS header line, not a v2 record); skipped")
+    ]
+    flows = tmp_path / "f.log"
+    flows.write_bytes(b" \n" * 40_000 + (HEADER + "\n" + "\n".join(varied_records(7, 3)) + "\n").encode())
+    got = [v for r in open_unit(flows, unit="f", source="s") for v in r.batch.column("bytes").to_pylist()]
+    assert got == [7, 8, 9]

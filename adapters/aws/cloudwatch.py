@@ -471,6 +471,12 @@ class Stream:
         return first
 
 
+class _EmitFailed(Exception):
+    """Handing a batch to the pipeline failed (the checkpoint store could not be read, say) after its events were
+    taken from the stream's memory: the stream's state is ahead of what was delivered. The source restarts (its
+    streams reload from their checkpoints) rather than go on and let a later checkpoint cover the lost events."""
+
+
 class _StuckPaging(Exception):
     """The server keeps answering with the same nextToken."""
 
@@ -705,6 +711,9 @@ class CloudWatchSource:
                 await self._read(pipeline, group, {s.name: (start, s) for start, s in request}, stop)
         except PipelineFailed:
             raise
+        except _EmitFailed:  # the source restarts (supervised): its streams reload from their checkpoints
+            self.counters.units_failed += 1
+            raise
         except Exception:  # a bug must not stop the other groups: report it with where it happened
             self.counters.units_failed += 1
             log.exception("source=%s %s: reading failed unexpectedly", self.name, group.label)
@@ -839,9 +848,14 @@ class CloudWatchSource:
             c.newest_object_time = max(c.newest_object_time, max(e[0] for e in events) / 1000)
         stream.records += batch.num_rows
         start, stream.emitted = stream.emitted, progress
-        await pipeline.emit(
-            Delivery(self.name, stream.unit, version, batch, position, done, stream.records, progress, start)
-        )
+        try:
+            await pipeline.emit(
+                Delivery(self.name, stream.unit, version, batch, position, done, stream.records, progress, start)
+            )
+        except PipelineFailed:
+            raise
+        except Exception as exc:
+            raise _EmitFailed(f"{stream.label}: handing a batch to the sinks failed: {exc}") from exc
 
     def _parse(self, stream: Stream, events: list[tuple[int, str, str]]) -> tuple[FlowBatch, list[str], int, int]:
         """Messages -> one batch, and the errors, each naming its event (runs in the executor)."""

@@ -512,7 +512,8 @@ def parse_parquet(
     """AWS Parquet flow logs (columns named like the text fields, `-` written as `_`), a bounded batch at a time.
 
     The position is the number of rows consumed; a resumed parse skips whole row groups before that, then the
-    rest of a partly consumed one.
+    rest of a partly consumed one. Batches never span row groups (a group of 100,000 rows is read as 65,536 +
+    34,464), which keeps their boundaries the same on every read.
     """
     import pyarrow.parquet as pq
 
@@ -538,7 +539,10 @@ def parse_parquet(
         groups.append(i)
     consumed = done - skip
     problem: list[ParseError] = []
-    batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False) if groups else iter(())
+    # One row group at a time, so batches are cut at (group start + k * batch_rows) whatever the resume point: a
+    # read across groups would count its cuts from the first group read, and a resumed read would cut elsewhere
+    # than the first one did (collector/parsing.py: boundaries depend only on unit, version and resume point).
+    batches = (rb for g in groups for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[g], use_threads=False))
     while True:
         try:
             rb = next(batches, None)

@@ -16,9 +16,11 @@ The contract every sink keeps (the pipeline relies on it for "nothing lost, noth
 - `close()` makes everything durable and releases resources; after it, every write is acked.
 - `SinkFatal` is for what retrying cannot cure (the reader of a pipe went away): the pipeline stops.
 - With each batch, `write` learns which batch it is (`BatchId`: source, unit, unit version, and the start and end
-  of the batch within the unit). Batch boundaries depend only on (unit, version, resume point) (see
-  collector/parsing.py), so a batch delivered again after a crash has the same identity: a sink that can
-  deduplicate (ClickHouse's insert token) derives its key from it.
+  of the batch within the unit). For objects (files, S3 objects: everything read through collector/parsing.py)
+  batch boundaries depend only on (unit, version, resume point), so a batch delivered again after a crash has the
+  same identity: a sink that can deduplicate (ClickHouse's insert token) derives its key from it. A CloudWatch
+  log stream is cut where each query's pages end, so a re-read after a crash may cut its events differently:
+  its identities are stable for retries within a run, not across re-reads.
 - A sink whose durable state is partly in the checkpoint store (the file sink's journal of part files) says so by
   being a `JournaledSink`: the pipeline then hands it the journal before `open` and records it with every ack.
 Sinks register by `type:` name with their config class (`collector.registry.register_sink`), beside their code.
