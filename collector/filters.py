@@ -721,23 +721,28 @@ class _Networks:
             self.lo = np.unique(self.lo)
         self.value_set = pa.array(nets, pa.binary(16))
 
-    def match(self, words: np.ndarray) -> np.ndarray:
-        whi = words[:, 0] if self.mask_hi == _FULL else words[:, 0] & self.mask_hi
+    def match(self, hi: np.ndarray, lo: np.ndarray | None, upper_is: dict[int, np.ndarray]) -> np.ndarray:
+        """`hi`, `lo`: the upper and lower words of the column; `upper_is` caches `hi == value` across groups."""
+        whi = hi if self.mask_hi == _FULL else hi & self.mask_hi
         if self.mask_lo == 0:  # prefix of 64 bits or less: the upper word decides
             return _any_of(whi, self.hi) if len(self.hi) <= _CHAIN else _sorted_in(whi, self.hi)
-        wlo = words[:, 1] if self.mask_lo == _FULL else words[:, 1] & self.mask_lo
+        assert lo is not None
+        wlo = lo if self.mask_lo == _FULL else lo & self.mask_lo
         if self.shared_hi:
             found = _any_of(wlo, self.lo) if len(self.lo) <= _CHAIN else _sorted_in(wlo, self.lo)
-            return np.logical_and(found, whi == self.hi[0], out=found)
+            key = int(self.hi[0])
+            if key not in upper_is:
+                upper_is[key] = hi == self.hi[0]  # mask_hi is full here: the prefix is longer than 64 bits
+            return np.logical_and(found, upper_is[key], out=found)
         if len(self.pairs) <= _CHAIN:
             out = (whi == self.pairs[0][0]) & (wlo == self.pairs[0][1])
-            for hi, lo in self.pairs[1:]:
-                out |= (whi == hi) & (wlo == lo)
+            for upper, lower in self.pairs[1:]:
+                out |= (whi == upper) & (wlo == lower)
             return out
         # Many long prefixes with different upper words (a list of IPv6 hosts): hash lookup of the masked bytes.
-        masked = np.empty((len(words), 2), dtype=np.uint64)
+        masked = np.empty((len(hi), 2), dtype=np.uint64)
         masked[:, 0], masked[:, 1] = whi, wlo
-        keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(words), [None, pa.py_buffer(masked)])
+        keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(hi), [None, pa.py_buffer(masked)])
         return _arrow_bits(pc.is_in(keys, value_set=self.value_set))
 
 
@@ -756,13 +761,18 @@ class _AddrIn(_Leaf):
         for packed, length in pred.values:  # type: ignore[misc]
             by_length.setdefault(length, []).append(packed)
         self.groups = [_Networks(length, nets) for length, nets in sorted(by_length.items())]
+        self.uses_lo = any(g.mask_lo != 0 for g in self.groups)
 
     def run(self, arr: pa.Array, negated: bool) -> np.ndarray:
         n = len(arr)
         words = np.frombuffer(arr.buffers()[1], dtype=np.uint64, count=2 * n, offset=arr.offset * 16).reshape(n, 2)
-        found = self.groups[0].match(words)
+        # Contiguous copies of the two words (16 us each for 64k rows) make every operation after them 2x faster.
+        hi = np.ascontiguousarray(words[:, 0])
+        lo = np.ascontiguousarray(words[:, 1]) if self.uses_lo else None
+        upper_is: dict[int, np.ndarray] = {}
+        found = self.groups[0].match(hi, lo, upper_is)
         for group in self.groups[1:]:
-            np.logical_or(found, group.match(words), out=found)
+            np.logical_or(found, group.match(hi, lo, upper_is), out=found)
         if negated != self.negate:
             np.logical_not(found, out=found)
         return _keep_valid(found, _validity(arr))
@@ -884,17 +894,19 @@ class Filter:
         bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
         mask = pa.BooleanArray.from_buffers(pa.bool_(), len(keep), [None, bits])
         # Columns a format does not have are all null (half the schema for AWS's default format): a new null array
-        # of the kept length costs nothing, where filtering one costs about as much as filtering a column of values.
+        # of the kept length is cheap, where filtering one costs about as much as filtering a column of values
+        # (25 % of the whole filter when most rows are kept; below 5 % kept, filtering them is the cheaper).
         # The other columns are filtered together, so Arrow turns the mask into a selection once.
         n = batch.num_rows
-        live = [i for i, column in enumerate(batch.columns) if column.null_count != n]
-        if len(live) == batch.num_columns:
+        if kept * 20 < n:
             return batch.filter(mask)
-        part = batch.select(live).filter(mask)
-        columns = [pa.nulls(kept, field.type) for field in batch.schema]
-        for j, i in enumerate(live):
-            columns[i] = part.column(j)
-        return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+        columns = batch.columns
+        live = [i for i, column in enumerate(columns) if column.null_count != n]
+        if len(live) == len(columns):
+            return batch.filter(mask)
+        filtered = iter(batch.select(live).filter(mask).columns)
+        out = [next(filtered) if c.null_count != n else pa.nulls(kept, c.type) for c in columns]
+        return pa.RecordBatch.from_arrays(out, schema=batch.schema)
 
 
 def compile_filter(text: str) -> Filter:
