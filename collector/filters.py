@@ -30,7 +30,8 @@ Precedence is the usual one, SQL's and Python's: ``not`` binds tighter than ``an
 (``and or not in is null``) and column names are case-insensitive; string values are not.
 
 A predicate is always *column, operator, value*: the column comes first, and two columns cannot be compared with
-each other (``src_port < dst_port``) -- a filter selects flows by what they are, not by arithmetic.
+each other (``src_port < dst_port``) -- a filter selects flows by what they are, not by arithmetic. Spaces are
+needed only between two words (``dst_port==22 and(protocol==6)`` is fine; ``22and`` is not a number).
 
 Values
 ------
@@ -93,20 +94,24 @@ The alternative ("null compares false, and ``not`` of false is true") would make
 
 Errors
 ------
-`compile_filter` raises `FilterError` (a `ValueError`) with ``position``, the 0-based offset in the text of the
-offending token, and a message such as ``at column 12: unknown column 'dst_prot' (did you mean 'dst_port'?)``
-(the column in the message is 1-based, as editors count).
+`compile_filter` raises `FilterError` (a `ValueError`) at the first mistake, with ``message``, ``position`` (the
+0-based offset in the text of the offending token: the unknown column, the literal of the wrong type, the operator
+the column lacks, the ``(`` never closed...) and ``caret()`` (the text with a ``^`` under it). Its ``str()`` is
+1-based, as editors count columns: ``action == "reject" and dst_prot == 22`` gives
+``at column 24: unknown column 'dst_prot' (did you mean 'dst_port'?)``.
 
 Implementation
 --------------
 The expression is rewritten into negation normal form (``not`` pushed down to the predicates by De Morgan, so each
 predicate is evaluated either for "true" or for "false", nulls excluded from both), which is exactly Kleene logic
 followed by "unknown is not selected" and needs no null-aware boolean arithmetic. Predicates are vectorized numpy
-operations on the Arrow buffers, zero-copy: integers and times compare their value buffer; dictionary columns
-evaluate the predicate on the (few) dictionary values, then compare the int32 indices against the matching codes;
-networks compare the two 64-bit words of each address with the network's masked words (a list of networks of one
-prefix length is one sorted lookup); plain strings use Arrow's string kernels. ``and`` / ``or`` stop early when
-their result is already decided, and evaluate cheap predicates first. No Python runs per row.
+operations on the Arrow buffers as they are: integers and times compare their value buffer (a list of more than a
+few values is a lookup table or a sorted search); dictionary columns evaluate the predicate on the (few) dictionary
+values, then compare the int32 indices with the matching codes; networks compare the two 64-bit words of each
+address with the network's masked words (many networks of one prefix length are one sorted search); plain strings
+use Arrow's string kernels. ``and`` / ``or`` stop as soon as their result is decided, and evaluate cheap
+predicates first. No Python runs per row. `Filter.apply` returns the batch itself when every row is kept, and
+does not filter the columns that are all null (it makes new null columns of the kept length).
 """
 
 from __future__ import annotations
@@ -533,6 +538,11 @@ def _values(arr: pa.Array, dtype: type[np.generic]) -> np.ndarray:
     return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * item)
 
 
+def _indices(arr: pa.DictionaryArray) -> np.ndarray:
+    """The indices of a dictionary array as numpy (int32 in the schema; any integer type works)."""
+    return _values(arr.indices, arr.type.index_type.to_pandas_dtype())
+
+
 def _bits(buf: pa.Buffer, offset: int, n: int) -> np.ndarray:
     """n bits of an Arrow bitmap from bit `offset`, as numpy bools (a view of a fresh unpacked array)."""
     bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=offset + n, bitorder="little")
@@ -594,7 +604,7 @@ class _IsNull(_Leaf):
         if pa.types.is_dictionary(arr.type) and arr.dictionary.null_count:
             # An index to a null dictionary entry is a null value too.
             bad = _DictIn.codes_where(arr.dictionary, lambda v: v is None)
-            in_bad = np.isin(_values(arr.indices, np.int32), bad)
+            in_bad = np.isin(_indices(arr), bad)
             valid = ~in_bad if valid is None else valid & ~in_bad
         if valid is None:
             return np.full(len(arr), negated, dtype=bool)
@@ -681,7 +691,7 @@ class _DictIn(_Leaf):
         n = len(arr)
         if len(codes) == 0:
             return np.zeros(n, dtype=bool)
-        indices = _values(arr.indices, np.int32)
+        indices = _indices(arr)
         if len(codes) <= _CHAIN:
             found = _any_of(indices, codes)
         else:

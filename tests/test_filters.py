@@ -192,6 +192,26 @@ def test_dictionary_without_the_value_and_large_dictionaries() -> None:
     assert kept('source not in ("s7", "s299", "nope")', b) == [i for i in range(300) if i not in (7, 299)]
 
 
+def test_string_columns_in_either_encoding() -> None:
+    """A batch built elsewhere may carry a dictionary column as plain strings, or the reverse, or other indices."""
+    schema = pa.schema(
+        [("action", pa.string()), ("account", pa.dictionary(pa.int8(), pa.string())), ("bytes", pa.uint64())]
+    )
+    b = pa.RecordBatch.from_arrays(
+        [
+            pa.array(["reject", None, "accept"]),
+            pa.array(["1", "2", None]).dictionary_encode().cast(schema.field("account").type),
+            pa.array([0, 1, 2], pa.uint64()),
+        ],
+        schema=schema,
+    )
+    assert kept('action == "reject"', b) == [0]
+    assert kept('action != "reject"', b) == [2]
+    assert kept('account == "2"', b) == [1]
+    assert kept('account not in ("2")', b) == [0]
+    assert kept("account is null", b) == [2]
+
+
 def test_plain_string_columns() -> None:
     b = batch(account=["111111111111", "222222222222", None, "111111111111", ""], region=["a", "b", "c", "d", "e"])
     assert kept('account == "111111111111"', b) == [0, 3]
