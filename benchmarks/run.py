@@ -83,6 +83,23 @@ CASES: tuple[Case, ...] = (
     Case("v2 -> file parquet", "file_sink", D.V2_2M, D.V2_200K, arg="parquet"),
     Case("IPFIX encode + send (parsed batches)", "netflow", D.V2_2M, D.V2_200K, Target("rate", 5_000_000), "encode"),
     Case("v2 gzip -> IPFIX end to end", "netflow", D.V2_2M, D.V2_200K, Target("rate", 1_000_000), "e2e"),
+    # A sink's filter costs < 5 % of the parse: at least 20x the parse rate (the arg is the filter expression).
+    Case(
+        "filter 2 predicates (parsed batches)",
+        "filter",
+        D.V2_2M,
+        D.V2_200K,
+        Target("relative", 20, "parse v2 gzip"),
+        'action == "reject" and dst_port in (22, 3389)',
+    ),
+    Case(
+        "filter CIDR list, keeps 70% (parsed batches)",
+        "filter",
+        D.V2_2M,
+        D.V2_200K,
+        Target("relative", 20, "parse v2 gzip"),
+        "src_addr in (10.0.0.0/8, 192.168.0.0/16, 2001:db8::/32)",
+    ),
     Case("daemon: local source -> file parquet", "daemon", D.V2_2M, D.V2_200K, arg="local"),
     Case(
         "daemon: aws_s3 source on moto -> file parquet",
@@ -191,6 +208,28 @@ def work_netflow(path: Path, arg: str) -> dict[str, Any]:
         rx.close()
 
 
+def work_filter(path: Path, arg: str) -> dict[str, Any]:
+    """A sink's filter (`arg`) on already parsed batches (the parse is not timed): `Filter.apply`, the mask and the
+    copy of the kept rows, as a sink pays it. The mask alone is printed too (ten passes: it is too quick for one)."""
+    from collector.filters import compile_filter
+
+    f = compile_filter(arg)
+    batches = [r.batch for r in _parse(path)]
+    records = sum(b.num_rows for b in batches)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    kept = sum(f.apply(b).num_rows for b in batches)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    mask0 = time.process_time()
+    for _ in range(10):
+        for b in batches:
+            f.mask(b)
+    mask_cpu = (time.process_time() - mask0) / 10
+    rows = max(b.num_rows for b in batches)
+    print(f"  kept {kept / records:.1%}; mask only: {records / max(mask_cpu, 1e-9):,.0f} rec/CPU-s "
+          f"({mask_cpu / records * rows * 1e6:,.0f} us per batch of {rows:,} rows)")  # fmt: skip
+    return {"records": records, "cpu": cpu, "wall": wall, "kept": kept}
+
+
 def _moto(port: int) -> subprocess.Popen[bytes]:
     import urllib.request
 
@@ -267,6 +306,7 @@ WORKERS: dict[str, Callable[[Path, str], dict[str, Any]]] = {
     "parse": work_parse,
     "encode_jsonl": work_encode_jsonl,
     "file_sink": work_file_sink,
+    "filter": work_filter,
 }
 
 
