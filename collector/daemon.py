@@ -192,7 +192,8 @@ async def _run_locked(config: Any, once: bool, metrics: Metrics) -> Metrics:
     sinks = [create_sink(c) for c in config.sinks]
     flush = {c.name: c.flush_interval for c in config.sinks}
     give_up = config.pipeline.give_up_after if once else None
-    pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush, give_up)
+    filters = {c.name: c.filter.apply for c in config.sinks if c.filter is not None}
+    pipeline = Pipeline(sinks, store, metrics, config.pipeline.queue_batches, flush, give_up, filters)
     workers = config.pipeline.workers or os.cpu_count() or 2
     executor = ThreadPoolExecutor(workers, thread_name_prefix="parse")
     stop = asyncio.Event()

@@ -116,17 +116,21 @@ does not filter the columns that are all null (it makes new null columns of the 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector.options import INVALID, Walker
 from collector.schema import SCHEMA, FlowBatch
 
 __all__ = ["Filter", "FilterError", "compile_filter"]
@@ -925,3 +929,33 @@ def compile_filter(text: str) -> Filter:
         raise FilterError(f"a filter is a string, not {type(text).__name__}", 0, str(text))
     node = _Parser(text).parse()
     return Filter(text, _normal(node), frozenset(_columns(node)))
+
+
+class _FilterExpr:
+    """Config marker: a `filter:` string, compiled when the file is read, so `check` reports every mistake with the
+    file, the line of the key, and the column within the expression."""
+
+    def convert(self, walker: Walker, node: Any, key: str) -> Any:
+        text = walker.value(node, str, key)
+        if text is INVALID:
+            return INVALID
+        try:
+            return compile_filter(text)
+        except FilterError as exc:
+            return walker.error(_at(node, text, exc.position), key, f"invalid filter: {exc}")
+
+
+def _at(node: Any, text: str, position: int) -> Any:
+    """Where in the file character `position` of the expression is, when the scalar maps onto the file one to one
+    (on one line, no escapes, no `${VAR}`); else the start of the value."""
+    mark = node.start_mark
+    quote = {"'": 1, '"': 1, None: 0}.get(node.style)
+    one_line = node.end_mark.line == mark.line
+    if quote is None or not one_line or node.value != text or "\\" in text or "''" in text or "${" in text:
+        return node
+    moved = copy.copy(mark)
+    moved.column = mark.column + quote + position
+    return SimpleNamespace(start_mark=moved)
+
+
+FilterExpr = _FilterExpr()

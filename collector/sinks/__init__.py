@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
+from collector.filters import Filter, FilterExpr
 from collector.options import Duration, Name, Positive
 from collector.schema import FlowBatch
 
@@ -59,11 +60,13 @@ class RejectedRows(Exception):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SinkOptions:
     """The keys of every sink section. `flush_interval`: how often the pipeline asks the sink to make what it has
-    durable (and so how soon checkpoints can move)."""
+    durable (and so how soon checkpoints can move). `filter`: the flows this sink receives (collector/filters.py);
+    the rows it leaves out count as delivered to this sink."""
 
     name: Name
     type: str = ""
     flush_interval: Annotated[float, Duration, Positive] = 1.0
+    filter: Annotated[Filter | None, FilterExpr] = None
 
 
 @dataclass(frozen=True, slots=True)
