@@ -32,6 +32,17 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _rejects(data: Path) -> int:
+    """REJECT flows among the samples, counted by the parser itself (what the filtered sink must receive)."""
+    from collector.parsing import open_unit
+
+    n = 0
+    for f in sorted(p for p in data.rglob("*") if p.is_file()):
+        for r in open_unit(f, unit=f.name, source="x"):
+            n += r.batch.column("action").to_pylist().count("reject")
+    return n
+
+
 def test_daemon_serves_source_and_sink_counters(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "examples" / "data", tmp_path / "in")
     port = free_tcp_port()
@@ -40,6 +51,7 @@ def test_daemon_serves_source_and_sink_counters(tmp_path: Path) -> None:
         f"state_dir: {tmp_path}/state\nprogress_interval: 0\nmetrics_listen: '127.0.0.1:{port}'\n"
         f"sources:\n  - {{name: samples, type: local, path: {tmp_path}/in, poll_interval: 1s, settle: 0s}}\n"
         f"sinks:\n  - {{name: archive, type: file, path: {tmp_path}/out, format: jsonl}}\n"
+        f"  - {{name: rejects, type: file, path: {tmp_path}/rejects, filter: 'action == \"reject\"'}}\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "collector.cli", "run", "-c", str(cfg)],
@@ -63,6 +75,12 @@ def test_daemon_serves_source_and_sink_counters(tmp_path: Path) -> None:
         assert seen['flowcollector_source_errors_total{source="samples"}'] == 3
         assert seen['flowcollector_source_units_failed_total{source="samples"}'] == 0
         assert seen['flowcollector_sink_records_total{sink="archive"}'] == 280
+        assert seen['flowcollector_sink_filtered_total{sink="archive"}'] == 0
+        assert seen['flowcollector_sink_rejected_total{sink="archive"}'] == 0
+        rejects = _rejects(tmp_path / "in")
+        assert 0 < rejects < 280
+        assert seen['flowcollector_sink_records_total{sink="rejects"}'] == rejects
+        assert seen['flowcollector_sink_filtered_total{sink="rejects"}'] == 280 - rejects
         assert seen["flowcollector_in_flight_batches"] == 0
         assert seen["flowcollector_start_time_seconds"] > time.time() - 120
     finally:

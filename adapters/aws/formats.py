@@ -2,7 +2,14 @@
 names this module for provider `aws`.
 
 - `aws-parquet`: VPC flow logs delivered to S3 as Parquet (`PAR1` magic).
+- `aws-cloudwatch-subscription`: CloudWatch Logs subscription payloads as Kinesis Data Firehose writes them to S3
+  (concatenated gzip members of `{"messageType": "DATA_MESSAGE", "logEvents": [...]}`), adapters/aws/subscription.py.
+- `aws-message-lines`: one `{"message": "<flow log record>"}` object per line, as log shippers export CloudWatch
+  events.
 - `aws-text`: flow log text (S3 objects, CloudWatch exports): the most lenient shape, so it sniffs last.
+
+The two JSON wrappers hold CloudWatch events, whose messages are records without a header: each goes through the
+text parser in the `aws_fields` order (default: the v2 default format).
 
 The parser option `aws_fields` is the field order of lines before any header line (CloudWatch events carry none);
 `--aws-format` on the command line gives it as text.
@@ -15,6 +22,12 @@ from typing import Any, BinaryIO
 
 from adapters.aws.fields import KNOWN_FIELDS, parse_field_list
 from adapters.aws.parse import parse_parquet, parse_text
+from adapters.aws.subscription import (
+    looks_like_message_lines,
+    looks_like_subscription,
+    parse_message_lines,
+    parse_subscription,
+)
 from collector.parsing import Format, ParseResult, register_format, register_option
 
 PARQUET_MAGIC = b"PAR1"
@@ -44,6 +57,24 @@ def _parquet(
     return parse_parquet(fh, unit=unit, source=source, resume=resume)
 
 
+def _subscription(
+    chunks: Iterable[bytes], *, unit: str, source: str, options: Mapping[str, Any], resume: dict[str, Any] | None
+) -> Iterator[ParseResult]:
+    return parse_subscription(chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume)
+
+
+def _message_lines(
+    chunks: Iterable[bytes], *, unit: str, source: str, options: Mapping[str, Any], resume: dict[str, Any] | None
+) -> Iterator[ParseResult]:
+    return parse_message_lines(chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume)
+
+
 register_format(Format("aws-parquet", "aws", lambda head, _: head[:4] == PARQUET_MAGIC, _parquet, container="file"))
+register_format(
+    Format("aws-cloudwatch-subscription", "aws", lambda head, _: looks_like_subscription(head), _subscription, order=10)
+)
+register_format(
+    Format("aws-message-lines", "aws", lambda head, _: looks_like_message_lines(head), _message_lines, order=20)
+)
 register_format(Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True))
 register_option("aws_fields", parse_field_list)

@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from adapters.aws import fields as F
 from adapters.aws import parse as text_parser
-from adapters.aws.parse import ParseResult
+from collector.parsing import ParseResult
 from collector.schema import ParseError, empty_batch
 
 BLOCK_SIZE = 4 << 20
