@@ -514,7 +514,7 @@ def test_all_errors_collected_in_file_order(tmp_path):
         load_config(path)
     assert info.value.errors == [
         f"{path}:1:1: sources: at least one source is required",
-        f"{path}:2:29: sinks[0].extra: unknown key (known keys: flush_interval, name, type)",
+        f"{path}:2:29: sinks[0].extra: unknown key (known keys: filter, flush_interval, name, type)",
         f"{path}:3:12: log_level: expected one of debug, info, warning, error, got 'loud'",
         f"{path}:4:20: progress_interval: invalid duration 'soon': expected seconds or a number with a unit ms, s, m, "
         "h, d (e.g. '500ms', '10s', '5m', '1h')",
