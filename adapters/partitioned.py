@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -146,6 +147,16 @@ async def anchor_start(store: CheckpointStore, source: str, start: str | None) -
     at = at.replace(microsecond=0)
     await asyncio.to_thread(store.commit, [Commit(source, START_UNIT, start, {"at": at.isoformat()}, False, 0)])
     return at
+
+
+def shard(index: int, count: int) -> Callable[[str], bool]:
+    """The `owns` predicate of shard `index` of `count` (what a `shard: {index, count}` setting would build). The
+    key's CRC-32, not `hash()`, which differs between processes: every collector, restarted or upgraded, must agree
+    on who reads an object. Checkpoints are per collector, so changing `count` while days are open hands their
+    objects to new owners, who read them again."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is not in 0..{count - 1}")
+    return lambda key: zlib.crc32(key.encode()) % count == index
 
 
 def day_end(day: date) -> datetime:

@@ -26,6 +26,7 @@ from adapters.partitioned import (
     PartitionedPoller,
     Report,
     anchor_start,
+    shard,
 )
 from adapters.units import RetryBook
 from collector.checkpoints import CheckpointStore
@@ -400,3 +401,14 @@ async def test_the_shard_hook_filters_before_a_day_decides_to_close(rig: Rig) ->
     await rig.delivered(ids(2_000))
     assert rig.mem.opened == {mine: 1} and theirs1 not in rig.mem.opened and theirs2 not in rig.mem.opened
     assert rig.store.done_versions(SOURCE) == {}
+
+
+def test_shards_split_keys_between_them_stably() -> None:
+    keys = [f"r/2026/12/02/{k:04d}.log.gz" for k in range(3000)]
+    owners = [[i for i in range(3) if shard(i, 3)(key)] for key in keys]
+    assert all(len(o) == 1 for o in owners)  # every key read by exactly one collector
+    assert all(900 < sum(o == [i] for o in owners) < 1100 for i in range(3))
+    # The same owners in every process and version (Python's hash() is salted per process): a golden value.
+    assert [o[0] for o in owners[:8]] == [1, 0, 1, 0, 0, 2, 1, 1]
+    with pytest.raises(ValueError):
+        shard(3, 3)
