@@ -29,7 +29,7 @@ from adapters.partitioned import (
     shard,
 )
 from adapters.units import RetryBook
-from collector.checkpoints import CheckpointStore
+from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
 from collector.parsing import ParseResult, open_stream
 from collector.pipeline import Pipeline
@@ -412,3 +412,32 @@ def test_shards_split_keys_between_them_stably() -> None:
     assert [o[0] for o in owners[:8]] == [1, 0, 1, 0, 0, 2, 1, 1]
     with pytest.raises(ValueError):
         shard(3, 3)
+
+
+async def test_rows_written_by_the_s3_source_before_the_poller_are_taken_as_they_are(rig: Rig) -> None:
+    """An upgrade must not re-read or skip anything: the rows aws_s3 wrote before it used this poller (spelled out
+    here as they were stored) are its anchor and cursor."""
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    cursor_day, closed_day = OLD + timedelta(days=1), OLD + timedelta(days=3)
+    rig.store.commit(
+        [
+            Commit(SOURCE, "\x00start", "now", {"at": at.isoformat()}, False, 0),
+            Commit(
+                SOURCE,
+                "\x00cursor:r/",
+                "",
+                {"day": cursor_day.isoformat(), "closed": [closed_day.isoformat()]},
+                False,
+                0,
+            ),
+        ]
+    )
+    rig.mem.put("r/", OLD, "closed-before", 1_000, modified=at + timedelta(hours=1))
+    rig.mem.put("r/", closed_day, "closed-after", 2_000, modified=at + timedelta(hours=1))
+    rig.mem.put("r/", cursor_day, "old", 3_000, modified=at - timedelta(seconds=1))
+    rig.mem.put("r/", cursor_day, "new", 4_000, modified=at + timedelta(seconds=1))
+    poller = rig.poller(start_from="now", lookback=HOUR)
+    await poller.start()
+    await rig.poll(poller)
+    await rig.delivered(ids(4_000))
+    assert rig.mem.listed[("r/", OLD)] == 0 and rig.mem.listed[("r/", closed_day)] == 0
