@@ -9,6 +9,8 @@ import collections
 import contextlib
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -441,3 +443,13 @@ async def test_rows_written_by_the_s3_source_before_the_poller_are_taken_as_they
     await rig.poll(poller)
     await rig.delivered(ids(4_000))
     assert rig.mem.listed[("r/", OLD)] == 0 and rig.mem.listed[("r/", closed_day)] == 0
+
+
+def test_the_poller_is_provider_neutral() -> None:
+    """GCS and Azure sources build on it: importing it must not load an AWS library or module."""
+    code = "import adapters.partitioned, sys; print('\\n'.join(sorted(sys.modules)))"
+    root = Path(__file__).resolve().parent.parent
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    tops = {m.split(".")[0] for m in loaded.stdout.split()}
+    assert not tops & {"aiobotocore", "botocore", "boto3", "aiohttp"}
+    assert not [m for m in loaded.stdout.split() if m.startswith("adapters.aws")]
