@@ -109,7 +109,8 @@ async def deliver_unit(
     out again), it is not read. Re-read from its checkpoint, those batches would reach a sink that has not acked
     them yet (a Parquet file still open) a second time. The caller tries again later (`Pipeline.settled`). The check
     is not atomic with the read (tickets appear at the first emit): it relies on each source running at most one
-    reader of a unit at a time (S3 `_active`, SQS `_reading`, a reload awaiting the old source's task)."""
+    reader of a unit at a time (the partitioned poller's `_active`, SQS `_reading`, a reload awaiting the old source's
+    task)."""
     if pipeline.has_pending(source, unit):
         log.info("source=%s unit=%s: an earlier read is still in flight; deferred", source, label)
         return Outcome.DEFERRED

@@ -10,6 +10,9 @@ Why it is built this way:
 - Every GET carries `If-Match: <ETag>`: an object replaced while being read fails (412) instead of splicing two
   versions into one stream. A connection that drops mid-object is reopened at the current offset, a few times,
   so a long object survives a network blip.
+- Both S3 sources (polling, `aws_s3`; notifications, `aws_sqs`) read objects the same way, so the object record
+  (`S3Object`), how an ETag is kept (`bare_etag`: unquoted, as checkpoints store it) and the opener handed to
+  `deliver_unit` (`ObjectReader`) live here once.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import asyncio
 import concurrent.futures
 import io
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from collector.parsing import ParseResult, open_stream
 
 log = logging.getLogger("flowcollector.aws.s3")
 
@@ -201,3 +207,77 @@ def open_object(
 ) -> io.BufferedReader:
     """A buffered reader (with `peek`, as format detection needs) over the object."""
     return io.BufferedReader(S3ObjectFile(client, bucket, key, size, etag, loop), buffer_size=READ_SIZE)
+
+
+# -- the object record and its opener, shared by the S3 sources
+
+
+def bare_etag(value: Any) -> str | None:
+    """An ETag as checkpoints keep it: without the quotes listings, HeadObject and events may put around it (HTTP
+    writes entity tags quoted); None when there is none. S3ObjectFile quotes it again for If-Match."""
+    return (value.strip('"') or None) if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Object:
+    """One object to read. `etag` is unquoted; `size` and `etag` are None when whoever announced the object did not
+    say (an event without them: ask S3). `event_time` is when it landed, in epoch seconds, for the source's lag."""
+
+    bucket: str
+    key: str
+    size: int | None
+    etag: str | None
+    region: str | None
+    event_time: float | None
+
+    @property
+    def unit(self) -> str:
+        return f"{self.bucket}/{self.key}"
+
+    @property
+    def label(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class ObjectReader:
+    """`open_results(resume)` for `deliver_unit`: the object streamed (`open_object`) and parsed by
+    `collector.parsing.open_stream`, in the worker thread that calls it (the file blocks that thread on requests run
+    by `loop`). Counts what it reads into `bytes_read[0]`; `changed` tells a read that failed because the object was
+    replaced (HTTP 412 on If-Match) from any other failure, which the caller may treat differently.
+
+    `obj` must have its size (a seekable file needs it); without an ETag the object is read without If-Match.
+    `open_file` (`open_object`'s signature) is how a caller or a test puts something between the reader and S3, such
+    as a connection that breaks mid-object."""
+
+    def __init__(
+        self,
+        client: Any,
+        obj: S3Object,
+        source: str,
+        loop: asyncio.AbstractEventLoop,
+        bytes_read: list[int] | None = None,
+        open_file: Callable[..., io.BufferedReader] | None = None,
+    ) -> None:
+        if obj.size is None:
+            raise ValueError(f"{obj.label}: the size must be known to read it")
+        self.client = client
+        self.obj = obj
+        self.size = obj.size
+        self.source = source
+        self.loop = loop
+        self.bytes_read = bytes_read if bytes_read is not None else [0]
+        self.changed = False
+        self._open_file = open_file or open_object
+
+    def __call__(self, resume: dict[str, Any] | None) -> Iterator[ParseResult]:
+        obj = self.obj
+        fh = self._open_file(self.client, obj.bucket, obj.key, self.size, obj.etag, self.loop)
+        try:
+            yield from open_stream(
+                fh, unit=obj.label, source=self.source, resume=resume, bytes_read=self.bytes_read, size=self.size
+            )
+        except ObjectChanged:
+            self.changed = True
+            raise
+        finally:
+            fh.close()
