@@ -398,22 +398,28 @@ class PartitionedPoller(Generic[R]):
         label = self.opener.label(root, obj)
         bytes_read = [0]
         try:
-            open_results = await self.opener.open(root, obj, bytes_read)
-            outcome = await deliver_unit(
-                pipeline,
-                source=self.source,
-                unit=obj.key,
-                version=obj.version,
-                label=label,
-                open_results=open_results,
-                store=self.store,
-                counters=self.counters,
-                executor=executor,
-                stop=stop,
-                log=self.log,
-                bytes_read=bytes_read,
-                read_errors=self.opener.read_errors,
-            )
+            try:
+                open_results = await self.opener.open(root, obj, bytes_read)
+            except (OSError, *self.opener.read_errors) as exc:  # this object fails; its neighbours go on
+                self.counters.units_failed += 1
+                self.log.error("source=%s unit=%s cannot be opened: %s", self.source, label, exc)
+                outcome = Outcome.FAILED
+            else:
+                outcome = await deliver_unit(
+                    pipeline,
+                    source=self.source,
+                    unit=obj.key,
+                    version=obj.version,
+                    label=label,
+                    open_results=open_results,
+                    store=self.store,
+                    counters=self.counters,
+                    executor=executor,
+                    stop=stop,
+                    log=self.log,
+                    bytes_read=bytes_read,
+                    read_errors=self.opener.read_errors,
+                )
         finally:
             self._active.pop(obj.key, None)
         if outcome is Outcome.DONE:

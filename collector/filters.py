@@ -946,12 +946,16 @@ class _FilterExpr:
 
 
 def _at(node: Any, text: str, position: int) -> Any:
-    """Where in the file character `position` of the expression is, when the scalar maps onto the file one to one
-    (on one line, no escapes, no `${VAR}`); else the start of the value."""
+    """Where in the file character `position` of the expression is, when the scalar as written maps onto the
+    expression one to one (one line, no escapes, no `${VAR}`: the written text is the value plus its quotes);
+    else the start of the value."""
     mark = node.start_mark
     quote = {"'": 1, '"': 1, None: 0}.get(node.style)
-    one_line = node.end_mark.line == mark.line
-    if quote is None or not one_line or node.value != text or "\\" in text or "''" in text or "${" in text:
+    buffer = getattr(mark, "buffer", None)
+    if quote is None or buffer is None or node.value != text:
+        return node
+    written = buffer[mark.pointer : node.end_mark.pointer]
+    if "\n" in written or len(written) != len(text) + 2 * quote:
         return node
     moved = copy.copy(mark)
     moved.column = mark.column + quote + position

@@ -165,3 +165,18 @@ def test_check_reports_a_bad_filter_with_file_line_and_column(tmp_path: Path) ->
         f"{tmp_path / 'c.yaml'}:9:37: sinks[1].filter: invalid filter: at column 24: unknown column 'dst_prot' "
         "(did you mean 'dst_port'?)"
     ]
+
+
+def test_a_filter_error_in_an_escaped_string_points_at_the_value(tmp_path: Path) -> None:
+    """With escapes the written text no longer maps onto the expression column by column: the error names the
+    start of the value (and the column within the expression) rather than a wrong spot."""
+    text = (
+        "sources:\n  - {name: in, type: local, path: .}\nsinks:\n"
+        '  - name: a\n    type: stdout\n    filter: "action == \\"reject\\" and dst_prot == 22"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "c.yaml")
+    assert info.value.errors == [
+        f"{tmp_path / 'c.yaml'}:6:13: sinks[0].filter: invalid filter: at column 24: unknown column 'dst_prot' "
+        "(did you mean 'dst_port'?)"
+    ]

@@ -67,6 +67,7 @@ class MemStore:
     roots_: list[MemRoot] = field(default_factory=list)
     days: dict[str, dict[date, dict[str, MemObject]]] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)  # keys whose read fails (I/O)
+    unopenable: set[str] = field(default_factory=set)  # keys whose opening fails (the store refuses the request)
     unlistable: set[str] = field(default_factory=set)  # root keys whose day listings fail
     problems: list[tuple[str, str]] = field(default_factory=list)  # reported by roots() every poll
     listed: collections.Counter[tuple[str, date]] = field(default_factory=collections.Counter)
@@ -114,6 +115,8 @@ class MemStore:
         return f"mem://{obj.key}"
 
     async def open(self, root: MemRoot, obj: Listed, bytes_read: list[int]) -> OpenResults:
+        if obj.key in self.unopenable:
+            raise OSError(f"{obj.key}: the store refused to open it")
         body = next(d[obj.key].body for d in self.days[root.key].values() if obj.key in d)
 
         def results(resume: dict[str, Any] | None) -> Iterator[ParseResult]:
@@ -305,6 +308,23 @@ async def test_a_failing_object_is_retried_with_backoff_and_holds_only_its_day(r
     cursor = rig.cursor("r/")
     assert cursor is not None and date.fromisoformat(cursor["day"]) > day2 and cursor["closed"] == []
     assert rig.store.done_versions(SOURCE) == {}
+
+
+async def test_an_object_that_cannot_be_opened_fails_alone(rig: Rig) -> None:
+    """Review of issue #9: an opener raising (not the read) cancelled every delivery beside it and crashed the
+    source; it is now that object's failure, retried with backoff, and its day stays open."""
+    bad = rig.mem.put("r/", OLD, "bad", 1_000)
+    good = rig.mem.put("r/", OLD, "good", 2_000)
+    rig.mem.unopenable.add(bad)
+    poller = rig.poller(lookback=HOUR)
+    await poller.start()
+    await rig.poll(poller)
+    await rig.delivered(ids(2_000))
+    await rig.committed(good)
+    assert rig.metrics.sources[SOURCE].units_failed == 1
+    assert set(rig.store.done_versions(SOURCE)) == {good}
+    cursor = rig.cursor("r/")
+    assert cursor is not None and cursor["day"] == OLD.isoformat()
 
 
 async def test_a_failed_read_of_a_changed_object_is_tried_at_once(rig: Rig) -> None:
