@@ -16,6 +16,9 @@ progress); the call with `final=True` reads the rest, a last line without line e
 An object found smaller than its checkpoint (truncated and rewritten in place) is a new version: its identity with
 a generation, `IDENTITY#N` (`same_object` compares identities), read from the start, so no sink's progress on the
 old content hides the new one. One whose identity changed (replaced) is read from the start too. Both are logged.
+A read of a growing unit also hands the parser, as `cuts` in its resume position, the progress sinks recorded past
+the checkpoint (a crash before it moved): batch boundaries there depend on how much existed at each earlier read,
+and ending batches at those points keeps every sink from being sent again what it holds.
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def progress_of(position: dict[str, Any]) -> int:
 
 
 def describe_position(position: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in position.items() if k != "fields")
+    return ", ".join(f"{k}={v}" for k, v in position.items() if k not in ("fields", "cuts"))
 
 
 async def deliver_unit(
@@ -185,6 +188,12 @@ async def deliver_unit(
     if ckpt is not None and ckpt.version == version and ckpt.position and not ckpt.done:
         resume, records, start = ckpt.position, ckpt.records, progress_of(ckpt.position)
         log.info("source=%s unit=%s resuming at %s", source, label, describe_position(resume))
+    if growth is not None:
+        # Where sinks recorded more than the checkpoint (a crash before it moved), earlier reads ended batches: the
+        # parse ends batches there too, so each sink skips exactly what it has (collector/parsing.py, "cuts").
+        held = await loop.run_in_executor(executor, store.sink_progress, source, unit)
+        if cuts := sorted({p for v, p in held.values() if v == version and p > start}):
+            resume = {**(resume or {}), "cuts": cuts}
     counter = bytes_read if bytes_read is not None else [0]
     logged = 0
     errors = 0

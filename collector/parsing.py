@@ -27,6 +27,12 @@ next read counts its batches from there. Formats that do not support it, gzip st
 whole at its end) and file containers (Parquet's footer is written last) deliver nothing until the object is
 complete: one empty result at the resume point.
 
+Where a growing object's batches end depends on how much of it existed at each read. After a crash, the read from
+the checkpoint finds more data and would cut elsewhere, and a sink that had acked past the checkpoint would get the
+range again inside a longer batch. So `resume` may carry `cuts`: the progress each sink recorded (reads end batches
+there); a parser of a growing format ends a batch at each cut and counts the next from there, as a read resumed
+there would, so every sink skips exactly what it holds (adapters/units.py passes them).
+
 Sniffing order: formats that recognize a container by its raw magic bytes (Parquet's `PAR1`) first; then, on the
 first decompressed bytes, each stream format by its `order` (specific shapes first, the most lenient — AWS text,
 whose records are just numbers and words — last).
@@ -278,7 +284,7 @@ def appendable(magic: bytes) -> bool:
 
 def _held_back(resume: dict[str, Any] | None) -> ParseResult:
     """Nothing of an incomplete object this format cannot read in part: the position stays at the resume point."""
-    return ParseResult(empty_batch(), [], dict(resume or {}), 0, True)
+    return ParseResult(empty_batch(), [], {k: v for k, v in (resume or {}).items() if k != "cuts"}, 0, True)
 
 
 def _unrecognized(unit: str, provider: str, head: bytes) -> ParseResult:

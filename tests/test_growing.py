@@ -132,6 +132,20 @@ def test_a_line_longer_than_max_line_is_skipped_across_reads() -> None:
     assert rest[-1].position["offset"] == len(data) and rest[-1].position["line"] == 5
 
 
+def test_cuts_end_batches_where_earlier_reads_ended_them() -> None:
+    """`cuts` in the resume position (the sinks' recorded progress): batches end at each, and the rest is cut as a
+    read resumed there cuts it."""
+    data = TEXT.encode()
+    ends = [data.index(b"\n", 200) + 1, data.index(b"\n", 700) + 1]
+    cut = text_parse(data, block_size=300, resume={"cuts": ends})
+    first = text_parse(data[: ends[0]], block_size=300, complete=False)
+    second = text_parse(data[: ends[1]], block_size=300, complete=False, resume=first[-1].position)
+    rest = text_parse(data, block_size=300, resume=second[-1].position)
+    assert [r.position for r in cut] == [r.position for r in first + second + rest]
+    assert [r.position["offset"] for r in cut if r.position["offset"] in ends] == ends
+    assert ids_of(cut) == list(range(1, 10))
+
+
 def test_open_stream_complete_false_holds_back_gzip_and_parquet() -> None:
     """Neither gzip nor Parquet can be read in part: while incomplete, one empty result at the resume point."""
     gz = gzip.compress(TEXT.encode())
@@ -318,6 +332,36 @@ async def test_a_restarted_source_resumes_a_caught_up_file_at_its_offset(
     finally:
         await h.pipeline.close()
     assert jsonl_ids(h.out) == {i: 1 for i in range(1, 7)}
+    h.store.close()
+
+
+async def test_after_a_crash_a_sink_is_not_sent_again_what_it_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the sink recorded a caught-up read (its progress at that read's end) but before the checkpoint
+    moved: the file has grown meanwhile. The read from the checkpoint (none: the start) ends a batch exactly where
+    the sink's progress is, so the sink skips what it holds and gets the rest, each record once."""
+    h = Harness(tmp_path, monkeypatch)
+    path = h.dir / "flows.log"
+    first = HEADER + "\n" + "".join(RECORDS[:3])
+    path.write_text(first)
+    identity = file_identity(path.stat())
+    h.store.commit_sink("out", [("s", "flows.log", identity, len(first))])  # records 1-3 are in the sink already
+    append(path, "".join(RECORDS[3:6]))
+    await h.pipeline.start()
+    try:
+        await h.poll()
+    finally:
+        await h.pipeline.close()
+    size = path.stat().st_size
+    assert [(d.start, d.progress, d.batch.num_rows) for d in h.deliveries] == [
+        (0, len(first), 3),
+        (len(first), size, 3),
+    ]
+    ckpt = h.store.get("s", "flows.log")
+    assert (ckpt.done, ckpt.records, ckpt.position["offset"]) == (False, 6, size)
+    assert "cuts" not in ckpt.position
+    assert jsonl_ids(h.out) == {4: 1, 5: 1, 6: 1}
     h.store.close()
 
 

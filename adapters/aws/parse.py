@@ -100,6 +100,9 @@ def parse_text(
         if resume.get("fields"):
             state.fields = tuple(resume["fields"])
         discarding = bool(resume.get("skip_line"))
+    # Offsets where earlier reads of a growing unit ended a batch (collector/parsing.py, "Growing objects"): a batch
+    # ends at each, and the next is counted from there, as a read resumed there would count it.
+    cuts = sorted(int(c) for c in (resume or {}).get("cuts", ()) if int(c) > state.offset)
     pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
     size = 0
     for chunk in chunks:
@@ -120,6 +123,15 @@ def parse_text(
             yield ParseResult(assemble(0, {}), [], state.as_position(), 0)
         pending.append(chunk)
         size += len(chunk)
+        while cuts and state.offset + size >= cuts[0] and not discarding:
+            if (n := cuts.pop(0) - state.offset) <= 0:
+                continue  # inside a skipped overlong line
+            data = b"".join(pending)
+            block = data[:n]
+            tail = data[len(block) :]
+            pending, size = ([tail] if tail else []), len(tail)
+            if block:
+                yield _parse_block(block, state, unit, source)
         if size < block_size or chunk.rfind(b"\n") < 0 and size < block_size + MAX_LINE:
             continue  # a block ends at a line end: a long line makes the block longer, up to MAX_LINE
         data = b"".join(pending)
