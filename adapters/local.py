@@ -6,6 +6,18 @@ rename into place, as `aws s3 sync` does); in daemon mode a file must also be un
 
 The format is detected from the content, not the name, by the parsing seam (collector/parsing.py): gzip is
 unwrapped, and each registered format (AWS text and Parquet today) is tried on the first bytes.
+
+`growing: true` reads files while they are appended to (a collector writing its flow log to a file): each plain
+text file is a growing unit (adapters/units.py). Its version is its identity, `st_dev:st_ino` (plus the birth time
+where the platform reports one): what stays the same while it grows; size and mtime change on every append, and
+ctime too (it changes with every write), so none of them can be the version. It is read whenever its size or
+mtime changed since the last read, up to the last line end (a line still being written is left for the next
+read), and stays caught up, not done, until it has been unchanged for `final_after`: then the rest is read (a last
+line without line end included) and it is done, never read again. `settle` does not apply to it. A file that
+shrank below its checkpoint (truncated in place) is a new version read from the start; a file replaced by another
+(new inode) too. gzip and Parquet files cannot be read while they are written (a gzip member and a Parquet file are
+whole only at their end): recognized by their first bytes, they are read as complete files as without `growing`
+(versioned by size and mtime, after `settle`). The unit is the path: a file renamed (rotated) is a new unit.
 """
 
 from __future__ import annotations
@@ -22,12 +34,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from adapters.aws.config import AwsFields
-from adapters.units import Outcome, RetryBook, deliver_unit
+from adapters.units import Growth, Outcome, RetryBook, deliver_unit, same_object
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
 from collector.options import Choice, Duration, Name, NonEmpty, Positive
-from collector.parsing import ParseResult, open_unit
+from collector.parsing import ParseResult, appendable, open_unit
 from collector.pipeline import Pipeline
 from collector.registry import register_source
 
@@ -43,6 +55,9 @@ class LocalSourceConfig:
     `path` is resolved against the config file's directory when relative. `glob` is an fnmatch pattern on the file
     *name*. `aws_fields` is the field order of AWS text without a header line (None: the v2 default format).
     `settle`: in daemon mode a file must be unchanged this long before it is read, so half-copied files are not.
+    `growing`: plain text files are read while they are appended to (module docstring); one is final, and done,
+    once unchanged for `final_after` (also in `run --once`: a younger file is read to its last line end and left
+    caught up, the next run goes on from there).
     """
 
     name: Name
@@ -54,6 +69,14 @@ class LocalSourceConfig:
     aws_fields: Annotated[tuple[str, ...] | None, AwsFields] = None
     poll_interval: Annotated[float, Duration, Positive] = 10.0
     settle: Annotated[float, Duration] = 2.0
+    growing: bool = False
+    final_after: Annotated[float, Duration, Positive] = 3600.0
+
+
+def file_identity(st: os.stat_result) -> str:
+    """What stays the same while a file is appended to: device and inode (and birth time, where reported)."""
+    birth = getattr(st, "st_birthtime", None)
+    return f"{st.st_dev}:{st.st_ino}" + (f":{int(birth * 1_000_000)}" if birth is not None else "")
 
 
 class LocalSource:
@@ -66,9 +89,15 @@ class LocalSource:
         self.root = Path(config.path)
         self._emitted: dict[str, str] = {}
         self._retry = RetryBook()  # a unit that failed is not retried on every poll
+        self.growing: bool = getattr(config, "growing", False)  # (tests hand in configs built by hand)
+        self.final_after: float = getattr(config, "final_after", 3600.0)
+        # growing: unit -> (identity, size, mtime_ns) when it was last read to its end (caught up), so an unchanged
+        # file is not read again on every poll; and unit -> (identity, appendable) once its first bytes are known.
+        self._caught_up: dict[str, tuple[str, int, int]] = {}
+        self._kinds: dict[str, tuple[str, bool]] = {}
 
-    def _scan(self) -> list[tuple[Path, str, float]]:
-        """(path, version, mtime) of every candidate file, in path order (so runs are reproducible)."""
+    def _scan(self) -> list[tuple[Path, os.stat_result]]:
+        """(path, stat) of every candidate file, in path order (so runs are reproducible)."""
         if self.root.is_file():
             candidates = [self.root]
         elif self.config.recursive:
@@ -83,8 +112,26 @@ class LocalSource:
                 st = p.stat()
             except OSError:
                 continue
-            out.append((p, f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime))
+            out.append((p, st))
         return out
+
+    def _is_growing(self, path: Path, unit: str, identity: str, st: os.stat_result) -> bool | None:
+        """Whether a file is read as a growing unit: `growing` is set and it is plain (neither gzip nor Parquet);
+        None while it is too short to tell (runs in the executor)."""
+        known = self._kinds.get(unit)
+        if known is not None and known[0] == identity:
+            return known[1]
+        if st.st_size < 4:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError:
+            return None  # gone since the scan, or unreadable: reading it would report why
+        if len(magic) < 4:
+            return None
+        self._kinds[unit] = (identity, appendable(magic))
+        return self._kinds[unit][1]
 
     def _unit_name(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path != self.root else path.name
@@ -108,20 +155,41 @@ class LocalSource:
         now = time.time()
         # Units emitted to the end but not yet acked by every sink (a Parquet sink acks when its file closes) are
         # not read again by the next poll; once committed as done they are known from the store.
-        self._emitted = {u: v for u, v in self._emitted.items() if done.get(u) != v}
+        self._emitted = {u: v for u, v in self._emitted.items() if not same_object(done.get(u), v)}
         present = set()
-        for path, version, mtime in files:
+        for path, st in files:
             if stop.is_set():
                 return
             unit = self._unit_name(path)
             present.add(unit)
-            if done.get(unit) == version or self._emitted.get(unit) == version:
+            growth = None
+            if self.growing:
+                identity = file_identity(st)
+                if same_object(done.get(unit), identity) or self._emitted.get(unit) == identity:
+                    continue  # final and delivered (gzip and Parquet files are never versioned by identity)
+                kind = await loop.run_in_executor(self.executor, self._is_growing, path, unit, identity, st)
+                if kind is None:
+                    continue  # a few bytes so far: next poll
+                if kind:
+                    final = now - st.st_mtime >= self.final_after
+                    if not final and self._caught_up.get(unit) == (identity, st.st_size, st.st_mtime_ns):
+                        continue  # unchanged since it was read to its end
+                    growth = Growth(final, st.st_size)
+            version = file_identity(st) if growth else f"{st.st_size}:{st.st_mtime_ns}"
+            retry_key = f"{version}:{st.st_size}:{st.st_mtime_ns}" if growth else version
+            if growth is None and (done.get(unit) == version or self._emitted.get(unit) == version):
                 continue
-            if self._retry.waiting(unit, version, now):
+            if self._retry.waiting(unit, retry_key, now):
                 continue
-            if not once and now - mtime < self.config.settle:
+            if growth is None and not once and now - st.st_mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
-            await self._process(pipeline, path, unit, version, stop)
+            outcome = await self._process(pipeline, path, unit, version, stop, growth, retry_key)
+            if outcome is Outcome.CAUGHT_UP:
+                self._caught_up[unit] = (version, st.st_size, st.st_mtime_ns)
+            else:
+                self._caught_up.pop(unit, None)
+        self._caught_up = {u: v for u, v in self._caught_up.items() if u in present}
+        self._kinds = {u: v for u, v in self._kinds.items() if u in present}
 
         # The store's horizon: forget finished files that are gone, once they have been gone a while (a directory
         # that is briefly unmounted must not make every file new again).
@@ -129,8 +197,20 @@ class LocalSource:
         if gone and files:
             await loop.run_in_executor(self.executor, self.store.forget_units, self.name, gone, now - FORGET_AFTER)
 
-    async def _process(self, pipeline: Pipeline, path: Path, unit: str, version: str, stop: asyncio.Event) -> None:
+    async def _process(
+        self,
+        pipeline: Pipeline,
+        path: Path,
+        unit: str,
+        version: str,
+        stop: asyncio.Event,
+        growth: Growth | None = None,
+        retry_key: str | None = None,
+    ) -> Outcome:
         bytes_read = [0]
+        options: dict[str, Any] = {"aws_fields": self.config.aws_fields}
+        if growth is not None:
+            options["complete"] = growth.final
 
         def open_results(resume: dict[str, Any] | None) -> Iterator[ParseResult]:
             return open_unit(
@@ -138,7 +218,7 @@ class LocalSource:
                 unit=str(path),
                 source=self.name,
                 provider=self.config.provider,
-                options={"aws_fields": self.config.aws_fields},
+                options=options,
                 resume=resume,
                 bytes_read=bytes_read,
             )
@@ -156,13 +236,17 @@ class LocalSource:
             stop=stop,
             log=log,
             bytes_read=bytes_read,
+            growth=growth,
         )
         if outcome is Outcome.DONE:
             self._emitted[unit] = version
             self._retry.succeeded(unit)
+        elif outcome is Outcome.CAUGHT_UP:
+            self._retry.succeeded(unit)
         elif outcome is Outcome.FAILED:
-            delay = self._retry.failed(unit, version)
+            delay = self._retry.failed(unit, retry_key or version)
             log.warning("source=%s unit=%s will be tried again in %.0fs (or when it changes)", self.name, unit, delay)
+        return outcome
 
 
 register_source("local", LocalSourceConfig, LocalSource)

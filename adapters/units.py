@@ -4,6 +4,21 @@ A unit is parsed in a worker thread (the parser is a pure generator, see collect
 handed to the pipeline with the position that makes it resumable. Where the unit came from only changes how it is
 opened: the caller passes `open_results(resume)`. Failures are reported with the unit's name and counted; the unit
 is retried later with backoff (`RetryBook`), and the source goes on with the others.
+
+Growing units (objects appended to while they are read: a local file being written, an Azure PT1H.json blob whose
+ETag changes every minute) are delivered by the same code, given a `Growth`: whether the object is final, and its
+size now. Their version is the object's identity (what stays the same while it grows: creation time, inode), their
+position the bytes consumed. "Caught up" is distinct from "done": a read of an object that is not final parses up
+to the end of its last complete record (the parser option `complete=False`, collector/parsing.py), and its last
+Delivery has done=False, so the checkpoint holds the position and the unit is not among the done versions; the
+outcome is CAUGHT_UP. A later call with the same identity resumes there (its first batch starts at the checkpoint's
+progress); the call with `final=True` reads the rest, a last line without line end included, and the unit is done.
+An object found smaller than its checkpoint (truncated and rewritten in place) is a new version: its identity with
+a generation, `IDENTITY#N` (`same_object` compares identities), read from the start, so no sink's progress on the
+old content hides the new one. One whose identity changed (replaced) is read from the start too. Both are logged.
+A read of a growing unit also hands the parser, as `cuts` in its resume position, the progress sinks recorded past
+the checkpoint (a crash before it moved): batch boundaries there depend on how much existed at each earlier read,
+and ending batches at those points keeps every sink from being sent again what it holds.
 """
 
 from __future__ import annotations
@@ -14,12 +29,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.checkpoints import CheckpointStore
+from collector.checkpoints import Checkpoint, CheckpointStore
 from collector.metrics import SourceCounters
 from collector.parsing import ParseResult
 from collector.pipeline import Delivery, Pipeline, PipelineFailed
@@ -32,6 +48,44 @@ class Outcome(enum.Enum):
     STOPPED = "stopped"  # the daemon is stopping: what was emitted is checkpointed, the rest comes next run
     FAILED = "failed"  # could not be read: reported, counted; retry later
     DEFERRED = "deferred"  # batches of an earlier read are still in flight: not read now (try again later)
+    CAUGHT_UP = "caught-up"  # a growing unit, not final, emitted up to its end for now: read again when it grows
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """A growing unit's state when it is read: `final` once nothing more will be appended; `size` is how much of it
+    exists now (bytes of the stream the parser sees), to tell an object that shrank below its checkpoint."""
+
+    final: bool
+    size: int
+
+
+def object_identity(version: str) -> str:
+    """The identity part of a growing unit's version (`IDENTITY` or `IDENTITY#N`, see the module docstring)."""
+    base, sep, gen = version.rpartition("#")
+    return base if sep and gen.isdigit() else version
+
+
+def _generation(version: str) -> int:
+    base, sep, gen = version.rpartition("#")
+    return int(gen) if sep and gen.isdigit() else 0
+
+
+def same_object(version: str | None, identity: str) -> bool:
+    """Whether a stored version (a checkpoint's, a done version) is of the growing object with this identity."""
+    return version is not None and object_identity(version) == identity
+
+
+def growing_version(identity: str, ckpt: Checkpoint | None, size: int) -> tuple[str, str | None]:
+    """The version to read a growing unit under, and why it starts anew (None: it does not, or it is new)."""
+    if ckpt is None:
+        return identity, None
+    if not same_object(ckpt.version, identity):
+        return identity, f"replaced (identity {object_identity(ckpt.version)} -> {identity})"
+    if ckpt.position and not ckpt.done and progress_of(ckpt.position) > size:
+        reason = f"shrank below its checkpoint ({size} < {progress_of(ckpt.position)} bytes)"
+        return f"{identity}#{_generation(ckpt.version) + 1}", reason
+    return ckpt.version, None
 
 
 class RetryBook:
@@ -79,7 +133,7 @@ def progress_of(position: dict[str, Any]) -> int:
 
 
 def describe_position(position: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in position.items() if k != "fields")
+    return ", ".join(f"{k}={v}" for k, v in position.items() if k not in ("fields", "cuts"))
 
 
 async def deliver_unit(
@@ -97,8 +151,13 @@ async def deliver_unit(
     log: logging.Logger,
     bytes_read: list[int] | None = None,
     read_errors: tuple[type[BaseException], ...] = (),
+    growth: Growth | None = None,
 ) -> Outcome:
     """Parse `unit` from its checkpoint on and emit every batch; never raises for a bad unit.
+
+    `growth` makes it a growing unit (module docstring): `version` is then the object's identity, and while
+    `growth.final` is False the opener must parse with the option `complete=False`. DONE when the last batch was
+    emitted as done; CAUGHT_UP when it was emitted up to the end for now (not final).
 
     `label` is how logs name the unit (a path, `s3://bucket/key`). `bytes_read[0]` is added to the source's byte
     counter at the end (the opener counts into it). `read_errors` are the opener's I/O exceptions besides OSError
@@ -117,12 +176,25 @@ async def deliver_unit(
     loop = asyncio.get_running_loop()
     pipeline.begin_unit(source, unit)
     ckpt = await loop.run_in_executor(executor, store.get, source, unit)
+    if growth is not None:
+        if ckpt is not None and ckpt.done and same_object(ckpt.version, version):
+            return Outcome.DONE  # final and delivered: a growing unit is never read again from the start
+        version, anew = growing_version(version, ckpt, growth.size)
+        if anew is not None:
+            log.warning("source=%s unit=%s %s: read from the start as version %s", source, label, anew, version)
+    final = growth is None or growth.final
     resume = None
     records = 0
     start = 0  # where the next batch starts in the unit: its identity (BatchId) is (unit, version, start, end)
     if ckpt is not None and ckpt.version == version and ckpt.position and not ckpt.done:
         resume, records, start = ckpt.position, ckpt.records, progress_of(ckpt.position)
         log.info("source=%s unit=%s resuming at %s", source, label, describe_position(resume))
+    if growth is not None:
+        # Where sinks recorded more than the checkpoint (a crash before it moved), earlier reads ended batches: the
+        # parse ends batches there too, so each sink skips exactly what it has (collector/parsing.py, "cuts").
+        held = await loop.run_in_executor(executor, store.sink_progress, source, unit)
+        if cuts := sorted({p for v, p in held.values() if v == version and p > start}):
+            resume = {**(resume or {}), "cuts": cuts}
     counter = bytes_read if bytes_read is not None else [0]
     logged = 0
     errors = 0
@@ -147,8 +219,9 @@ async def deliver_unit(
             if n:
                 counters.status_rows += status_rows(result)
             progress = progress_of(result.position)
+            done = result.final and final  # the end of what exists of a growing unit: caught up, not done
             await pipeline.emit(
-                Delivery(source, unit, version, result.batch, result.position, result.final, records, progress, start)
+                Delivery(source, unit, version, result.batch, result.position, done, records, progress, start)
             )
             start = progress
             if result.final:
@@ -175,5 +248,8 @@ async def deliver_unit(
             await loop.run_in_executor(executor, results.close)
     if errors > logged:
         log.warning("source=%s unit=%s %d more errors not shown", source, label, errors - logged)
+    if not final:
+        log.info("source=%s unit=%s caught up at %d: records=%d errors=%d", source, label, start, records, errors)
+        return Outcome.CAUGHT_UP
     log.info("source=%s unit=%s records=%d errors=%d", source, label, records, errors)
     return Outcome.DONE

@@ -18,6 +18,21 @@ pressure: only by the content (a block of N bytes of input, N rows), counted fro
 holds `offset` (decompressed bytes consumed, for text and JSON) or `rows` (for columnar files): that number is the
 unit's progress, increasing within a unit version.
 
+Growing objects (appended to while they are read: a local file being written, an Azure PT1H.json blob): the parser
+option `complete` (default True) is False while more may be appended. A format that supports it (`Format.growing`)
+then stops at the end of the last complete record and does not consume what follows (a line still being written):
+the last position is there, and the next read, over the grown object, resumes from it. Each read keeps the rule
+above from its own resume point: a read that caught up ends its last batch where the complete data ended, and the
+next read counts its batches from there. Formats that do not support it, gzip streams (a gzip member is only
+whole at its end) and file containers (Parquet's footer is written last) deliver nothing until the object is
+complete: one empty result at the resume point.
+
+Where a growing object's batches end depends on how much of it existed at each read. After a crash, the read from
+the checkpoint finds more data and would cut elsewhere, and a sink that had acked past the checkpoint would get the
+range again inside a longer batch. So `resume` may carry `cuts`: the progress each sink recorded (reads end batches
+there); a parser of a growing format ends a batch at each cut and counts the next from there, as a read resumed
+there would, so every sink skips exactly what it holds (adapters/units.py passes them).
+
 Sniffing order: formats that recognize a container by its raw magic bytes (Parquet's `PAR1`) first; then, on the
 first decompressed bytes, each stream format by its `order` (specific shapes first, the most lenient — AWS text,
 whose records are just numbers and words — last).
@@ -66,7 +81,8 @@ class Format:
       "file", the first raw bytes) is this format. `options` are the source's parser options (`aws_fields`).
     - `parse`: for "stream" formats `parse(chunks, unit=, source=, options=, resume=)` over decompressed chunks;
       for "file" formats `parse(fh, unit=, source=, options=, resume=)` with a seekable binary file.
-    - `default`: the format of its provider used when `provider:` is given explicitly and nothing sniffs."""
+    - `default`: the format of its provider used when `provider:` is given explicitly and nothing sniffs.
+    - `growing`: the parser honours the option `complete=False` (module docstring, "Growing objects")."""
 
     name: str
     provider: str
@@ -75,6 +91,7 @@ class Format:
     container: str = "stream"
     order: int = 100
     default: bool = False
+    growing: bool = False
 
 
 FORMATS: dict[str, Format] = {}
@@ -212,19 +229,27 @@ def open_stream(
 ) -> Iterator[ParseResult]:
     """Parse a flow log object from a buffered binary stream (a file, an S3 object): the format is detected from its
     first bytes (`provider` "auto") or chosen among one provider's formats. File formats (Parquet) need a seekable
-    stream; `size` is what such an object counts as read. `options` go to the parser (`aws_fields`, ...)."""
+    stream; `size` is what such an object counts as read. `options` go to the parser (`aws_fields`, ...;
+    `complete=False` for an object that may still grow, see "Growing objects" above)."""
     opts: Mapping[str, Any] = options or {}
+    complete = bool(opts.get("complete", True))
     counter = bytes_read if bytes_read is not None else [0]
     candidates = formats(provider)
     magic = fh.peek(4)[:4]  # peek, not seek: pipes and /dev/stdin work too
     for fmt in candidates:
         if fmt.container == "file" and fmt.sniff(magic, opts):
+            if not complete:
+                yield _held_back(resume)
+                return
             counter[0] = size or 0
             stream = fh if fh.seekable() else io.BytesIO(fh.read())
             for result in fmt.parse(stream, unit=unit, source=source, options=opts, resume=resume):
                 result.provider = fmt.provider
                 yield result
             return
+    if not complete and magic[:2] == GZIP_MAGIC:
+        yield _held_back(resume)
+        return
     problems: list[ParseError] = []
     rest = _chunks(fh, magic[:2] == GZIP_MAGIC, unit, problems, counter)
     head_buf = _Head()
@@ -234,13 +259,32 @@ def open_stream(
     if chosen is None and provider != "auto":
         chosen = next((f for f in stream_formats if f.default), None)
     if chosen is None:
+        if not complete and len(head) < SNIFF_BYTES:
+            yield _held_back(resume)  # perhaps too little of it yet to tell (an empty file, half a first line)
+            return
         yield _unrecognized(unit, provider, head)
+        return
+    if not complete and not chosen.growing:
+        yield _held_back(resume)
         return
     for result in chosen.parse(head_buf.replay(rest), unit=unit, source=source, options=opts, resume=resume):
         result.provider = chosen.provider
         if result.final and problems:
             result.errors.extend(problems)
         yield result
+
+
+def appendable(magic: bytes) -> bool:
+    """Whether an object whose first raw bytes are `magic` (at least 4) can be read while it is appended to: a plain
+    stream, neither gzip nor a file container (Parquet)."""
+    if magic[:2] == GZIP_MAGIC:
+        return False
+    return not any(f.container == "file" and f.sniff(magic[:4], {}) for f in formats())
+
+
+def _held_back(resume: dict[str, Any] | None) -> ParseResult:
+    """Nothing of an incomplete object this format cannot read in part: the position stays at the resume point."""
+    return ParseResult(empty_batch(), [], {k: v for k, v in (resume or {}).items() if k != "cuts"}, 0, True)
 
 
 def _unrecognized(unit: str, provider: str, head: bytes) -> ParseResult:

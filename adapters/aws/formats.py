@@ -12,7 +12,8 @@ The two JSON wrappers hold CloudWatch events, whose messages are records without
 text parser in the `aws_fields` order (default: the v2 default format).
 
 The parser option `aws_fields` is the field order of lines before any header line (CloudWatch events carry none);
-`--aws-format` on the command line gives it as text.
+`--aws-format` on the command line gives it as text. `aws-text` reads growing objects (the option `complete`,
+collector/parsing.py): while one is incomplete, a trailing line without its line end is left for the next read.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def looks_like_aws_text(head: bytes, options: Mapping[str, Any]) -> bool:
 def _text(
     chunks: Iterable[bytes], *, unit: str, source: str, options: Mapping[str, Any], resume: dict[str, Any] | None
 ) -> Iterator[ParseResult]:
-    return parse_text(chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume)
+    complete = bool(options.get("complete", True))
+    return parse_text(
+        chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume, complete=complete
+    )
 
 
 def _parquet(
@@ -76,5 +80,5 @@ register_format(
 register_format(
     Format("aws-message-lines", "aws", lambda head, _: looks_like_message_lines(head), _message_lines, order=20)
 )
-register_format(Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True))
+register_format(Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True, growing=True))
 register_option("aws_fields", parse_field_list)

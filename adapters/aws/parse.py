@@ -60,8 +60,11 @@ class TextState:
     # Address text -> 16 bytes, shared by the blocks of one object: a few thousand addresses recur all through it.
     addresses: dict[str, bytes | None] = field(default_factory=dict)
 
-    def as_position(self) -> dict[str, Any]:
-        return {"offset": self.offset, "line": self.line, "fields": list(self.fields or ())}
+    def as_position(self, skipping_line: bool = False) -> dict[str, Any]:
+        position: dict[str, Any] = {"offset": self.offset, "line": self.line, "fields": list(self.fields or ())}
+        if skipping_line:
+            position["skip_line"] = True  # inside a line longer than MAX_LINE: a resumed parse drops it to its end
+        return position
 
 
 def parse_text(
@@ -72,23 +75,36 @@ def parse_text(
     fields: Sequence[str] | None = None,
     resume: dict[str, Any] | None = None,
     block_size: int = BLOCK_SIZE,
+    complete: bool = True,
 ) -> Iterator[ParseResult]:
     """Parse AWS flow log text (already decompressed) into batches of about `block_size` bytes of input each.
 
     `fields` is the field order for lines before any header (CloudWatch events carry none; default v2). `resume`
     is a position from an earlier ParseResult: that many bytes of the stream are skipped, and the field order in
     force there is restored.
+
+    `complete=False` says more may be appended to the stream (a growing object read before it is final): the
+    parse then stops at the last line end, and bytes after it (a line still being written) are neither a record
+    nor consumed: the last position's offset is that line end, so the next read resumes at the start of the
+    incomplete line. Blocks are cut as with `complete=True`; only the last one ends at the last line end instead of
+    at the end of the stream. Resuming from that position over the grown stream and concatenating gives exactly
+    the records of one complete read: the batches of the resumed read are counted from the new resume point (the
+    rule of collector/parsing.py holds for each read).
     """
     state = TextState(fields=tuple(fields) if fields else F.V2_FIELDS)
     skip = 0
+    discarding = False  # inside a line longer than MAX_LINE: drop bytes until it ends
     if resume:
         skip = state.offset = int(resume.get("offset", 0))
         state.line = int(resume.get("line", 0))
         if resume.get("fields"):
             state.fields = tuple(resume["fields"])
+        discarding = bool(resume.get("skip_line"))
+    # Offsets where earlier reads of a growing unit ended a batch (collector/parsing.py, "Growing objects"): a batch
+    # ends at each, and the next is counted from there, as a read resumed there would count it.
+    cuts = sorted(int(c) for c in (resume or {}).get("cuts", ()) if int(c) > state.offset)
     pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
     size = 0
-    discarding = False  # inside a line longer than MAX_LINE: drop bytes until it ends
     for chunk in chunks:
         if skip:
             if len(chunk) <= skip:
@@ -107,6 +123,15 @@ def parse_text(
             yield ParseResult(assemble(0, {}), [], state.as_position(), 0)
         pending.append(chunk)
         size += len(chunk)
+        while cuts and state.offset + size >= cuts[0] and not discarding:
+            if (n := cuts.pop(0) - state.offset) <= 0:
+                continue  # inside a skipped overlong line
+            data = b"".join(pending)
+            block = data[:n]
+            tail = data[len(block) :]
+            pending, size = ([tail] if tail else []), len(tail)
+            if block:
+                yield _parse_block(block, state, unit, source)
         if size < block_size or chunk.rfind(b"\n") < 0 and size < block_size + MAX_LINE:
             continue  # a block ends at a line end: a long line makes the block longer, up to MAX_LINE
         data = b"".join(pending)
@@ -120,7 +145,7 @@ def parse_text(
                 unit, state.line, f"line longer than {MAX_LINE} bytes: skipped", data[:200].decode("utf-8", "replace")
             )
             pending, size, discarding = [], 0, True
-            yield ParseResult(assemble(0, {}), [err], state.as_position(), 1)
+            yield ParseResult(assemble(0, {}), [err], state.as_position(True), 1)
             continue
         if cut == 0:
             continue
@@ -128,7 +153,12 @@ def parse_text(
         pending = [tail] if tail else []
         size = len(tail)
         yield _parse_block(data if not tail else data[:cut], state, unit, source)
-    result = _parse_block(b"".join(pending), state, unit, source)
+    rest = b"".join(pending)
+    if not complete:
+        rest = rest[: rest.rfind(b"\n") + 1]  # a line without its end yet is read when it is complete
+    result = _parse_block(rest, state, unit, source)
+    if discarding and not complete:
+        result.position = state.as_position(True)  # the stream ended inside an overlong line (complete=False)
     result.final = True
     yield result
 
