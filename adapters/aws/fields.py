@@ -85,6 +85,16 @@ NUMBER_COLUMNS: dict[str, str] = {
 ENUM_COLUMNS: dict[str, str] = {"action": "action", "log-status": "log_status", "flow-direction": "direction"}
 TIME_FIELDS: dict[str, str] = {"start": "time_start", "end": "time_end"}
 
+# The documented values of enumerated fields (FORMATS.md), spelled as AWS writes them; `-` (null) is allowed too. Any
+# other word is an error with its record: lower-casing an unknown word into `action` would pass off damage as data.
+# Shared by the text and Parquet paths (parse.normalize checks them).
+ENUM_VALUES: dict[str, frozenset[str]] = {
+    "action": frozenset({"ACCEPT", "REJECT"}),
+    "log-status": frozenset({"OK", "NODATA", "SKIPDATA"}),
+    "flow-direction": frozenset({"ingress", "egress"}),
+    "type": frozenset({"IPv4", "IPv6", "EFA"}),
+}
+
 MAPPED_FIELDS = (
     frozenset(STRING_COLUMNS)
     | frozenset(ADDRESS_COLUMNS)

@@ -431,6 +431,19 @@ def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
     return arr
 
 
+def _check_enum(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
+    """Mark rows whose value is not one of the field's documented words (F.ENUM_VALUES, case as AWS writes it).
+
+    Checked on the dictionary (a handful of words for millions of rows), so the common case costs one dictionary
+    encoding, which `_enum` then reuses: the result is the column dictionary-encoded."""
+    denc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(_text(arr))
+    known = pc.is_in(denc.dictionary.cast(pa.string()), value_set=pa.array(sorted(F.ENUM_VALUES[name]), pa.string()))
+    if not pc.all(known).as_py():
+        wrong = pc.invert(known).take(denc.indices).fill_null(False).to_numpy(zero_copy_only=False)
+        bad[name] = bad[name] | wrong if name in bad else wrong
+    return denc
+
+
 def _enum(arr: pa.Array) -> pa.Array:
     """Lower-case a small-vocabulary text column through its dictionary (a handful of values, millions of rows)."""
     denc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
@@ -483,6 +496,8 @@ def normalize(
             continue
         if base in F.INT_FIELDS:
             ints[base] = _as_int64(base, arr, bad)
+        if base in F.ENUM_VALUES:
+            arr = _check_enum(base, arr, bad)
         if base in F.STRING_COLUMNS:
             out[F.STRING_COLUMNS[base]] = _text(arr)
         elif base in F.ADDRESS_COLUMNS:
@@ -490,7 +505,7 @@ def normalize(
         elif base in F.NUMBER_COLUMNS:
             out[F.NUMBER_COLUMNS[base]] = ints[base]
         elif base in F.ENUM_COLUMNS:
-            out[F.ENUM_COLUMNS[base]] = _enum(_text(arr))
+            out[F.ENUM_COLUMNS[base]] = _enum(arr)
         elif base in F.TIME_FIELDS:
             v = ints[base]
             is_ms = pc.greater(v, _MS_THRESHOLD)
@@ -544,6 +559,25 @@ def parse_parquet(
     The position is the number of rows consumed; a resumed parse skips whole row groups before that, then the
     rest of a partly consumed one. Batches never span row groups (a group of 100,000 rows is read as 65,536 +
     34,464), which keeps their boundaries the same on every read.
+
+    Column types are checked against the documented ones (FORMATS.md: integer fields INT32/INT64, the rest STRING),
+    because a Parquet reader checks nothing and any writer can have rewritten an object (`_parquet_columns`):
+    - an integer field takes any integer type, range-checked per value as on the text path; and two types whose
+      values can be checked one by one, so a bad value costs its row, not its batch: floats (a whole number is
+      that number; 80.5, NaN or infinity rejects its row; pandas writes an integer column with nulls as float64)
+      and strings (the text grammar: decimal digits only).
+    - a string field takes strings, and binary (Parquet BYTE_ARRAY without the UTF8 annotation, as older writers
+      store strings). Undecodable bytes become U+FFFD, as on the text path (`_parse_block`): a bad byte costs the
+      readability of its value, never a traceback. Enumerated fields are then checked against their documented
+      words, in `normalize`, as for text.
+    - a column of a type that can never hold its field (an integer field of type bool, binary, null, timestamp,
+      struct, list...; a string field of a number type, such as an int64 `action`, which read as text would be
+      "1") is refused: one error naming the column, its type and the rows, and those rows are rejected. We do not
+      deliver them with the field null: null is what `-` means ("not applicable"), so a value the object holds
+      would turn, silently, into a claim that there was none; the text path rejects a line whose port is not an
+      integer, and a refused column is that fault in every row. The rows are counted as errors, not lost unsaid.
+    - a column that is no known field goes to `extra` as text: any scalar type can be written as text; a nested
+      one cannot, and is left out with one error, its rows kept (nothing documented is missing from them).
     """
     import pyarrow.parquet as pq
 
@@ -553,10 +587,12 @@ def parse_parquet(
     # row groups in one go (the whole object).
     try:
         pf = pq.ParquetFile(file, pre_buffer=False)
-        names = [n.replace("_", "-") for n in pf.schema_arrow.names]
+        written = pf.schema_arrow.names
     except pa.ArrowException as exc:
         yield ParseResult(assemble(0, {}), [ParseError(unit, None, f"unreadable Parquet: {exc}")], {}, 0, final=True)
         return
+    # A field named twice keeps the first column under its name; the others go to extra (as on the text path).
+    names = _unique_names([n.replace("_", "-") for n in written])
     addresses: dict[str, bytes | None] = {}
     done = int(resume.get("rows", 0)) if resume else 0
     groups = []
@@ -589,18 +625,152 @@ def parse_parquet(
             if rb.num_rows == 0:
                 continue
         first_row = consumed
-        cols = {name: rb.column(i) for i, name in enumerate(names)}
         consumed += rb.num_rows
-        try:
-            batch, bad = normalize(cols, rb.num_rows, source, addresses)
-        except (pa.ArrowException, ValueError, TypeError) as exc:  # a column of a type AWS never writes
-            err = ParseError(unit, first_row + 1, f"rows {first_row + 1}-{consumed}: unsupported column data: {exc}")
-            yield ParseResult(assemble(0, {}), [err], {"rows": consumed}, rb.num_rows)
-            continue
-        errors = []
-        if bad is not None:
-            for i in np.flatnonzero(bad.mask):
-                errors.append(ParseError(unit, first_row + int(i) + 1, "row " + bad.reason_of(i, cols)))
-        yield ParseResult(batch, errors, {"rows": consumed}, rb.num_rows)
+        yield _parquet_batch(rb, written, names, first_row, unit, source, addresses)
     # An explicit empty, final result tells the adapter the unit is complete (also for a file of no rows).
     yield ParseResult(assemble(0, {}), problem, {"rows": consumed}, 0, final=True)
+
+
+def _parquet_batch(
+    rb: pa.RecordBatch,
+    written: Sequence[str],
+    names: Sequence[str],
+    first_row: int,
+    unit: str,
+    source: str,
+    addresses: dict[str, bytes | None],
+) -> ParseResult:
+    """One record batch of a Parquet object: columns checked, then normalized; errors carry 1-based row numbers."""
+    n = rb.num_rows
+    end = first_row + n
+    position = {"rows": end}
+    checked = _parquet_columns(rb, written, names)
+    errors = [ParseError(unit, first_row + 1, f"rows {first_row + 1}-{end}: {m}") for m in checked.problems]
+    if checked.refused:
+        return ParseResult(assemble(0, {}), errors, position, n)
+    cols, shown = checked.cols, checked.shown
+    rows = np.arange(n)  # row of the batch behind each row handed to normalize
+    if checked.wrong:
+        pre = BadRows(np.zeros(n, dtype=bool), checked.wrong)
+        for m in checked.wrong.values():
+            pre.mask |= m
+        for i in np.flatnonzero(pre.mask):
+            errors.append(ParseError(unit, first_row + int(i) + 1, "row " + pre.reason_of(i, shown)))
+        rows = np.flatnonzero(~pre.mask)
+        keep = pa.array(rows)
+        cols = {k: v.take(keep) for k, v in cols.items()}
+        shown = {k: v.take(keep) for k, v in shown.items()}
+    try:
+        batch, bad = normalize(cols, len(rows), source, addresses)
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # a safety net: the column checks should catch all
+        err = ParseError(unit, first_row + 1, f"rows {first_row + 1}-{end}: unsupported column data: {exc}")
+        return ParseResult(assemble(0, {}), [*errors, err], position, n)
+    if bad is not None:
+        for i in np.flatnonzero(bad.mask):
+            errors.append(ParseError(unit, first_row + int(rows[i]) + 1, "row " + bad.reason_of(i, shown)))
+    errors.sort(key=lambda e: e.line or 0)
+    return ParseResult(batch, errors, position, n)
+
+
+@dataclass(slots=True)
+class _ParquetColumns:
+    """A batch's columns as `normalize` takes them (integer fields int64 or text, the rest valid UTF-8 text)."""
+
+    cols: dict[str, pa.Array] = field(default_factory=dict)
+    shown: dict[str, pa.Array] = field(default_factory=dict)  # values for error messages: as written where readable
+    wrong: dict[str, np.ndarray] = field(default_factory=dict)  # field -> rows whose value its type cannot hold
+    problems: list[str] = field(default_factory=list)  # column-level errors
+    refused: bool = False  # a known field's column is of a type that cannot hold it: every row is rejected
+
+
+def _parquet_columns(rb: pa.RecordBatch, written: Sequence[str], names: Sequence[str]) -> _ParquetColumns:
+    """Check each column's type against its field's documented one; see parse_parquet for the rules and why."""
+    out = _ParquetColumns()
+    for i, name in enumerate(names):
+        arr = rb.column(i)
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        col = f"column {written[i]!r} is {arr.type}"
+        if name in F.INT_FIELDS:
+            got = _parquet_int(arr)
+            if got is None:
+                out.problems.append(f"{col}, not an integer (AWS writes int32/int64): rows rejected")
+                out.refused = True
+                continue
+            out.cols[name], wrong = got
+            # An error shows the value as written (80.5, not a null): text only once it is valid UTF-8.
+            out.shown[name] = out.cols[name] if _is_text(arr.type, binary=False) else arr
+            if wrong is not None:
+                out.wrong[name] = wrong
+        elif name in F.KNOWN_FIELDS:
+            if not _is_text(arr.type, binary=True):
+                out.problems.append(f"{col}, not a string (AWS writes string): rows rejected")
+                out.refused = True
+                continue
+            out.cols[name] = out.shown[name] = _valid_utf8(arr)
+        elif _is_text(arr.type, binary=True):
+            out.cols[name] = out.shown[name] = _valid_utf8(arr)
+        else:  # no known field: kept in extra as text if it can be written as text
+            try:
+                out.cols[name] = out.shown[name] = arr.cast(pa.string())
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+                out.problems.append(f"{col}, which cannot be kept as text in extra: left out")
+    return out
+
+
+def _is_text(t: pa.DataType, *, binary: bool) -> bool:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return True
+    return binary and (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t))
+
+
+def _parquet_int(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None] | None:
+    """An integer field's column as int64 (or as text for `_as_int64`'s grammar) and the rows whose value is no
+    integer or beyond int64; None if the column's type can never hold an integer."""
+    t = arr.type
+    if pa.types.is_integer(t):
+        if pa.types.is_uint64(t):
+            over = pc.greater(arr, pa.scalar(_INT64_MAX, t)).fill_null(False)
+            if pc.any(over).as_py():
+                kept = pc.if_else(over, pa.scalar(None, t), arr).cast(pa.int64())
+                return kept, over.to_numpy(zero_copy_only=False)
+        return arr.cast(pa.int64()), None  # any other integer type fits int64; _as_int64 checks the field's range
+    if pa.types.is_floating(t):
+        v = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        present = arr.is_valid().to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) < 2.0**63)
+        wrong = present & ~whole
+        ints = pa.array(np.where(whole, v, 0).astype(np.int64), mask=~(present & whole))
+        return ints, (wrong if wrong.any() else None)
+    if pa.types.is_decimal(t):  # rare: checked in Python
+        vals: list[int | None] = []
+        wrong = np.zeros(len(arr), dtype=bool)
+        for k, d in enumerate(arr.to_pylist()):
+            if d is not None and d == d.to_integral_value() and -(2**63) <= d <= _INT64_MAX:
+                vals.append(int(d))
+            else:
+                vals.append(None)
+                wrong[k] = d is not None
+        return pa.array(vals, pa.int64()), (wrong if wrong.any() else None)
+    if _is_text(t, binary=False):
+        return _valid_utf8(arr), None  # digits or not: _as_int64's grammar decides, per row
+    return None
+
+
+def _valid_utf8(arr: pa.Array) -> pa.Array:
+    """A string or binary column as valid UTF-8 text, undecodable bytes replaced by U+FFFD as on the text path.
+
+    Parquet readers validate nothing: a string column may hold any bytes, and pyarrow raises when such a value is
+    turned into Python (an error message, a JSON sink). The check is one pass over the bytes; the repair, in
+    Python, runs only for a batch that needs it."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        raw = arr.view(pa.large_binary() if large else pa.binary())
+    else:
+        raw = arr.cast(pa.large_binary() if large else pa.binary())
+    text_type = pa.large_string() if large else pa.string()
+    try:
+        return raw.cast(text_type)
+    except pa.ArrowInvalid:
+        return pa.array([None if b is None else b.decode("utf-8", "replace") for b in raw.to_pylist()], text_type)
