@@ -155,7 +155,8 @@ def test_strings_needing_escaping():
     # Synthetic: a custom header (v2 + unknown fields, kept in `extra`) whose values need JSON escaping: quotes,
     # backslashes, control characters (tab is not a field separator for the single-space split), NUL, DEL,
     # non-ASCII, U+2028; one header name itself needs escaping. Text fields with columns of their own (account,
-    # interface) and a dictionary column (action) carry some too. No value contains a space (the field separator).
+    # interface) and a dictionary column (source: `action` holds only ACCEPT/REJECT since issue #10) carry some
+    # too. No value contains a space (the field separator).
     values = {
         "x-quote": 'say"hi"',
         "x-backslash": "C:\\path\\",
@@ -164,15 +165,16 @@ def test_strings_needing_escaping():
         'x-"key"\\': "v",
     }
     header = " ".join(F.V2_FIELDS) + " " + " ".join(values)
-    line = '2 "acct"\\1 eni-\u00e9\\"x" 10.0.0.1 10.0.0.2 1 2 6 1 1 1418530010 1418530070 ACC"EPT\\ OK ' + " ".join(
+    line = '2 "acct"\\1 eni-\u00e9\\"x" 10.0.0.1 10.0.0.2 1 2 6 1 1 1418530010 1418530070 ACCEPT OK ' + " ".join(
         values.values()
     )
-    batch = parse((header + "\n" + line + "\n").encode())
+    (result,) = parse_text([(header + "\n" + line + "\n").encode()], unit="u", source='src"\\')
+    batch = result.batch
     assert batch.num_rows == 1
     (obj,) = assert_matches_reference(batch)
     assert obj["account"] == '"acct"\\1'
     assert obj["interface"] == 'eni-\u00e9\\"x"'
-    assert obj["action"] == 'acc"ept\\'
+    assert (obj["source"], obj["action"]) == ('src"\\', "accept")
     assert obj["extra"] == {"version": "2", **values}
 
 
