@@ -190,30 +190,33 @@ def test_a_refused_column_rejects_its_batch_only(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_in_string_columns(tmp_path: Path) -> None:
-    # Issue #10 class 6: "a string column with invalid UTF-8 gives a traceback from parse". Undecodable bytes
-    # become U+FFFD, as on the text path; a value that must be an address or a documented word then fails its
-    # check like any other. Row 1: interface id; 2: source address; 3: action; 4: an unknown column; 5: clean.
+    # Issue #10 class 6: "a string column with invalid UTF-8 gives a traceback from parse". A value that does not
+    # decode is an error of its row, as a non-ASCII byte makes its line an error on the text path; the message
+    # shows it with U+FFFD. Row 1: interface id; 2: source address; 3: action; 4: an unknown column; 5: clean.
     interface = _not_utf8([b"eni-\xff\xfe", b"eni-1", b"eni-2", b"eni-3", b"eni-4"])
     srcaddr = _not_utf8([b"10.0.0.1", b"10.0.0.\xff", b"10.0.0.1", b"10.0.0.1", b"10.0.0.1"])
     action = _not_utf8([b"ACCEPT", b"ACCEPT", b"ACC\xc3PT", b"ACCEPT", b"REJECT"])
-    custom = _not_utf8([None, None, None, b"caf\xe9", b"ok"])
+    custom = _not_utf8([None, None, None, b"caf\xe9", "café".encode()])
     table = _table(5, interface_id=interface, srcaddr=srcaddr, action=action, my_note=custom)
     rows, errors = _parse(tmp_path, table)
-    assert errors == [(2, "row srcaddr: invalid value '10.0.0.\ufffd'"), (3, "row action: invalid value 'ACC\ufffdPT'")]
+    assert errors == [
+        (1, "row interface-id: invalid value 'eni-\ufffd\ufffd'"),
+        (2, "row srcaddr: invalid value '10.0.0.\ufffd'"),
+        (3, "row action: invalid value 'ACC\ufffdPT'"),
+        (4, "row my-note: invalid value 'caf\ufffd'"),
+    ]
     assert [(r["interface"], r["action"], r["extra"]) for r in rows] == [
-        ("eni-\ufffd\ufffd", "accept", [("version", "5"), ("type", "IPv4")]),
-        ("eni-3", "accept", [("version", "5"), ("type", "IPv4"), ("my-note", "caf\ufffd")]),
-        ("eni-4", "reject", [("version", "5"), ("type", "IPv4"), ("my-note", "ok")]),
+        ("eni-4", "reject", [("version", "5"), ("type", "IPv4"), ("my-note", "café")]),
     ]
 
 
 def test_binary_string_fields_are_read_as_text(tmp_path: Path) -> None:
-    # Parquet BYTE_ARRAY without the UTF8 annotation (older writers store strings so): read as text, like the
-    # bytes of a text object, U+FFFD for what does not decode.
+    # Parquet BYTE_ARRAY without the UTF8 annotation (older writers store strings so): read as UTF-8 text, a
+    # value that does not decode rejecting its row as in a string column.
     interface = pa.array([b"eni-1", b"eni-\x80"], pa.binary())
     rows, errors = _parse(tmp_path, _table(2, interface_id=interface))
-    assert errors == []
-    assert [r["interface"] for r in rows] == ["eni-1", "eni-\ufffd"]
+    assert errors == [(2, "row interface-id: invalid value 'eni-\ufffd'")]
+    assert [r["interface"] for r in rows] == ["eni-1"]
 
 
 def test_enumerated_fields_are_validated_in_parquet(tmp_path: Path) -> None:
@@ -308,7 +311,7 @@ def test_cli_parse_reports_hostile_parquet_without_traceback(tmp_path: Path) -> 
     ports = [float(1000 + i) for i in range(2000)]
     ports[1234] = 80.5
     fixtures = {
-        "utf8.parquet": _table(2, interface_id=_not_utf8([b"eni-\xff", b"eni-1"]), my_note=_not_utf8([b"\xfe", b"x"])),
+        "utf8.parquet": _table(2, interface_id=_not_utf8([b"eni-\xff", b"eni-1"]), my_note=_not_utf8([b"x", b"\xfe"])),
         "float.parquet": _table(2000, srcport=pa.array(ports, pa.float64())),
         "bool.parquet": _table(3, srcport=pa.array([True, False, True])),
         "action.parquet": _table(3, action=pa.array([1, 1, 0], pa.int64())),
@@ -326,15 +329,12 @@ def test_cli_parse_reports_hostile_parquet_without_traceback(tmp_path: Path) -> 
     assert "Traceback" not in stderr
     assert proc.returncode == 0
     assert stderr.splitlines() == [
+        "utf8.parquet:1: row interface-id: invalid value 'eni-\ufffd'",
+        "utf8.parquet:2: row my-note: invalid value '\ufffd'",
         "float.parquet:1235: row srcport: invalid value 80.5",
         "bool.parquet:1: rows 1-3: column 'srcport' is bool, not an integer (AWS writes int32/int64): rows rejected",
         "action.parquet:1: rows 1-3: column 'action' is int64, not a string (AWS writes string): rows rejected",
-        "flowcollector parse: 4 files, 2001 records, 3 errors",
+        "flowcollector parse: 4 files, 1999 records, 5 errors",
     ]
     out = [orjson.loads(line) for line in proc.stdout.splitlines()]
-    assert len(out) == 2001
-    assert [(r["interface"], dict(r["extra"]).get("my-note")) for r in out[:2]] == [
-        ("eni-\ufffd", "\ufffd"),
-        ("eni-1", "x"),
-    ]
-    assert [r["src_port"] for r in out[2:]] == [1000 + i for i in range(2000) if i != 1234]
+    assert [r["src_port"] for r in out] == [1000 + i for i in range(2000) if i != 1234]

@@ -58,10 +58,10 @@ def _bad_utf8_parquet(path: Path) -> None:
 async def test_rows_a_sink_cannot_encode_are_rejected_for_it_alone(
     tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Since issue #10 the AWS Parquet parser repairs invalid UTF-8 (U+FFFD, as its text path does), so this input no
-    # longer reaches a sink. The sinks' safety net is for whatever a parser lets through: the repair is turned off
-    # here to keep a real un-encodable batch as its input (tests/test_aws_parquet_types.py covers the repair).
-    monkeypatch.setattr(aws_parse, "_valid_utf8", lambda arr: arr)
+    # Since issue #10 the AWS Parquet parser rejects a row holding invalid UTF-8, so this input no longer reaches a
+    # sink. The sinks' safety net is for whatever a parser lets through: the check is turned off here to keep a
+    # real un-encodable batch as its input (tests/test_aws_parquet_types.py covers the check).
+    monkeypatch.setattr(aws_parse, "_utf8", lambda arr: (arr, arr, None))
     (tmp_path / "in").mkdir()
     _bad_utf8_parquet(tmp_path / "in" / "bad.parquet")
     cfg = tmp_path / "cfg.yaml"

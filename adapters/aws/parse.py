@@ -567,9 +567,9 @@ def parse_parquet(
       that number; 80.5, NaN or infinity rejects its row; pandas writes an integer column with nulls as float64)
       and strings (the text grammar: decimal digits only).
     - a string field takes strings, and binary (Parquet BYTE_ARRAY without the UTF8 annotation, as older writers
-      store strings). Undecodable bytes become U+FFFD, as on the text path (`_parse_block`): a bad byte costs the
-      readability of its value, never a traceback. Enumerated fields are then checked against their documented
-      words, in `normalize`, as for text.
+      store strings). A value that is not valid UTF-8 rejects its row (`_utf8`), in any column: a bad byte costs
+      its row, never a traceback. Enumerated fields are then checked against their documented words, in
+      `normalize`, as for text.
     - a column of a type that can never hold its field (an integer field of type bool, binary, null, timestamp,
       struct, list...; a string field of a number type, such as an int64 `action`, which read as text would be
       "1") is refused: one error naming the column, its type and the rows, and those rows are rejected. We do not
@@ -691,25 +691,24 @@ def _parquet_columns(rb: pa.RecordBatch, written: Sequence[str], names: Sequence
         if pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_decode()
         col = f"column {written[i]!r} is {arr.type}"
-        if name in F.INT_FIELDS:
+        if _is_text(arr.type, binary=name not in F.INT_FIELDS):
+            # Text of any field; for an integer field, `_as_int64`'s grammar then decides per row (digits only).
+            out.cols[name], out.shown[name], wrong = _utf8(arr)
+            if wrong is not None:
+                out.wrong[name] = wrong
+        elif name in F.INT_FIELDS:
             got = _parquet_int(arr)
             if got is None:
                 out.problems.append(f"{col}, not an integer (AWS writes int32/int64): rows rejected")
                 out.refused = True
                 continue
             out.cols[name], wrong = got
-            # An error shows the value as written (80.5, not a null): text only once it is valid UTF-8.
-            out.shown[name] = out.cols[name] if _is_text(arr.type, binary=False) else arr
+            out.shown[name] = arr  # an error shows the value as written (80.5, not the null it became)
             if wrong is not None:
                 out.wrong[name] = wrong
         elif name in F.KNOWN_FIELDS:
-            if not _is_text(arr.type, binary=True):
-                out.problems.append(f"{col}, not a string (AWS writes string): rows rejected")
-                out.refused = True
-                continue
-            out.cols[name] = out.shown[name] = _valid_utf8(arr)
-        elif _is_text(arr.type, binary=True):
-            out.cols[name] = out.shown[name] = _valid_utf8(arr)
+            out.problems.append(f"{col}, not a string (AWS writes string): rows rejected")
+            out.refused = True
         else:  # no known field: kept in extra as text if it can be written as text
             try:
                 out.cols[name] = out.shown[name] = arr.cast(pa.string())
@@ -753,17 +752,17 @@ def _parquet_int(arr: pa.Array) -> tuple[pa.Array, np.ndarray | None] | None:
                 vals.append(None)
                 wrong[k] = d is not None
         return pa.array(vals, pa.int64()), (wrong if wrong.any() else None)
-    if _is_text(t, binary=False):
-        return _valid_utf8(arr), None  # digits or not: _as_int64's grammar decides, per row
     return None
 
 
-def _valid_utf8(arr: pa.Array) -> pa.Array:
-    """A string or binary column as valid UTF-8 text, undecodable bytes replaced by U+FFFD as on the text path.
+def _utf8(arr: pa.Array) -> tuple[pa.Array, pa.Array, np.ndarray | None]:
+    """A string or binary column as text: (values, values to show in errors, rows that are not valid UTF-8).
 
     Parquet readers validate nothing: a string column may hold any bytes, and pyarrow raises when such a value is
-    turned into Python (an error message, a JSON sink). The check is one pass over the bytes; the repair, in
-    Python, runs only for a batch that needs it."""
+    turned into Python (an error message, a JSON sink). A value that does not decode is an error of its row, as a
+    line with a byte outside ASCII is on the text path: damaged bytes are never delivered, and never repaired into
+    something that looks like data (U+FFFD appears only in the error message). The check is one pass over the
+    bytes; the per-value work, in Python, runs only for a batch that needs it."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         raw = arr.view(pa.large_binary() if large else pa.binary())
@@ -771,6 +770,18 @@ def _valid_utf8(arr: pa.Array) -> pa.Array:
         raw = arr.cast(pa.large_binary() if large else pa.binary())
     text_type = pa.large_string() if large else pa.string()
     try:
-        return raw.cast(text_type)
+        text = raw.cast(text_type)
+        return text, text, None
     except pa.ArrowInvalid:
-        return pa.array([None if b is None else b.decode("utf-8", "replace") for b in raw.to_pylist()], text_type)
+        pass
+    values: list[str | None] = []
+    shown: list[str | None] = []
+    wrong = np.zeros(len(raw), dtype=bool)
+    for k, b in enumerate(raw.to_pylist()):
+        try:
+            values.append(None if b is None else b.decode("utf-8"))
+        except UnicodeDecodeError:
+            values.append(None)
+            wrong[k] = True
+        shown.append(None if b is None else b.decode("utf-8", "replace"))
+    return pa.array(values, text_type), pa.array(shown, text_type), wrong
