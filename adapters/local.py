@@ -23,6 +23,12 @@ stat per poll; a new source (a restart) looks once at each done file (its checkp
 gzip and Parquet files cannot be read while they are written (a gzip member and a Parquet file are whole only at
 their end): recognized by their first bytes, they are read as complete files as without `growing` (versioned by
 size and mtime, after `settle`). The unit is the path: a file renamed (rotated) is a new unit.
+
+Turning `growing` on or off keeps what the other mode delivered: a file whose checkpoint is its complete-file
+version (size and mtime, unchanged since) is skipped in either mode; without `growing`, a file that has a growing
+unit's checkpoint of its identity is read on from there once settled, as a final growing unit. What cannot be
+carried over: a file read whole without `growing` and appended to after it was turned on has no identity nor head
+in its checkpoint to read on from, so it is read again from the start.
 """
 
 from __future__ import annotations
@@ -140,6 +146,14 @@ class LocalSource:
         self._kinds[unit] = (key, appendable(head[:4]))
         return (True, head) if self._kinds[unit][1] else (False, None)
 
+    def _was_growing(self, unit: str, identity: str, done: dict[str, str]) -> bool:
+        """Whether, with `growing` off, a file has a growing unit's checkpoint (it was on before): read on from it,
+        as a growing unit that is final, rather than again from the start (runs in the executor)."""
+        if same_object(done.get(unit), identity):
+            return True
+        ckpt = None if unit in done else self.store.get(self.name, unit)
+        return ckpt is not None and same_object(ckpt.version, identity)
+
     def _unit_name(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path != self.root else path.name
 
@@ -169,25 +183,28 @@ class LocalSource:
                 return
             unit = self._unit_name(path)
             present.add(unit)
+            identity, plain = file_identity(st), f"{st.st_size}:{st.st_mtime_ns}"
+            seen = (identity, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            last = self._seen.get(unit)
+            if done.get(unit) == plain or self._emitted.get(unit) == plain:
+                continue  # read whole and unchanged since (also with `growing` turned on since)
+            if last == seen and (same_object(done.get(unit), identity) or self._emitted.get(unit) == identity):
+                continue  # a growing unit, final and delivered, unchanged since
+            if not self.growing and not once and now - st.st_mtime < self.config.settle:
+                continue  # still being written, perhaps: next poll
             growth = None
-            if self.growing:
-                identity = file_identity(st)
-                seen = (identity, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                last = self._seen.get(unit)
-                if last == seen and (same_object(done.get(unit), identity) or self._emitted.get(unit) == identity):
-                    continue  # final and delivered, and unchanged since
+            if self.growing or await loop.run_in_executor(self.executor, self._was_growing, unit, identity, done):
                 kind, head = await loop.run_in_executor(self.executor, self._peek, path, unit, identity, st)
                 if kind is None:
                     continue  # a few bytes so far: next poll
                 if kind:
-                    final = now - st.st_mtime >= self.final_after
+                    # Without `growing` (turned off since the file was read as growing) it is complete once settled.
+                    final = not self.growing or now - st.st_mtime >= self.final_after
                     if not final and last == seen:
                         continue  # unchanged since it was read to its end
                     growth = Growth(final, st.st_size, head)
-            version = file_identity(st) if growth else f"{st.st_size}:{st.st_mtime_ns}"
+            version = identity if growth else plain
             retry_key = f"{version}:{st.st_size}:{st.st_mtime_ns}" if growth else version
-            if growth is None and (done.get(unit) == version or self._emitted.get(unit) == version):
-                continue
             if self._retry.waiting(unit, retry_key, now):
                 continue
             if growth is None and not once and now - st.st_mtime < self.config.settle:

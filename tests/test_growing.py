@@ -214,7 +214,7 @@ class Harness:
         self.dir = tmp_path / "in"
         self.dir.mkdir(exist_ok=True)  # a second Harness on the same tmp_path is the next run of the collector
         self.out = tmp_path / "out"
-        self.config = LocalSourceConfig(name="s", path=self.dir, growing=True, poll_interval=0.1, **options)
+        self.config = LocalSourceConfig(name="s", path=self.dir, poll_interval=0.1, **{"growing": True, **options})
         self.store = CheckpointStore(tmp_path / "state")
         self.metrics = Metrics()
         self.sink = FileSink(FileSinkConfig(name="out", path=self.out, format="jsonl", rotate_interval=0.2))
@@ -695,4 +695,71 @@ async def test_a_checkpoint_without_a_head_trusts_the_identity_and_records_one(
     assert "head" not in h.store.get("s", "old.log").position  # nothing was delivered: nothing was recorded
     assert sorted(h.outcomes) == ["caught-up", "done"]
     assert jsonl_ids(h.out) == {4: 1, 5: 1, 6: 1}
+    h.store.close()
+
+
+async def test_turning_growing_on_does_not_read_finished_files_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read whole without `growing` (versioned by size and mtime), then the source restarted with it: those
+    unchanged are not read again. (One appended to after that is read again from the start: README, known gaps.)"""
+    h = Harness(tmp_path, monkeypatch, growing=False, settle=0.0)
+    (h.dir / "a.log").write_text(TEXT)
+    (h.dir / "b.log").write_text(HEADER + "\n" + records(101, 3))
+    await h.pipeline.start()
+    try:
+        await h.poll("a.log")
+        await h.pipeline.settled("s", "b.log")
+    finally:
+        await h.pipeline.close()
+    assert len(h.opens) == 2
+    h.store.close()
+    h = Harness(tmp_path, monkeypatch)  # growing: true
+    await h.pipeline.start()
+    try:
+        await h.poll("a.log")
+        await h.pipeline.settled("s", "b.log")
+    finally:
+        await h.pipeline.close()
+    assert h.opens == [] and h.outcomes == []
+    st = (h.dir / "a.log").stat()
+    assert h.store.done_versions("s")["a.log"] == f"{st.st_size}:{st.st_mtime_ns}"
+    assert jsonl_ids(h.out) == {**{i: 1 for i in range(1, 10)}, 101: 1, 102: 1, 103: 1}
+    h.store.close()
+
+
+async def test_turning_growing_off_reads_on_from_the_growing_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read as growing units, one caught up (its last line still being written), one done, then the source
+    restarted without `growing`: the caught-up file, once settled, is read on from its offset as a final growing
+    unit (its last line included), and done; the done one, unchanged, is not read. Each record once."""
+    h = Harness(tmp_path, monkeypatch)
+    live, old = h.dir / "live.log", h.dir / "old.log"
+    first = HEADER + "\n" + "".join(RECORDS[:3])
+    live.write_text(first + RECORDS[3][:30])
+    old.write_text(HEADER + "\n" + records(101, 3))
+    age(old, 3601)
+    await h.pipeline.start()
+    try:
+        await h.poll("live.log")
+        await h.pipeline.settled("s", "old.log")
+    finally:
+        await h.pipeline.close()
+    h.store.close()
+    append(live, RECORDS[3][30:] + RECORDS[4].rstrip("\n"))  # record 5 without its line end
+    identity = file_identity(live.stat())
+    h = Harness(tmp_path, monkeypatch, growing=False, settle=0.0)
+    await h.pipeline.start()
+    try:
+        await h.poll("live.log")
+        await h.pipeline.settled("s", "old.log")
+        await h.poll("live.log")  # unchanged: neither is read
+    finally:
+        await h.pipeline.close()
+    assert h.opens == [{"offset": len(first), "line": 4, "fields": HEADER.split()}]
+    assert h.outcomes == ["done", "done"]  # old.log looked at (no read), live.log read on to its end
+    ckpt = h.store.get("s", "live.log")
+    assert (ckpt.version, ckpt.done, ckpt.records, ckpt.position["offset"]) == (identity, True, 5, live.stat().st_size)
+    assert jsonl_ids(h.out) == {**{i: 1 for i in range(1, 6)}, 101: 1, 102: 1, 103: 1}
     h.store.close()
