@@ -130,6 +130,7 @@ def _setup_logging(level: str, libraries: str = "warning", secrets: list[str] | 
         stream=sys.stderr,
     )
     redact.install()
+    redact.install_excepthooks()
     redact.set_library_level(getattr(logging, libraries.upper(), logging.WARNING))
     redact.remember_environment()
     redact.remember(secrets or ())

@@ -28,7 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
+import traceback
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -196,6 +199,24 @@ def install(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not isinstance(handler.formatter, RedactingFormatter):
             handler.setFormatter(RedactingFormatter(handler.formatter))
+
+
+def install_excepthooks() -> None:
+    """An uncaught exception's traceback goes to stderr through `sys.excepthook` (and `threading.excepthook` for a
+    thread), not through logging: redact those too, so a crash cannot print what a log line could not."""
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:
+        sys.stderr.write(redact("".join(traceback.format_exception(exc_type, exc, tb))))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+        sys.stderr.write(redact(f"Exception in thread {name}:\n{text}"))
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
 
 
 # Loggers of the libraries that talk to the clouds: they log requests, headers and bodies at DEBUG. They stay at

@@ -237,6 +237,18 @@ def test_formatter_redacts_arguments_and_tracebacks() -> None:
     assert TOKEN not in out
 
 
+def test_an_uncaught_exception_is_redacted_too() -> None:
+    # A crash prints through sys.excepthook, not logging: the same redaction applies once the CLI set it up.
+    code = (
+        "from collector import redact; redact.install_excepthooks(); "
+        f"raise RuntimeError('refused: X-Amz-Security-Token={TOKEN}')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[-1] == "RuntimeError: refused: X-Amz-Security-Token=<redacted>"
+    assert TOKEN not in res.stderr
+
+
 # --- config: secret options are never echoed -------------------------------------------------------------------
 
 
