@@ -74,6 +74,8 @@ _START = r"(?<![A-Za-z0-9])"
 # (a quote, a SigV4 scheme) cannot be dodged by backtracking over the blanks.
 _SEP_COLON = r"""(?>["']?[ \t]*:[ \t]*(?:\r?\n)?[ \t]*)"""  # `Signature:\n<hex>` is how botocore.auth prints it
 _SEP_EQUALS = r"""(?>["']?[ \t]*=[ \t]*)"""
+# A (name, value) pair, as hpack and gRPC log headers and metadata: `(b'authorization', b'Bearer ...')`.
+_SEP_TUPLE = r"""(?>["'][ \t]*,[ \t]*)"""
 _SCHEME = r"(?:(?:Bearer|Basic|Digest|Negotiate|SharedKey|SharedKeyLite|SharedAccessSignature|OAuth|token)[ \t]+)?"
 # An unquoted value ends where a query string, header list, connection string or repr would go on.
 _BARE = r"""[^\s,;&'"<>(){}\[\]]+"""
@@ -98,6 +100,7 @@ def _build() -> list[tuple[tuple[str, ...], re.Pattern[str], Any]]:
     secret, partial, auth = _names(SECRET_NAMES), _names(PARTIAL_NAMES), _names(AUTH_NAMES)
     ci = re.IGNORECASE
     either = f"(?:{_SEP_COLON}|{_SEP_EQUALS})"
+    quoted_sep = f"(?:{_SEP_COLON}|{_SEP_EQUALS}|{_SEP_TUPLE})"
     unquoted = r"(?!b?['\"])"
     names = NAME_NEEDLES
     return [
@@ -113,8 +116,8 @@ def _build() -> list[tuple[tuple[str, ...], re.Pattern[str], Any]]:
         (names, re.compile(rf"<({secret})>[^<]*</\1>", ci), rf"<\1>{REDACTED}</\1>"),
         (names, re.compile(rf"<({partial})>([A-Za-z0-9]{{0,4}})[^<]*</\1>", ci), r"<\1>\2****</\1>"),
         # Quoted values (a repr, JSON), then bare ones (headers, query strings, connection strings).
-        (names, re.compile(rf"({_START}{auth}{either})(?!b?['\"]?AWS4-)({_QUOTED})", ci), _quoted_sub),
-        (names, re.compile(rf"({_START}{secret}{either})({_QUOTED})", ci), _quoted_sub),
+        (names, re.compile(rf"({_START}{auth}{quoted_sep})(?!b?['\"]?AWS4-)({_QUOTED})", ci), _quoted_sub),
+        (names, re.compile(rf"({_START}{secret}{quoted_sep})({_QUOTED})", ci), _quoted_sub),
         (names, re.compile(rf"({_START}{auth}{_SEP_COLON}){unquoted}(?!AWS4-)[^\r\n]+", ci), rf"\1{REDACTED}"),
         (names, re.compile(rf"({_START}{secret}{either}){unquoted}{_SCHEME}{_BARE}", ci), rf"\1{REDACTED}"),
         (

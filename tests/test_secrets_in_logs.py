@@ -164,6 +164,16 @@ def test_azure_connection_string_sas_and_shared_key() -> None:
     assert redact("header 'x-ms-authorization': Bearer eyJ0eXAi") == "header 'x-ms-authorization': <redacted>"
 
 
+def test_header_pairs_as_hpack_and_grpc_log_them() -> None:
+    # hpack's DEBUG "Decoded (name, value)" lines and gRPC metadata tuples.
+    assert redact("Decoded (b'authorization', b'Bearer ya29.a0AfH6SMB'), consumed 1") == (
+        "Decoded (b'authorization', b'<redacted>'), consumed 1"
+    )
+    assert redact("metadata [('x-goog-request-params', 'p'), ('authorization', 'Bearer ya29')]") == (
+        "metadata [('x-goog-request-params', 'p'), ('authorization', '<redacted>')]"
+    )
+
+
 def test_google_service_account_json_and_pem() -> None:
     key = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n-----END PRIVATE KEY-----\\n", "client_email": "r@p.iam.gserviceaccount.com", "client_secret": "GOCSPX-abc\\"def", "refresh_token": "1//0g"}'  # noqa: E501
     assert redact(key) == (
