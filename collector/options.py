@@ -184,9 +184,10 @@ class _Secret:
             return walker.scalar(node, key, ("str",), "a string", retype=False)
         if isinstance(node, ScalarNode):
             kind = _KINDS.get(node.tag.removeprefix(_TAG), "a tagged value")
-        else:
-            kind = describe(node)
-        return walker.error(node, key, f"expected a string, got {kind} (not shown: the key holds a secret; quote it)")
+            return walker.error(
+                node, key, f"expected a string, got {kind} (not shown: the key holds a secret; quote it)"
+            )
+        return walker.error(node, key, f"expected a string, got {describe(node)}")  # a list or mapping: no value
 
 
 Secret = _Secret()
