@@ -63,7 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        help="override log_level from the config: debug, info, warning or error",
+        help="override log_level from the config: debug, info, warning or error (every logger but the libraries "
+        "of --log-level-libraries; credentials are redacted from every line at every level)",
+    )
+    run.add_argument(
+        "--log-level-libraries",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="level of the cloud and HTTP libraries' loggers (botocore, aiobotocore, s3transfer, urllib3, aiohttp, "
+        "google.*, azure.*), independent of --log-level (default: warning); their debug lines show every request, "
+        "with Authorization, tokens, signatures and keys redacted",
     )
 
     check = sub.add_parser(
@@ -108,7 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, libraries: str = "warning", secrets: list[str] | None = None) -> None:
+    """Logging to stderr with every line redacted (collector.redact), whatever logger wrote it; the cloud libraries
+    at their own level, so `--log-level debug` does not turn on botocore's request dumps unless asked."""
+    from collector import redact
+
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -116,6 +129,11 @@ def _setup_logging(level: str) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
+    redact.install()
+    redact.install_excepthooks()
+    redact.set_library_level(getattr(logging, libraries.upper(), logging.WARNING))
+    redact.remember_environment()
+    redact.remember(secrets or ())
 
 
 def _load(path: str | None) -> object:
@@ -135,19 +153,21 @@ def _load(path: str | None) -> object:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.daemon import run, summary_table
+    from collector.options import secret_values
+    from collector.redact import redact
 
     config = _load(args.config)
-    _setup_logging(args.log_level or config.log_level)  # type: ignore[attr-defined]
+    _setup_logging(args.log_level or config.log_level, args.log_level_libraries, secret_values(config))  # type: ignore[attr-defined]
     started = time.monotonic()
     try:
         metrics = asyncio.run(run(config, once=args.once))
     except OSError as exc:  # the state directory or a sink's directory cannot be used
-        print(f"flowcollector: cannot start: {exc}", file=sys.stderr)
+        print(redact(f"flowcollector: cannot start: {exc}"), file=sys.stderr)
         return 1
     if args.once:
-        print(summary_table(metrics, time.monotonic() - started), file=sys.stderr)
+        print(redact(summary_table(metrics, time.monotonic() - started)), file=sys.stderr)
     if metrics.failed:
-        print(f"flowcollector: stopped early: {metrics.failed}", file=sys.stderr)
+        print(redact(f"flowcollector: stopped early: {metrics.failed}"), file=sys.stderr)
         return 1
     failed = sum(c.units_failed for c in metrics.sources.values())
     return 1 if failed else 0

@@ -173,6 +173,45 @@ NonEmpty = _NonEmpty()
 Positive = Min(0, exclusive=True)
 
 
+class _Secret:
+    """Marker: a credential (a secret key, a token, an external id, a password). Its value is never echoed: a config
+    error is printed, logged on reload and pasted into tickets, so a wrongly typed secret is reported by its kind
+    alone. `secret_values(config)` finds every such value, so the log redaction (`collector.redact`) can hide it
+    whatever form a library prints it in."""
+
+    def convert(self, walker: Walker, node: Node, key: str) -> Any:
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "str":
+            return walker.scalar(node, key, ("str",), "a string", retype=False)
+        if isinstance(node, ScalarNode):
+            kind = _KINDS.get(node.tag.removeprefix(_TAG), "a tagged value")
+            return walker.error(
+                node, key, f"expected a string, got {kind} (not shown: the key holds a secret; quote it)"
+            )
+        return walker.error(node, key, f"expected a string, got {describe(node)}")  # a list or mapping: no value
+
+
+Secret = _Secret()
+
+
+def secret_values(value: Any) -> list[str]:
+    """The values of every `Secret` field in a config (dataclasses, tuples of them), for the log redaction."""
+    out: list[str] = []
+    if isinstance(value, tuple | list):
+        for item in value:
+            out.extend(secret_values(item))
+    elif is_dataclass(value) and not isinstance(value, type):
+        hints = _hints(type(value))
+        for f in fields(value):
+            item = getattr(value, f.name)
+            _, markers, _ = _split(hints[f.name])
+            if any(m is Secret for m in markers):
+                if isinstance(item, str):
+                    out.append(item)
+            else:
+                out.extend(secret_values(item))
+    return out
+
+
 class InvalidField(ValueError):
     """Raised by a dataclass's `__post_init__` for a cross-field problem, so the loader can point at the key.
 

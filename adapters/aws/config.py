@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +29,7 @@ from collector.options import (
     NonEmpty,
     Parse,
     Positive,
+    Secret,
     Walker,
     describe,
     did_you_mean,
@@ -173,7 +174,7 @@ class AccountConfig:
 
     id: Annotated[str, AccountId]
     role_arn: Annotated[str | None, RoleArn] = None
-    external_id: str | None = None
+    external_id: Annotated[str | None, Secret] = field(default=None, repr=False)
     profile: str | None = None
     regions: tuple[Annotated[str, Region], ...] = ()
 
@@ -229,11 +230,12 @@ class AwsAuth:
     endpoint_url: Annotated[str | None, HttpUrl] = None
     profile: str | None = None
     credentials_file: Path | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    # Secret: never echoed in a config error, redacted from every log line, and left out of repr().
+    access_key_id: Annotated[str | None, Secret] = field(default=None, repr=False)
+    secret_access_key: Annotated[str | None, Secret] = field(default=None, repr=False)
+    session_token: Annotated[str | None, Secret] = field(default=None, repr=False)
     role_arn: Annotated[str | None, RoleArn] = None
-    external_id: str | None = None
+    external_id: Annotated[str | None, Secret] = field(default=None, repr=False)
     role_session_name: Annotated[str, NonEmpty] = "flowcollector"
     # At least 30 minutes: botocore renews a role 15 minutes before it expires, so a 15-minute role (the AWS
     # minimum) would be assumed again on every call.
