@@ -24,7 +24,6 @@ import os
 import resource
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,9 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     # No shrinking: the xfail properties fail today, and shrinking each one takes minutes of `make test`. The
     # report says what differed; FLOWCOLLECTOR_FUZZ_SHRINK=1 brings shrinking back for a minimal reproducer.
-    phases=list(Phase) if os.environ.get("FLOWCOLLECTOR_FUZZ_SHRINK") else [Phase.explicit, Phase.reuse, Phase.generate],
+    phases=list(Phase)
+    if os.environ.get("FLOWCOLLECTOR_FUZZ_SHRINK")
+    else [Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.register_profile("fuzz-ci", parent=settings.get_profile("fuzz-short"), derandomize=True, database=None)
 SHORT = settings(parent=settings.get_profile("fuzz-ci" if os.environ.get("CI") else "fuzz-short"))
@@ -155,6 +156,59 @@ def test_oracle_reads_the_docs_example_and_rejects_by_rule():
     # a line over 1 MiB (class 4)
     long = DOCS_V2.replace(b"eni-1235b8ca123456789", b"eni-" + b"x" * (1 << 20))
     assert read_object(v2 + long + b"\n" + v2).errors == [(2, "too-long")]
+
+
+# --- issue #10's reproducers, each compared with the oracle ---------------------------------------------------
+
+_L = DOCS_V2 + b"\n"
+_V2_HEADER = b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+_V2_HEADER += b"log-status"
+_GZ3 = gzip.compress(_L * 3, mtime=0)
+_XF = pytest.mark.xfail
+# (id, object bytes, class of issue #10 that today's parser gets wrong, or None where it agrees today). Built from the
+# AWS docs default-format record 1 (DOCS_V2) and the issue's own reproducers.
+REPRODUCERS = [
+    ("name-first-line", _L + b"action 123456789012 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 1 ACCEPT OK\n" + _L, 1),
+    ("malformed-first-line", b"garbage\n" + _L, 2),
+    ("bom-at-start", b"\xef\xbb\xbf" + _L, 2),
+    ("bom-only-with-fields", b"\xef\xbb\xbf", "2 (a crash: ArrowInvalid 'Empty CSV file' escapes)"),
+    ("bom-mid-stream", _L + b"\xef\xbb\xbf" + _L + DOCS_V2.replace(b"ACCEPT", b"x") + b"\n", 2),
+    ("hex-port", DOCS_V2.replace(b" 20641 ", b" 0x1BB ") + b"\n", 3),
+    ("minus-zero-port", DOCS_V2.replace(b" 20641 ", b" -0 ") + b"\n", 3),
+    ("zero-padded-23-digits", DOCS_V2.replace(b" 20641 ", b" " + b"0" * 18 + b"20641 ") + b"\n", None),
+    ("packets-2^63", DOCS_V2.replace(b" 20 4249 ", b" 9223372036854775808 4249 ") + b"\n", 3),
+    ("lone-cr", DOCS_V2.replace(b" 4249 ", b" 42\r49 ") + b"\n", 4),
+    ("action-foo", DOCS_V2.replace(b"ACCEPT", b"FOO") + b"\n", 4),
+    ("log-status-bar", DOCS_V2.replace(b" OK", b" BAR") + b"\n", 4),
+    ("type-foo", _V2_HEADER + b" type\n" + DOCS_V2 + b" FOO\n", 4),
+    ("traffic-path-9", _V2_HEADER + b" traffic-path\n" + DOCS_V2 + b" 9\n", 4),
+    ("line-over-1-mib", _L + DOCS_V2.replace(b"eni-1235b8ca", b"eni-" + b"x" * (1 << 20)) + b"\n" + _L, 4),
+    ("truncated-gzip", gzip.compress(_L + DOCS_V2.replace(b" 4249 ", b" 84000 "), mtime=0)[:-12], None),
+    ("bad-crc", _GZ3[:-8] + b"\0\0\0\0" + _GZ3[-4:], 7),
+    ("bad-isize", _GZ3[:-4] + b"\1\0\0\0", 7),
+    ("tab-in-text", DOCS_V2.replace(b"eni-1235", b"eni\t1235") + b"\n", 4),
+    ("non-ascii-in-text", DOCS_V2.replace(b"eni-1235", "eni-\u00e9".encode()) + b"\n", 4),
+    ("version-02-as-written", DOCS_V2.replace(b"2 ", b"02 ", 1) + b"\n", 4),
+    ("duplicate-header-name", b"version account-id version\n2 1 3\n", 1),
+    ("unknown-name-mid-stream-header", _L + _V2_HEADER + b" x-new\n" + DOCS_V2 + b" v\n", 1),
+]
+
+
+@short_only
+@pytest.mark.parametrize(
+    ("blob", "fields"),
+    [
+        pytest.param(
+            blob,
+            DEFAULT_ORDER if name == "bom-only-with-fields" else None,
+            id=name,
+            marks=[] if cls is None else [_XF(strict=False, reason=f"issue #10 class {cls}")],
+        )
+        for name, blob, cls in REPRODUCERS
+    ],
+)
+def test_issue_reproducer_agrees_with_oracle(blob: bytes, fields: tuple[str, ...] | None) -> None:
+    assert disagreement(blob, fields) is None
 
 
 # --- properties -----------------------------------------------------------------------------------------------
