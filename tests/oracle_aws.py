@@ -21,12 +21,12 @@ The rules, one per line of `read_text` below:
 6. Fields are separated by runs of spaces; leading and trailing spaces are ignored (the README documents that a
    double space is read as one separator: an AWS documentation sample has one).
 7. A header is a line made only of known field names (FORMATS.md table). It sets the field order for the lines
-   after it and gives no record; a repeated header changes nothing. *Choice*: the first non-blank line of the
-   stream (the first line of an S3 object) is also a header when every token is shaped like a field name
+   after it and gives no record; a repeated header changes nothing. *Choice*: line 1 of the stream (the first
+   line of an S3 object; after a BOM) is also a header when every token is shaped like a field name
    (`[a-z][a-z0-9-]*`) and at least one is a known field name: that is how an S3 object with a field AWS added
    after this list was written still begins. Mid-stream, a line with an unknown name is a data line (and almost
-   surely an error). *Choice*: a header naming a field twice is an error on its line and the field order stays
-   as it was (two values for one column cannot both be kept).
+   surely an error). *Choice*: a header may name a field twice: the first occurrence is the field, the k-th
+   repeat is free text kept in `extra` as `name#k` (nothing written is dropped).
 8. Any other non-blank line is a data line, judged the same wherever it is (the first line too): a wrong field
    count is an error; otherwise each field is checked (rule 9); one bad field makes the whole line an error (the
    error names the first bad field in field order). A data line whose first token is a field name is just a
@@ -34,9 +34,10 @@ The rules, one per line of `read_text` below:
 9. Values: `-` is null for every field. Integers are decimal digits only (no sign, no `0x`, no `.`, no exponent),
    leading zeros allowed, any number of digits, then range-checked: srcport/dstport 0-65535, protocol 0-255,
    tcp-flags 0-255 (the uint8 column; *choice*: not limited to the six documented flag bits), traffic-path 1-8
-   (the documented values), packets/bytes 0 to 2^64-1 (the uint64 column; *choice*), start/end see rule 10,
-   and the integer fields without a column (version, packets-lost-*) 0 to 2^64-1 (*choice*: no upper bound
-   of their own, a future version must not break parsing). Enumerations, case as AWS writes them: action
+   (the documented values), packets/bytes 0 to 2^63-1 (Parquet documents them INT64, signed: one bound for
+   both encodings, though the column is uint64), start/end see rule 10, and the integer fields without a column
+   (version, packets-lost-*) 0 to 2^63-1 (*choice*: no bound of their own, a future version must not break
+   parsing). Enumerations, case as AWS writes them: action
    ACCEPT|REJECT, log-status OK|NODATA|SKIPDATA, flow-direction ingress|egress, type IPv4|IPv6|EFA. Addresses
    (srcaddr, dstaddr, pkt-srcaddr, pkt-dstaddr): an IPv4 dotted quad without leading zeros or an IPv6 address,
    no zone index (`%eth0`). Every other field (identifiers, regions, ARNs, service names, reject-reason,
@@ -108,7 +109,7 @@ TGW_DEFAULT_ORDER: tuple[str, ...] = tuple(_TGW_DOC.split())
 
 MAX_LINE = 1 << 20
 BOM = b"\xef\xbb\xbf"
-U64 = 2**64 - 1
+I64 = 2**63 - 1
 MS_ABOVE = 2**31
 LAST_MS = int(
     (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC))
@@ -123,13 +124,13 @@ INT_RANGE: dict[str, tuple[int, int]] = {
     "protocol": (0, 255),
     "tcp-flags": (0, 255),
     "traffic-path": (1, 8),
-    "packets": (0, U64),
-    "bytes": (0, U64),
-    "version": (0, U64),
-    "packets-lost-no-route": (0, U64),
-    "packets-lost-blackhole": (0, U64),
-    "packets-lost-mtu-exceeded": (0, U64),
-    "packets-lost-ttl-expired": (0, U64),
+    "packets": (0, I64),
+    "bytes": (0, I64),
+    "version": (0, I64),
+    "packets-lost-no-route": (0, I64),
+    "packets-lost-blackhole": (0, I64),
+    "packets-lost-mtu-exceeded": (0, I64),
+    "packets-lost-ttl-expired": (0, I64),
 }
 ENUMS: dict[str, frozenset[str]] = {
     "action": frozenset({"ACCEPT", "REJECT"}),
@@ -284,7 +285,6 @@ def read_text(
     out = OracleResult()
     order = tuple(fields) if fields else DEFAULT_ORDER
     start = len(BOM) if data.startswith(BOM) else 0
-    seen_non_blank = False
     pos = start
     number = 0
     while pos < len(data):
@@ -301,24 +301,24 @@ def read_text(
             continue
         if len(line) > MAX_LINE:
             out.errors.append((number, "too-long"))
-            seen_non_blank = True
             continue
         if _NOT_PRINTABLE.search(line):
             out.errors.append((number, "byte"))
-            seen_non_blank = True
             continue
         text = line.decode("ascii")
         tokens = text.split(" ")
         tokens = [t for t in tokens if t]
         if not tokens:
             continue
-        first = not seen_non_blank
-        seen_non_blank = True
+        first = number == 1
         if _is_header(tokens, first):
-            if len(set(tokens)) != len(tokens):
-                out.errors.append((number, "header-duplicate"))
-            else:
-                order = tuple(tokens)
+            seen: dict[str, int] = {}
+            named = []
+            for t in tokens:
+                k = seen.get(t, 0)
+                seen[t] = k + 1
+                named.append(t if k == 0 else f"{t}#{k}")
+            order = tuple(named)
             continue
         if len(tokens) != len(order):
             out.errors.append((number, "field-count"))

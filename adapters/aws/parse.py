@@ -240,8 +240,7 @@ def parse_text(
 def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseError]]:
     """Lines that cannot be records whatever their fields, found before the fields are split: those holding a byte
     that is not printable ASCII (a control character, a lone CR, anything above 0x7E: flow logs are ASCII). Each
-    is one error with its line and column, and is blanked to spaces (same length, so every other line keeps its
-    number and offset). A tab separates fields like a space (the whitespace-run rule of `_parse_segment`).
+    is one error with its line and column (a tab too: AWS separates fields by single spaces), and is dropped.
 
     The common clean block costs two numpy passes (bytes outside 0x20-0x7E counted against line ends)."""
     a = np.frombuffer(block, np.uint8)
@@ -249,12 +248,12 @@ def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseE
     nl = a == _NL
     if np.count_nonzero(outside) == np.count_nonzero(nl):
         return block, []
-    bad = outside & ~nl & (a != 9)
+    bad = outside & ~nl
     cr = np.flatnonzero(a == 13)
     crlf = cr[cr + 1 < len(a)]
     bad[crlf[a[crlf + 1] == _NL]] = False
     if not bad.any():
-        return (block.replace(b"\t", b" ") if b"\t" in block else block), []
+        return block, []
     errors: list[ParseError] = []
     pieces: list[bytes] = []
     ends = np.flatnonzero(nl)
@@ -281,8 +280,7 @@ def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseE
         pieces.append(block[kept:start])
         kept = end
     pieces.append(block[kept:])
-    out = b"".join(pieces)
-    return (out.replace(b"\t", b" ") if b"\t" in out else out), errors
+    return b"".join(pieces), errors
 
 
 def _parse_block(block: bytes, state: TextState, unit: str, source: str, headers: bool = True) -> ParseResult:
@@ -392,20 +390,28 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _overlong(cols: dict[str, pa.Array], n: int) -> np.ndarray | None:
-    """Rows whose line is longer than MAX_LINE (a long line can sit whole inside a block); None if none is. The
-    common case costs one max per column: the sum of the columns' longest values bounds every line."""
+def _row_checks(cols: dict[str, pa.Array], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Rows whose line is longer than MAX_LINE (a long line can sit whole inside a block), and rows with an empty
+    field (a doubled, leading or trailing space: the line splits into the right count only by accident); None
+    where there is none. The common case costs one min/max per column: the sum of the columns' longest values
+    bounds every line."""
     if not n:
-        return None
+        return None, None
     lengths = [pc.binary_length(c) for c in cols.values()]
-    bound = len(cols) - 1 + sum((pc.max(x).as_py() or 1) for x in lengths)
-    if bound <= MAX_LINE:
-        return None
-    total = np.full(n, len(cols) - 1, dtype=np.int64)
-    for x in lengths:
-        total += x.fill_null(1).to_numpy(zero_copy_only=False)
-    over = total > MAX_LINE
-    return over if over.any() else None
+    bounds = [pc.min_max(x) for x in lengths]
+    longest = len(cols) - 1 + sum((b["max"].as_py() or 1) for b in bounds)
+    over = empty = None
+    if longest > MAX_LINE:
+        total = np.full(n, len(cols) - 1, dtype=np.int64)
+        for x in lengths:
+            total += x.fill_null(1).to_numpy(zero_copy_only=False)
+        over = total > MAX_LINE
+        over = over if over.any() else None
+    if any(b["min"].as_py() == 0 for b in bounds):
+        empty = np.zeros(n, dtype=bool)
+        for x in lengths:
+            empty |= pc.equal(x, 0).fill_null(False).to_numpy(zero_copy_only=False)
+    return over, empty
 
 
 def _parse_segment(
@@ -445,19 +451,39 @@ def _parse_segment(
     skipped = {row.number for row in invalid}
     cols = {n: _one_chunk(table.column(n)) for n in names}
     n = table.num_rows
-    over = _overlong(cols, n)
-    if over is not None:
+    over, empty = _row_checks(cols, n)
+    if over is not None or empty is not None:
+        # Rows the table cannot keep: taken out, as the invalid-row handler takes out wrong field counts.
         lines = lines or _line_map(seg)
         row_lines = _valid_row_lines(lines, skipped)
         numbers = [k for k in range(1, len(lines) + 1) if k not in skipped]
-        for i in np.flatnonzero(over).tolist():
-            errors.append(
-                ParseError(unit, row_lines[i], f"line longer than {MAX_LINE} bytes", _row_text(cols, names, i))
-            )
-            skipped.add(numbers[i])
-        keep = pa.array(~over)
+        drop = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(over if over is not None else drop).tolist():
+            reason = f"line longer than {MAX_LINE} bytes"
+            errors.append(ParseError(unit, row_lines[i], reason, _row_text(cols, names, i)))
+            drop[i] = True
+        for i in np.flatnonzero(empty if empty is not None else drop).tolist():
+            if drop[i]:
+                continue
+            drop[i] = True
+            # Split on whitespace runs, as for a wrong field count: `a  b` is two fields, a line of spaces none.
+            tokens = [v for v in _row_text(cols, names, i, MAX_LINE).split(" ") if v]
+            if not tokens:
+                continue
+            if len(tokens) == len(names):
+                rescued.append(tokens)
+                rescued_lines.append(row_lines[i])
+            else:
+                reason = f"expected {len(names)} fields, found {len(tokens)}"
+                errors.append(ParseError(unit, row_lines[i], reason, " ".join(tokens)[:200]))
+        skipped.update(numbers[i] for i in np.flatnonzero(drop).tolist())
+        keep = pa.array(~drop)
         cols = {k: v.filter(keep) for k, v in cols.items()}
         n = len(next(iter(cols.values())))
+        if rescued:
+            order = np.argsort(rescued_lines, kind="stable")
+            rescued = [rescued[i] for i in order]
+            rescued_lines = [rescued_lines[i] for i in order]
     batch, bad = normalize(cols, n, source, addresses)
     if bad is not None:
         if detect_headers and any(
@@ -564,11 +590,12 @@ def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
             bad[name] = wrong_np
     elif not pa.types.is_int64(arr.type):
         arr = arr.cast(pa.int64())
+    low = F.INT_MIN.get(name, 0)
     if len(arr):
         bounds = pc.min_max(arr)
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        if lo is not None and (lo < 0 or hi > limit):
-            out = pc.or_(pc.less(arr, 0), pc.greater(arr, limit)).fill_null(False)
+        if lo is not None and (lo < low or hi > limit):
+            out = pc.or_(pc.less(arr, low), pc.greater(arr, limit)).fill_null(False)
             mask = out.to_numpy(zero_copy_only=False)
             bad[name] = bad[name] | mask if name in bad else mask
             arr = pc.if_else(out, pa.scalar(None, pa.int64()), arr)
@@ -660,7 +687,7 @@ def normalize(
             wrong = wrong_all[k * n : (k + 1) * n]
             if wrong.any():
                 bad[base] = wrong
-    extra = _extra({k: (ints.get(k) or cols[k]) for k in extra_names}, extra_names, n)
+    extra = _extra({k: cols[k] for k in extra_names}, extra_names, n)  # as written (`02` stays `02`)
     if extra is not None:
         out["extra"] = extra
     out["provider"] = constant("aws", n, DICT_STRING)
