@@ -819,3 +819,11 @@ def test_a_directory_that_cannot_be_written_is_refused(tmp_path: Path, monkeypat
         f"{tmp_path}/cfg.yaml:3:37: sinks[0].path: {tmp_path}/ro/flows cannot be created: {tmp_path}/ro is a "
         "directory this user cannot write to",
     ]
+
+
+def test_accounts_listed_twice_are_named_once_each():
+    """The duplicate check counts ids once (it was a list.count per id: 65,000 ids, a 1 MB file, took 165 s)."""
+    ids = '["111111111111", "222222222222", "111111111111", "333333333333", "222222222222", "111111111111"]'
+    assert errors(
+        f"sources:\n  - {{name: s, type: aws_s3, bucket: b, accounts: {ids}}}\nsinks: [{{name: o, type: stdout}}]\n"
+    ) == ["cfg.yaml:2:50: sources[0].accounts: account listed twice: 111111111111, 222222222222"]
