@@ -114,5 +114,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(text: str, path: Path) -> Config:
-    """Validate config text as if read from `path` (which need not exist): relative paths resolve against its dir."""
+    """Validate config text as if read from `path` (which need not exist): relative paths resolve against its dir.
+
+    The directories it names (`state_dir`, file sinks) are checked against the file system as it is now."""
     return parse_document(text, path, Config, preset={"path": Path(os.path.abspath(path))})  # type: ignore[no-any-return]
