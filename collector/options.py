@@ -189,18 +189,25 @@ def _not_a_directory(path: str) -> str:
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
+def _writable(path: str) -> bool:
+    """Whether this process (its effective ids, which write the files) may create files in the directory `path`."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, os.W_OK | os.X_OK, effective_ids=True)
+    return os.access(path, os.W_OK | os.X_OK)
+
+
 def directory_problem(path: Path) -> str | None:
     """Why the collector could not make `path` (if missing) and write files in it, or None.
 
     Checked as the current user: `check` run as another user than the daemon may pass where `run` fails."""
     text = os.fspath(path)
     if os.path.isdir(text):
-        return None if os.access(text, os.W_OK | os.X_OK) else f"{text} is a directory this user cannot write to"
+        return None if _writable(text) else f"{text} is a directory this user cannot write to"
     if os.path.lexists(text):
         return f"{text} is {_not_a_directory(text)}, not a directory"
     for parent in map(os.fspath, path.parents):
         if os.path.isdir(parent):
-            if os.access(parent, os.W_OK | os.X_OK):
+            if _writable(parent):
                 return None
             return f"{text} cannot be created: {parent} is a directory this user cannot write to"
         if os.path.lexists(parent):

@@ -810,7 +810,12 @@ def test_a_directory_that_cannot_be_written_is_refused(tmp_path: Path, monkeypat
     """As root every directory is writable, so the refusal of os.access is simulated for `ro`."""
     (tmp_path / "ro").mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: p != str(tmp_path / "ro") and real_access(p, mode))
+
+    def access(path: str, mode: int, **kw: bool) -> bool:
+        return path != str(tmp_path / "ro") and real_access(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "supports_effective_ids", {access} if os.access in os.supports_effective_ids else set())
     text = "state_dir: ro\nsources: [{name: in, type: local}]\nsinks: [{name: a, type: file, path: ro/flows}]\n"
     with pytest.raises(ConfigError) as info:
         parse_config(text, tmp_path / "cfg.yaml")
