@@ -79,8 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         help="validate a config and exit",
         description="Validate a config file: "
         "every error is printed with its file, line and key; exit 1 if there is any. The directories the "
-        "collector writes in (state_dir, a file sink's path) must be directories this user can write to, or "
-        f"creatable. {_LIMITS}",
+        "collector writes in (state_dir, a file sink's path) must be directories, or creatable by this user. "
+        f"{_LIMITS}",
     )
     config_arg(check)
 

@@ -197,12 +197,15 @@ def _writable(path: str) -> bool:
 
 
 def directory_problem(path: Path) -> str | None:
-    """Why the collector could not make `path` (if missing) and write files in it, or None.
+    """Why `path` cannot be the directory the collector writes in, or None.
 
-    Checked as the current user: `check` run as another user than the daemon may pass where `run` fails."""
+    An existing directory is accepted even if it cannot be written to now: that is an outage (a read-only remount, a
+    full disk), which a daemon outlives by retrying and `run --once` ends after `give_up_after`, naming the path. A
+    missing one must be creatable, as the current user: `run` makes it at start and cannot start otherwise (so
+    `check` run as another user than the daemon may pass where `run` fails)."""
     text = os.fspath(path)
     if os.path.isdir(text):
-        return None if _writable(text) else f"{text} is a directory this user cannot write to"
+        return None
     if os.path.lexists(text):
         return f"{text} is {_not_a_directory(text)}, not a directory"
     for parent in map(os.fspath, path.parents):
@@ -216,7 +219,8 @@ def directory_problem(path: Path) -> str | None:
 
 
 class _Directory:
-    """Marker: a path the collector creates if missing and writes files in (the state directory, a file sink's).
+    """Marker: a path the collector creates if missing and writes files in (the state directory, a file sink's):
+    it must be a directory, or be creatable (`directory_problem`).
 
     Checked when the file is read, so `check` (and `run`, before anything starts) names the key; otherwise `run`
     failed at start with `[Errno 17] File exists` and no key. Declared beside the option, so a new component's

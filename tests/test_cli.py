@@ -255,8 +255,8 @@ def test_check_help_names_the_limits() -> None:
 
     out = " ".join(flowcollector("check", "--help").stdout.split())
     assert (
-        "The directories the collector writes in (state_dir, a file sink's path) must be directories this user can "
-        "write to, or creatable. A config is refused if it is larger than 1 MiB, holds a value of more than 65,536 "
+        "The directories the collector writes in (state_dir, a file sink's path) must be directories, or creatable "
+        "by this user. A config is refused if it is larger than 1 MiB, holds a value of more than 65,536 "
         "characters, nests values more than 64 levels deep or holds more than 100,000 nodes (keys, values and list "
         "items, each alias or merge key counted as a copy of what it names)."
     ) in out
