@@ -27,6 +27,14 @@ The config file may also be given by $FLOWCOLLECTOR_CONFIG. Every option is docu
 """
 
 
+# Kept in step with collector/options.py by tests/test_cli.py (importing it here would slow every command down).
+_LIMITS = (
+    "A config is refused if it is larger than 1 MiB, holds a value of more than 65,536 characters, nests values "
+    "more than 64 levels deep or holds more than 100,000 nodes (keys, values and list items, each alias or merge "
+    "key counted as a copy of what it names)."
+)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -79,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="validate a config and exit",
         description="Validate a config file: "
-        "every error is printed with its file, line and key; exit 1 if there is any.",
+        "every error is printed with its file, line and key; exit 1 if there is any. The directories the "
+        "collector writes in (state_dir, a file sink's path) must be directories, or creatable by this user. "
+        f"{_LIMITS}",
     )
     config_arg(check)
 
