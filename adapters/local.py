@@ -13,11 +13,22 @@ where the platform reports one): what stays the same while it grows; size and mt
 ctime too (it changes with every write), so none of them can be the version. It is read whenever its size or
 mtime changed since the last read, up to the last line end (a line still being written is left for the next
 read), and stays caught up, not done, until it has been unchanged for `final_after`: then the rest is read (a last
-line without line end included) and it is done, never read again. `settle` does not apply to it. A file that
-shrank below its checkpoint (truncated in place) is a new version read from the start; a file replaced by another
-(new inode) too. gzip and Parquet files cannot be read while they are written (a gzip member and a Parquet file are
-whole only at their end): recognized by their first bytes, they are read as complete files as without `growing`
-(versioned by size and mtime, after `settle`). The unit is the path: a file renamed (rotated) is a new unit.
+line without line end included) and it is done. `settle` does not apply to it. A file that shrank below its
+checkpoint (truncated in place) is a new version read from the start; a file replaced by another (new inode) too,
+and so is one whose first bytes are not those its checkpoint recorded (a file deleted and created again with the
+same inode, or rewritten in place and grown past its checkpoint while the collector was down: `Growth.head`,
+adapters/units.py). A done file that grew (appended to after it went final) is read on from where it was done.
+Each file's size, mtime and ctime are remembered when it was last read or checked, so an unchanged file costs a
+stat per poll; a new source (a restart) looks once at each done file (its checkpoint and first 4 KiB).
+gzip and Parquet files cannot be read while they are written (a gzip member and a Parquet file are whole only at
+their end): recognized by their first bytes, they are read as complete files as without `growing` (versioned by
+size and mtime, after `settle`). The unit is the path: a file renamed (rotated) is a new unit.
+
+Turning `growing` on or off keeps what the other mode delivered: a file whose checkpoint is its complete-file
+version (size and mtime, unchanged since) is skipped in either mode; without `growing`, a file that has a growing
+unit's checkpoint of its identity is read on from there once settled, as a final growing unit. What cannot be
+carried over: a file read whole without `growing` and appended to after it was turned on has no identity nor head
+in its checkpoint to read on from, so it is read again from the start.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from adapters.aws.config import AwsFields
-from adapters.units import Growth, Outcome, RetryBook, deliver_unit, same_object
+from adapters.units import HEAD_BYTES, Growth, Outcome, RetryBook, deliver_unit, same_object
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
@@ -91,10 +102,11 @@ class LocalSource:
         self._retry = RetryBook()  # a unit that failed is not retried on every poll
         self.growing: bool = getattr(config, "growing", False)  # (tests hand in configs built by hand)
         self.final_after: float = getattr(config, "final_after", 3600.0)
-        # growing: unit -> (identity, size, mtime_ns) when it was last read to its end (caught up), so an unchanged
-        # file is not read again on every poll; and unit -> (identity, appendable) once its first bytes are known.
-        self._caught_up: dict[str, tuple[str, int, int]] = {}
-        self._kinds: dict[str, tuple[str, bool]] = {}
+        # growing: unit -> (identity, size, mtime_ns, ctime_ns) when it was last read to its end (caught up, or
+        # done), so an unchanged file is not looked at again on every poll; and unit -> ((identity, ctime_ns),
+        # appendable) once its first bytes are known (a gzip or Parquet file's are not read on every poll).
+        self._seen: dict[str, tuple[str, int, int, int]] = {}
+        self._kinds: dict[str, tuple[tuple[str, int], bool]] = {}
 
     def _scan(self) -> list[tuple[Path, os.stat_result]]:
         """(path, stat) of every candidate file, in path order (so runs are reproducible)."""
@@ -115,23 +127,32 @@ class LocalSource:
             out.append((p, st))
         return out
 
-    def _is_growing(self, path: Path, unit: str, identity: str, st: os.stat_result) -> bool | None:
-        """Whether a file is read as a growing unit: `growing` is set and it is plain (neither gzip nor Parquet);
-        None while it is too short to tell (runs in the executor)."""
+    def _peek(self, path: Path, unit: str, identity: str, st: os.stat_result) -> tuple[bool | None, bytes | None]:
+        """Whether a file is read as a growing unit (`growing` is set and it is neither gzip nor Parquet; None while
+        it is too short to tell), and if it is, its first HEAD_BYTES (runs in the executor)."""
+        key = (identity, st.st_ctime_ns)
         known = self._kinds.get(unit)
-        if known is not None and known[0] == identity:
-            return known[1]
+        if known is not None and known[0] == key and not known[1]:
+            return False, None
         if st.st_size < 4:
-            return None
+            return None, None
         try:
             with open(path, "rb") as fh:
-                magic = fh.read(4)
+                head = fh.read(HEAD_BYTES)
         except OSError:
-            return None  # gone since the scan, or unreadable: reading it would report why
-        if len(magic) < 4:
-            return None
-        self._kinds[unit] = (identity, appendable(magic))
-        return self._kinds[unit][1]
+            return None, None  # gone since the scan, or unreadable: reading it would report why
+        if len(head) < 4:
+            return None, None
+        self._kinds[unit] = (key, appendable(head[:4]))
+        return (True, head) if self._kinds[unit][1] else (False, None)
+
+    def _was_growing(self, unit: str, identity: str, done: dict[str, str]) -> bool:
+        """Whether, with `growing` off, a file has a growing unit's checkpoint (it was on before): read on from it,
+        as a growing unit that is final, rather than again from the start (runs in the executor)."""
+        if same_object(done.get(unit), identity):
+            return True
+        ckpt = None if unit in done else self.store.get(self.name, unit)
+        return ckpt is not None and same_object(ckpt.version, identity)
 
     def _unit_name(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path != self.root else path.name
@@ -162,33 +183,38 @@ class LocalSource:
                 return
             unit = self._unit_name(path)
             present.add(unit)
+            identity, plain = file_identity(st), f"{st.st_size}:{st.st_mtime_ns}"
+            seen = (identity, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            last = self._seen.get(unit)
+            if done.get(unit) == plain or self._emitted.get(unit) == plain:
+                continue  # read whole and unchanged since (also with `growing` turned on since)
+            if last == seen and (same_object(done.get(unit), identity) or self._emitted.get(unit) == identity):
+                continue  # a growing unit, final and delivered, unchanged since
+            if not self.growing and not once and now - st.st_mtime < self.config.settle:
+                continue  # still being written, perhaps: next poll
             growth = None
-            if self.growing:
-                identity = file_identity(st)
-                if same_object(done.get(unit), identity) or self._emitted.get(unit) == identity:
-                    continue  # final and delivered (gzip and Parquet files are never versioned by identity)
-                kind = await loop.run_in_executor(self.executor, self._is_growing, path, unit, identity, st)
+            if self.growing or await loop.run_in_executor(self.executor, self._was_growing, unit, identity, done):
+                kind, head = await loop.run_in_executor(self.executor, self._peek, path, unit, identity, st)
                 if kind is None:
                     continue  # a few bytes so far: next poll
                 if kind:
-                    final = now - st.st_mtime >= self.final_after
-                    if not final and self._caught_up.get(unit) == (identity, st.st_size, st.st_mtime_ns):
+                    # Without `growing` (turned off since the file was read as growing) it is complete once settled.
+                    final = not self.growing or now - st.st_mtime >= self.final_after
+                    if not final and last == seen:
                         continue  # unchanged since it was read to its end
-                    growth = Growth(final, st.st_size)
-            version = file_identity(st) if growth else f"{st.st_size}:{st.st_mtime_ns}"
+                    growth = Growth(final, st.st_size, head)
+            version = identity if growth else plain
             retry_key = f"{version}:{st.st_size}:{st.st_mtime_ns}" if growth else version
-            if growth is None and (done.get(unit) == version or self._emitted.get(unit) == version):
-                continue
             if self._retry.waiting(unit, retry_key, now):
                 continue
             if growth is None and not once and now - st.st_mtime < self.config.settle:
                 continue  # still being written, perhaps: next poll
             outcome = await self._process(pipeline, path, unit, version, stop, growth, retry_key)
-            if outcome is Outcome.CAUGHT_UP:
-                self._caught_up[unit] = (version, st.st_size, st.st_mtime_ns)
+            if growth is not None and outcome in (Outcome.CAUGHT_UP, Outcome.DONE):
+                self._seen[unit] = (version, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             else:
-                self._caught_up.pop(unit, None)
-        self._caught_up = {u: v for u, v in self._caught_up.items() if u in present}
+                self._seen.pop(unit, None)
+        self._seen = {u: v for u, v in self._seen.items() if u in present}
         self._kinds = {u: v for u, v in self._kinds.items() if u in present}
 
         # The store's horizon: forget finished files that are gone, once they have been gone a while (a directory

@@ -16,6 +16,23 @@ progress); the call with `final=True` reads the rest, a last line without line e
 An object found smaller than its checkpoint (truncated and rewritten in place) is a new version: its identity with
 a generation, `IDENTITY#N` (`same_object` compares identities), read from the start, so no sink's progress on the
 old content hides the new one. One whose identity changed (replaced) is read from the start too. Both are logged.
+
+An identity can be reused (Linux hands a deleted file's inode to the next file created), and an object can be
+rewritten in place and grow past its checkpoint before anyone sees it smaller (logrotate's copytruncate while the
+collector is down). So each position of a growing unit also records the object's *head*: the length K and a
+BLAKE2b digest of its first K bytes (K = the first HEAD_BYTES, or all of it while it is shorter), read by the
+caller just before the read (`Growth.head`). Appending never changes those bytes; an object whose first K bytes
+differ from the checkpoint's (or that is now shorter than K) is another object: a new generation, read from the
+start. HEAD_BYTES reaches past a header line shared by every file of a format (AWS text) into its first records,
+whose times, addresses and counters differ from one file to the next. What it cannot tell: new content whose
+first K bytes are exactly the old ones (K is small while the object is: a file that held only its header line
+when last read). A checkpoint without a head (written before heads were recorded) trusts the identity and records
+the head at its next read.
+
+A done growing unit that is found larger than where it was done (appended to after it went final) is read on from
+there, under the same version, as a continuation: its batches start past every batch delivered before, so no
+sink holds any of them, and the unit is caught up (not done) again until it is final again. Logged, since it
+means `final_after` was too short for that writer.
 A read of a growing unit also hands the parser, as `cuts` in its resume position, the progress sinks recorded past
 the checkpoint (a crash before it moved): batch boundaries there depend on how much existed at each earlier read,
 and ending batches at those points keeps every sink from being sent again what it holds.
@@ -25,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +76,24 @@ class Growth:
 
     final: bool
     size: int
+    # The object's first min(size, HEAD_BYTES) bytes, read just before this read (None: the caller cannot tell, and
+    # the identity is trusted as it is; module docstring).
+    head: bytes | None = None
+
+
+HEAD_BYTES = 4096  # how much of a growing object's start tells it from another with the same identity
+
+
+def head_of(head: bytes) -> list[Any]:
+    """What a growing unit's position records of its object's first bytes: [K, BLAKE2b-128 of those K bytes]."""
+    return [len(head), hashlib.blake2b(head, digest_size=16).hexdigest()]
+
+
+def head_differs(recorded: Any, head: bytes) -> bool:
+    """Whether an object whose first bytes are now `head` is not the one whose first bytes were `recorded`
+    (`head_of`); an object shorter than the recorded length is not it (an object that grows never gets shorter)."""
+    k = int(recorded[0])
+    return len(head) < k or head_of(head[:k]) != [k, recorded[1]]
 
 
 def object_identity(version: str) -> str:
@@ -76,14 +112,19 @@ def same_object(version: str | None, identity: str) -> bool:
     return version is not None and object_identity(version) == identity
 
 
-def growing_version(identity: str, ckpt: Checkpoint | None, size: int) -> tuple[str, str | None]:
+def growing_version(identity: str, ckpt: Checkpoint | None, growth: Growth) -> tuple[str, str | None]:
     """The version to read a growing unit under, and why it starts anew (None: it does not, or it is new)."""
     if ckpt is None:
         return identity, None
     if not same_object(ckpt.version, identity):
         return identity, f"replaced (identity {object_identity(ckpt.version)} -> {identity})"
-    if ckpt.position and not ckpt.done and progress_of(ckpt.position) > size:
-        reason = f"shrank below its checkpoint ({size} < {progress_of(ckpt.position)} bytes)"
+    position = ckpt.position or {}
+    if position and progress_of(position) > growth.size:
+        reason = f"shrank below its checkpoint ({growth.size} < {progress_of(position)} bytes)"
+        return f"{identity}#{_generation(ckpt.version) + 1}", reason
+    recorded = position.get("head")
+    if recorded and growth.head is not None and head_differs(recorded, growth.head):
+        reason = f"rewritten (its first {recorded[0]} bytes are not those of identity {identity} any more)"
         return f"{identity}#{_generation(ckpt.version) + 1}", reason
     return ckpt.version, None
 
@@ -133,7 +174,7 @@ def progress_of(position: dict[str, Any]) -> int:
 
 
 def describe_position(position: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in position.items() if k not in ("fields", "cuts"))
+    return ", ".join(f"{k}={v}" for k, v in position.items() if k not in ("fields", "cuts", "head"))
 
 
 async def deliver_unit(
@@ -176,18 +217,31 @@ async def deliver_unit(
     loop = asyncio.get_running_loop()
     pipeline.begin_unit(source, unit)
     ckpt = await loop.run_in_executor(executor, store.get, source, unit)
+    head: list[Any] | None = None  # what each position of a growing unit records of its object's first bytes
     if growth is not None:
-        if ckpt is not None and ckpt.done and same_object(ckpt.version, version):
-            return Outcome.DONE  # final and delivered: a growing unit is never read again from the start
-        version, anew = growing_version(version, ckpt, growth.size)
+        version, anew = growing_version(version, ckpt, growth)
         if anew is not None:
             log.warning("source=%s unit=%s %s: read from the start as version %s", source, label, anew, version)
+        elif ckpt is not None and ckpt.done and ckpt.version == version:
+            if not ckpt.position or growth.size <= progress_of(ckpt.position):
+                return Outcome.DONE  # final and delivered, and nothing was added since
+            log.warning(
+                "source=%s unit=%s grew after it was final (done at %d, now %d bytes): read on from there",
+                source,
+                label,
+                progress_of(ckpt.position),
+                growth.size,
+            )
+        if growth.head is not None:
+            head = head_of(growth.head)
     final = growth is None or growth.final
     resume = None
     records = 0
     start = 0  # where the next batch starts in the unit: its identity (BatchId) is (unit, version, start, end)
-    if ckpt is not None and ckpt.version == version and ckpt.position and not ckpt.done:
-        resume, records, start = ckpt.position, ckpt.records, progress_of(ckpt.position)
+    # A done unit is read on only as a growing unit's continuation (above): anything else done was returned.
+    if ckpt is not None and ckpt.version == version and ckpt.position and (not ckpt.done or growth is not None):
+        resume = {k: v for k, v in ckpt.position.items() if k != "head"}
+        records, start = ckpt.records, progress_of(ckpt.position)
         log.info("source=%s unit=%s resuming at %s", source, label, describe_position(resume))
     if growth is not None:
         # Where sinks recorded more than the checkpoint (a crash before it moved), earlier reads ended batches: the
@@ -220,9 +274,8 @@ async def deliver_unit(
                 counters.status_rows += status_rows(result)
             progress = progress_of(result.position)
             done = result.final and final  # the end of what exists of a growing unit: caught up, not done
-            await pipeline.emit(
-                Delivery(source, unit, version, result.batch, result.position, done, records, progress, start)
-            )
+            position = result.position if head is None else {**result.position, "head": head}
+            await pipeline.emit(Delivery(source, unit, version, result.batch, position, done, records, progress, start))
             start = progress
             if result.final:
                 break

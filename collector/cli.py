@@ -27,6 +27,14 @@ The config file may also be given by $FLOWCOLLECTOR_CONFIG. Every option is docu
 """
 
 
+# Kept in step with collector/options.py by tests/test_cli.py (importing it here would slow every command down).
+_LIMITS = (
+    "A config is refused if it is larger than 1 MiB, holds a value of more than 65,536 characters, nests values "
+    "more than 64 levels deep or holds more than 100,000 nodes (keys, values and list items, each alias or merge "
+    "key counted as a copy of what it names)."
+)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -63,14 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        help="override log_level from the config: debug, info, warning or error",
+        help="override log_level from the config: debug, info, warning or error (every logger but the libraries "
+        "of --log-level-libraries; credentials are redacted from every line at every level)",
+    )
+    run.add_argument(
+        "--log-level-libraries",
+        choices=("debug", "info", "warning", "error"),
+        default="warning",
+        help="level of the cloud and HTTP libraries' loggers (botocore, aiobotocore, s3transfer, urllib3, aiohttp, "
+        "google.*, azure.*), independent of --log-level (default: warning); their debug lines show every request, "
+        "with Authorization, tokens, signatures and keys redacted",
     )
 
     check = sub.add_parser(
         "check",
         help="validate a config and exit",
         description="Validate a config file: "
-        "every error is printed with its file, line and key; exit 1 if there is any.",
+        "every error is printed with its file, line and key; exit 1 if there is any. The directories the "
+        "collector writes in (state_dir, a file sink's path) must be directories, or creatable by this user. "
+        f"{_LIMITS}",
     )
     config_arg(check)
 
@@ -108,7 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, libraries: str = "warning", secrets: list[str] | None = None) -> None:
+    """Logging to stderr with every line redacted (collector.redact), whatever logger wrote it; the cloud libraries
+    at their own level, so `--log-level debug` does not turn on botocore's request dumps unless asked."""
+    from collector import redact
+
     logging.Formatter.converter = time.gmtime
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -116,6 +139,11 @@ def _setup_logging(level: str) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
+    redact.install()
+    redact.install_excepthooks()
+    redact.set_library_level(getattr(logging, libraries.upper(), logging.WARNING))
+    redact.remember_environment()
+    redact.remember(secrets or ())
 
 
 def _load(path: str | None) -> object:
@@ -135,19 +163,21 @@ def _load(path: str | None) -> object:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.daemon import run, summary_table
+    from collector.options import secret_values
+    from collector.redact import redact
 
     config = _load(args.config)
-    _setup_logging(args.log_level or config.log_level)  # type: ignore[attr-defined]
+    _setup_logging(args.log_level or config.log_level, args.log_level_libraries, secret_values(config))  # type: ignore[attr-defined]
     started = time.monotonic()
     try:
         metrics = asyncio.run(run(config, once=args.once))
     except OSError as exc:  # the state directory or a sink's directory cannot be used
-        print(f"flowcollector: cannot start: {exc}", file=sys.stderr)
+        print(redact(f"flowcollector: cannot start: {exc}"), file=sys.stderr)
         return 1
     if args.once:
-        print(summary_table(metrics, time.monotonic() - started), file=sys.stderr)
+        print(redact(summary_table(metrics, time.monotonic() - started)), file=sys.stderr)
     if metrics.failed:
-        print(f"flowcollector: stopped early: {metrics.failed}", file=sys.stderr)
+        print(redact(f"flowcollector: stopped early: {metrics.failed}"), file=sys.stderr)
         return 1
     failed = sum(c.units_failed for c in metrics.sources.values())
     return 1 if failed else 0

@@ -21,9 +21,11 @@ from typing import Annotated, Any
 from collector import registry
 from collector.options import (  # noqa: F401 (re-exported: the config language, for callers of the core config)
     INVALID,
+    MAX_CONFIG_BYTES,
     Choice,
     ComponentList,
     ConfigError,
+    Directory,
     Duration,
     InvalidField,
     Min,
@@ -37,6 +39,7 @@ from collector.options import (  # noqa: F401 (re-exported: the config language,
     parse_duration,
     parse_host_port,
     parse_size,
+    too_large,
 )
 
 
@@ -78,7 +81,7 @@ class Config:
     `metrics_listen` ("host:port") serves Prometheus metrics at /metrics; None: no endpoint."""
 
     path: Path
-    state_dir: Path = Path("./var/state")
+    state_dir: Annotated[Path, Directory] = Path("./var/state")
     log_level: Annotated[str, Choice("debug", "info", "warning", "error")] = "info"
     progress_interval: Annotated[float, Duration] = 10.0
     metrics_listen: Annotated[str | None, Listen] = None
@@ -96,7 +99,13 @@ def load_config(path: str | Path) -> Config:
     Errors name the file as given here, so they match what the operator typed.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # no more: a 20 MB file is refused without reading it whole
+        error = too_large(str(path), data)
+        if error:
+            raise ConfigError([error])
+        # Line ends as text mode reads them (what the loader saw before it read bytes).
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
@@ -105,5 +114,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def parse_config(text: str, path: Path) -> Config:
-    """Validate config text as if read from `path` (which need not exist): relative paths resolve against its dir."""
+    """Validate config text as if read from `path` (which need not exist): relative paths resolve against its dir.
+
+    The directories it names (`state_dir`, file sinks) are checked against the file system as it is now."""
     return parse_document(text, path, Config, preset={"path": Path(os.path.abspath(path))})  # type: ignore[no-any-return]

@@ -15,9 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from collector import redact
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
+from collector.options import secret_values
 from collector.pipeline import Pipeline, PipelineFailed
 from collector.registry import create_sink, create_source
 from collector.statelock import StateLock
@@ -119,6 +121,7 @@ async def _reloader(
             log.error("reload refused, the running configuration stays: %s", " | ".join(exc.errors))
             sd_notify("READY=1")
             continue
+        redact.remember(secret_values(new))  # new credentials are hidden from the log like the first ones
         for key in ("state_dir", "sinks", "pipeline", "metrics_listen"):
             if getattr(new, key) != getattr(current, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)

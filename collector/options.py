@@ -18,6 +18,11 @@ Why it is built this way:
   (as in sh, the default also applies when VAR is set but empty). Only upper-case names (`[A-Z_][A-Z0-9_]*`) are
   variables, so AWS LogFormat text such as `${srcaddr} ${account-id}` is left alone; `$${` writes a literal `${`.
   A value that interpolation changed is re-typed as if written unquoted, so `workers: ${WORKERS:-4}` is an integer.
+- A config is read by an operator's tools and sometimes written by other programs, so reading one is bounded
+  (`MAX_CONFIG_BYTES`, `MAX_VALUE_CHARS`, `MAX_DEPTH`, `MAX_NODES`): the file is refused while it is composed,
+  before anything walks it, with the place the bound was crossed. Without them a 621-byte file of nested merge keys
+  (`<<: [*x8, *x8, ...]`, ten levels) hung `check`, 500 nested `[` raised a RecursionError and a 20 MB value took
+  13.5 s and 970 MB, then was echoed whole in the error.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from yaml.events import AliasEvent, ScalarEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 
@@ -173,6 +180,98 @@ NonEmpty = _NonEmpty()
 Positive = Min(0, exclusive=True)
 
 
+class _Secret:
+    """Marker: a credential (a secret key, a token, an external id, a password). Its value is never echoed: a config
+    error is printed, logged on reload and pasted into tickets, so a wrongly typed secret is reported by its kind
+    alone. `secret_values(config)` finds every such value, so the log redaction (`collector.redact`) can hide it
+    whatever form a library prints it in."""
+
+    def convert(self, walker: Walker, node: Node, key: str) -> Any:
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "str":
+            return walker.scalar(node, key, ("str",), "a string", retype=False)
+        if isinstance(node, ScalarNode):
+            kind = _KINDS.get(node.tag.removeprefix(_TAG), "a tagged value")
+            return walker.error(
+                node, key, f"expected a string, got {kind} (not shown: the key holds a secret; quote it)"
+            )
+        return walker.error(node, key, f"expected a string, got {describe(node)}")  # a list or mapping: no value
+
+
+Secret = _Secret()
+
+
+def secret_values(value: Any) -> list[str]:
+    """The values of every `Secret` field in a config (dataclasses, tuples of them), for the log redaction."""
+    out: list[str] = []
+    if isinstance(value, tuple | list):
+        for item in value:
+            out.extend(secret_values(item))
+    elif is_dataclass(value) and not isinstance(value, type):
+        hints = _hints(type(value))
+        for f in fields(value):
+            item = getattr(value, f.name)
+            _, markers, _ = _split(hints[f.name])
+            if any(m is Secret for m in markers):
+                if isinstance(item, str):
+                    out.append(item)
+            else:
+                out.extend(secret_values(item))
+    return out
+
+
+def _not_a_directory(path: str) -> str:
+    """How an error names what is at `path` where a directory should be."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a symbolic link to nothing" if os.path.islink(path) else "not a directory"
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+def _writable(path: str) -> bool:
+    """Whether this process (its effective ids, which write the files) may create files in the directory `path`."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, os.W_OK | os.X_OK, effective_ids=True)
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why `path` cannot be the directory the collector writes in, or None.
+
+    An existing directory is accepted even if it cannot be written to now: that is an outage (a read-only remount, a
+    full disk), which a daemon outlives by retrying and `run --once` ends after `give_up_after`, naming the path. A
+    missing one must be creatable, as the current user: `run` makes it at start and cannot start otherwise (so
+    `check` run as another user than the daemon may pass where `run` fails)."""
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        return None
+    if os.path.lexists(text):
+        return f"{text} is {_not_a_directory(text)}, not a directory"
+    for parent in map(os.fspath, path.parents):
+        if os.path.isdir(parent):
+            if _writable(parent):
+                return None
+            return f"{text} cannot be created: {parent} is a directory this user cannot write to"
+        if os.path.lexists(parent):
+            return f"{text} cannot be created: {parent} is {_not_a_directory(parent)}, not a directory"
+    return None
+
+
+class _Directory:
+    """Marker: a path the collector creates if missing and writes files in (the state directory, a file sink's):
+    it must be a directory, or be creatable (`directory_problem`).
+
+    Checked when the file is read, so `check` (and `run`, before anything starts) names the key; otherwise `run`
+    failed at start with `[Errno 17] File exists` and no key. Declared beside the option, so a new component's
+    directory is checked by writing `Annotated[Path, Directory]`."""
+
+    def check(self, value: Any) -> str | None:
+        return directory_problem(Path(value))
+
+
+Directory = _Directory()
+
+
 class InvalidField(ValueError):
     """Raised by a dataclass's `__post_init__` for a cross-field problem, so the loader can point at the key.
 
@@ -295,13 +394,113 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 # --- reading a file ---------------------------------------------------------------------------------------------
 
+# Bounds on what a config file may make the loader do. Each is far beyond a real config (config.example.yaml is
+# 12 KB and 76 nodes; the deepest option, sources[0].accounts[0].regions[0], is at level 7; a list of 50,000 AWS
+# account ids is 800 KB and 50,000 nodes) and low enough that the worst file within them is read in about 10 s and
+# under 200 MB (the pure-Python scanner took ~100 us a node on a loaded 2-core machine: nodes bound the time).
+MAX_CONFIG_BYTES = 1 << 20  # the whole file (UTF-8), 1 MiB
+MAX_VALUE_CHARS = 64 << 10  # one scalar (a key or a value), 64 Ki characters
+MAX_DEPTH = 64  # mappings and lists inside each other, aliases expanded; Python's recursion stays far from its limit
+MAX_NODES = 100_000  # keys, values and list items, every alias and merge key counted as a copy of what it names
+_QUOTED = 32  # characters of an over-long value quoted in its error
+# An error line is cut here: any message quoting a value of up to MAX_VALUE_CHARS (a 60 KB `log_level` is quoted by
+# "expected one of ...") stays readable; the collector's own messages are far shorter.
+MAX_ERROR_CHARS = 1000
+
+
+class _LimitExceeded(yaml.MarkedYAMLError):
+    """A bound crossed while composing: reported as `problem` at `problem_mark`, not as invalid YAML."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer counts what the document would be with every alias expanded, and stops at a bound.
+
+    The walker (and anything else reading the node graph) follows an alias as if its target were written out
+    again, so the work is the size of the expanded tree, which nested aliases make exponential in the file size.
+    Counting while composing is linear: a node's expanded size and height are known when it is complete, and kept for
+    anchored nodes, so an alias adds its target's figures in one step. An alias to a node still being composed is a
+    cycle (infinite when expanded) and refused. Depth is checked before descending, so the composer's own recursion
+    is bounded too.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0  # nodes so far, aliases expanded
+        self._open: list[list[int]] = []  # per node being composed: [self._nodes before it, deepest level inside]
+        self._measured: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, levels) of its node, once complete
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        event = self.peek_event()
+        depth = len(self._open) + 1
+        if isinstance(event, AliasEvent):
+            if event.anchor in self._measured:
+                nodes, levels = self._measured[event.anchor]
+                alias = f"alias *{event.anchor}"
+                self._count(nodes, event, f"{alias} expands the config to")
+                self._reach(depth + levels - 1, event, f"{alias} nests values")
+            elif event.anchor in self.anchors:
+                raise _LimitExceeded(problem=f"alias *{event.anchor} is inside the node it names (a cycle)",
+                                     problem_mark=event.start_mark)  # fmt: skip
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        if depth > MAX_DEPTH:
+            raise _LimitExceeded(
+                problem=f"values nested more than {MAX_DEPTH} levels deep (the limit)", problem_mark=event.start_mark
+            )
+        if isinstance(event, ScalarEvent) and len(event.value) > MAX_VALUE_CHARS:
+            raise _LimitExceeded(
+                problem=f"a value of {len(event.value)} characters, more than {MAX_VALUE_CHARS} (the limit): "
+                f"{event.value[:_QUOTED]!r}...",
+                problem_mark=event.start_mark,
+            )
+        self._count(1, event, "the config has")
+        self._open.append([self._nodes - 1, depth])
+        node = super().compose_node(parent, index)
+        before, deepest = self._open.pop()
+        if self._open:
+            self._open[-1][1] = max(self._open[-1][1], deepest)
+        if event.anchor is not None:
+            self._measured[event.anchor] = (self._nodes - before, deepest - depth + 1)
+        return node  # type: ignore[no-any-return]
+
+    def _count(self, nodes: int, event: Any, what: str) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_NODES:
+            raise _LimitExceeded(
+                problem=f"{what} more than {MAX_NODES} nodes (the limit; keys, values and list items, "
+                "counted with every alias expanded)",
+                problem_mark=event.start_mark,
+            )
+
+    def _reach(self, level: int, event: Any, what: str) -> None:
+        if level > MAX_DEPTH:
+            raise _LimitExceeded(problem=f"{what} more than {MAX_DEPTH} levels deep (the limit)",
+                                 problem_mark=event.start_mark)  # fmt: skip
+        if self._open:
+            self._open[-1][1] = max(self._open[-1][1], level)
+
+
+def too_large(display: str, data: bytes) -> str | None:
+    """The error for a config of more than MAX_CONFIG_BYTES, at the line and column where the limit falls."""
+    if len(data) <= MAX_CONFIG_BYTES:
+        return None
+    head = data[:MAX_CONFIG_BYTES].decode("utf-8", errors="ignore")
+    line, column = head.count("\n") + 1, len(head) - (head.rfind("\n") + 1) + 1
+    return f"{display}:{line}:{column}: the config file is larger than {MAX_CONFIG_BYTES} bytes (1 MiB, the limit)"
+
 
 def parse_document(text: str, path: Path, cls: type, preset: Mapping[str, Any] | None = None) -> Any:
     """Validate YAML text as `cls` as if read from `path` (which need not exist): relative paths resolve against its
-    directory, errors name `path` as given. ConfigError lists every problem, in file order."""
+    directory, errors name `path` as given. ConfigError lists every problem, in file order.
+
+    Options marked `Directory` are checked against the file system as it is now (they are where `run` writes)."""
     display = str(path)
+    if len(text) > MAX_CONFIG_BYTES // 4 and (error := too_large(display, text.encode("utf-8", "surrogatepass"))):
+        raise ConfigError([error])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
+    except _LimitExceeded as exc:
+        mark = exc.problem_mark
+        raise ConfigError([f"{display}:{mark.line + 1}:{mark.column + 1}: {exc.problem}"]) from None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([yaml_error(display, exc)]) from None
     except yaml.YAMLError as exc:
@@ -400,9 +599,10 @@ class Walker:
         """Record an error at `node`; returns INVALID so converters can `return self.error(...)`."""
         line, col = node.start_mark.line + 1, node.start_mark.column + 1
         where = f"{self.display}:{line}:{col}"
-        self.errors.append(
-            (line, col, len(self.errors), f"{where}: {key}: {message}" if key else f"{where}: {message}")
-        )
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
+        if len(text) > MAX_ERROR_CHARS:  # a long value (or key) quoted in the message: the start is enough
+            text = f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
+        self.errors.append((line, col, len(self.errors), text))
         return INVALID
 
     # -- mappings

@@ -56,6 +56,11 @@ READ_SIZE = 1 << 20
 SNIFF_BYTES = 64 << 10  # decompressed bytes a sniff function sees (fewer only if the object is shorter)
 HEAD_CAP = 16 << 20  # decompressed bytes read ahead for sniffing at most (leading whitespace included)
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+# Rows of one batch at most, whatever the input: a block of text is cut at this many lines even when it is under
+# its byte size (2,000,000 short lines compress into 658 KB). Not a setting: batch boundaries must not change
+# between runs (see "Batch boundaries" above).
+MAX_BATCH_ROWS = 65536
 PROVIDER_NAMES = {"aws": "AWS", "gcp": "GCP", "azure": "Azure"}
 
 
@@ -122,43 +127,163 @@ def formats(provider: str = "auto") -> list[Format]:
 # --- decompression ----------------------------------------------------------------------------------------------
 
 
-def _gunzip(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
-    """Decompress a gzip stream of one or more members (concatenated objects are valid gzip).
+class Truncated(bytes):
+    """The empty chunk a damaged stream ends with: what follows the last complete record before it is missing. A
+    parser that cares (AWS text: a line cut short is an error, not a record) checks `type(chunk) is Truncated`; to
+    any other it is an empty chunk."""
 
-    Driven by hand rather than through a GzipFile so that everything decompressed before a truncation or corruption
-    is still handed on: the caller then reports the damage after delivering every complete line before it."""
-    d = isal_zlib.decompressobj(wbits=31)
-    started = False
-    while raw := fh.read(READ_SIZE):
-        counter[0] += len(raw)
-        while raw:
-            out = d.decompress(raw)
-            started = True
-            if out:
-                yield out
-            if not d.eof:
-                break
-            raw = d.unused_data  # another member follows
-            d = isal_zlib.decompressobj(wbits=31)
-            started = False
-    if started and not d.eof:
-        if tail := d.flush():
-            yield tail
-        raise EOFError("compressed stream ended before the end-of-stream marker")
+
+TRUNCATED = Truncated()
+_FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
+GZIP_HEADER_CAP = 1 << 20  # a member header's name, comment and extra field are short; a longer one is not gzip
+
+
+class _GzipDamage(Exception):
+    def __init__(self, offset: int, what: str, truncated: bool = False) -> None:
+        super().__init__(f"{'truncated' if truncated else 'corrupt'} gzip stream at compressed byte {offset}: {what}")
+        self.truncated = truncated
+
+
+def _gzip_header_length(buf: bytes) -> int:
+    """Length of the RFC 1952 member header `buf` starts with; 0 if `buf` does not hold all of it yet; ValueError
+    if it is not a gzip member header."""
+    if len(buf) < 10:
+        if GZIP_MAGIC[: len(buf)] != buf[:2] or (len(buf) > 2 and buf[2] != 8):
+            raise ValueError("not a gzip member")
+        return 0
+    if buf[0:2] != GZIP_MAGIC or buf[2] != 8:
+        raise ValueError("not a gzip member")
+    flags, pos = buf[3], 10
+    if flags & _FEXTRA:
+        if len(buf) < pos + 2:
+            return 0
+        pos += 2 + int.from_bytes(buf[pos : pos + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            end = buf.find(b"\0", pos)
+            if end < 0:
+                return 0
+            pos = end + 1
+    if flags & _FHCRC:
+        pos += 2
+    return pos if len(buf) >= pos else 0
+
+
+class _Compressed:
+    """Compressed input not yet used, and its offset in the object (for error messages)."""
+
+    def __init__(self, fh: BinaryIO, counter: list[int]) -> None:
+        self.fh, self.counter = fh, counter
+        self.buf, self.offset, self.eof = b"", 0, False
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        raw = self.fh.read(READ_SIZE)
+        if not raw:
+            self.eof = True
+            return False
+        self.counter[0] += len(raw)
+        self.buf = self.buf + raw if self.buf else raw
+        return True
+
+    def fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            if not self.more():
+                return False
+        return True
+
+    def skip(self, n: int) -> None:
+        self.buf, self.offset = self.buf[n:], self.offset + n
+
+
+def _gunzip(fh: BinaryIO, counter: list[int], problems: list[ParseError], unit: str) -> Iterator[bytes]:
+    """Decompress a gzip stream of one or more members (concatenated objects are valid gzip), READ_SIZE bytes of
+    output at most per chunk whatever the compression ratio, so a gzip bomb cannot inflate one chunk.
+
+    The members are taken apart here (RFC 1952 header, raw deflate, CRC-32 and ISIZE trailer) rather than by
+    zlib's gzip mode, which raises on a bad trailer and so loses the output of its last call: everything that
+    decompressed is handed on before a problem is reported. A member whose trailer does not match its data is
+    delivered and reported, as zcat does: such damage is usually in the trailer's 8 bytes, and every line is still
+    validated by the parser. A truncated or corrupt stream ends with TRUNCATED. Zero bytes after the last member
+    (padding some writers add; gzip ignores them too) are not an error."""
+    raw = _Compressed(fh, counter)
+    try:
+        while raw.fill(1):
+            member = raw.offset
+            if member and raw.buf[:1] == b"\0":
+                if raw.buf.strip(b"\0"):
+                    raise _GzipDamage(raw.offset, "not a gzip member (garbage after zero padding?)")
+                raw.skip(len(raw.buf))  # zero padding so far: read on
+                continue
+            while True:
+                try:
+                    head = _gzip_header_length(raw.buf)
+                except ValueError:
+                    raise _GzipDamage(member, "not a gzip member (garbage after the last member?)") from None
+                if head or len(raw.buf) > GZIP_HEADER_CAP:
+                    break
+                if not raw.more():
+                    raise _GzipDamage(member, "the stream ends inside a member header", truncated=True)
+            if not head:
+                raise _GzipDamage(member, "member header too long")
+            raw.skip(head)
+            d = isal_zlib.decompressobj(wbits=-15)
+            crc = size = 0
+            while not d.eof:
+                if not raw.buf and not raw.more():
+                    if tail := d.flush():  # what the decompressor still holds of the data it was given
+                        yield tail
+                    raise _GzipDamage(raw.offset, "the stream ends inside compressed data", truncated=True)
+                data = raw.buf
+                try:
+                    out = d.decompress(data, READ_SIZE)
+                except isal_zlib.error as exc:
+                    raise _GzipDamage(raw.offset, f"undecodable compressed data ({exc})") from None
+                rest = d.unused_data if d.eof else d.unconsumed_tail
+                raw.buf, raw.offset = rest, raw.offset + len(data) - len(rest)
+                if out:
+                    crc = isal_zlib.crc32(out, crc)
+                    size += len(out)
+                    yield out
+            if not raw.fill(8):
+                raise _GzipDamage(raw.offset, "the stream ends inside a member trailer", truncated=True)
+            want_crc, want_size = int.from_bytes(raw.buf[0:4], "little"), int.from_bytes(raw.buf[4:8], "little")
+            if (want_crc, want_size) != (crc, size & 0xFFFFFFFF):
+                what = "CRC-32" if want_crc != crc else "length (ISIZE)"
+                problems.append(
+                    ParseError(
+                        unit,
+                        None,
+                        f"gzip member at compressed byte {member}: its {what} does not match its data (a damaged "
+                        f"trailer or damaged data); its {size} decompressed bytes were read, each line validated",
+                    )
+                )
+            raw.skip(8)
+    except _GzipDamage as exc:
+        problems.append(ParseError(unit, None, str(exc)))
+        yield TRUNCATED
 
 
 def _chunks(fh: BinaryIO, gz: bool, unit: str, problems: list[ParseError], counter: list[int]) -> Iterator[bytes]:
-    """Decompressed chunks of a file; a truncated or corrupt gzip stream ends the stream with an error, so the
-    parser still delivers every complete line before the damage."""
-    try:
-        if gz:
-            yield from _gunzip(fh, counter)
-        else:
-            while chunk := fh.read(READ_SIZE):
-                counter[0] += len(chunk)
-                yield chunk
-    except (EOFError, isal_zlib.error) as exc:
-        problems.append(ParseError(unit, None, f"truncated or corrupt gzip stream: {exc}"))
+    """Decompressed chunks of a file, a UTF-8 byte order mark at its very start removed (some editors and Windows
+    tools write one; anywhere else it is data, and a line holding one is an error). A damaged gzip stream is
+    reported in `problems` and ends with TRUNCATED, so the parser still delivers every complete line before it."""
+    chunks = _gunzip(fh, counter, problems, unit) if gz else _plain(fh, counter)
+    for chunk in chunks:
+        if chunk:
+            if chunk.startswith(UTF8_BOM):
+                chunk = chunk[len(UTF8_BOM) :]
+            yield chunk
+            break
+        yield chunk
+    yield from chunks
+
+
+def _plain(fh: BinaryIO, counter: list[int]) -> Iterator[bytes]:
+    while chunk := fh.read(READ_SIZE):
+        counter[0] += len(chunk)
+        yield chunk
 
 
 @dataclass(slots=True)

@@ -200,15 +200,68 @@ def test_stdout_reader_going_away_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_unusable_sink_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """A sink directory under a regular file: `run` used to fail at start with `cannot start: [Errno 17] File
+    exists`; now `check` and `run` refuse the config alike, with the key (issue #10)."""
     (tmp_path / "blocker").write_text("a file where a directory should be")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "state_dir: state\nsources:\n  - {name: s, type: local, path: .}\n"
         "sinks:\n  - {name: f, type: file, path: blocker/out}\n"
     )
-    res = flowcollector("run", "-c", str(cfg), "--once")
-    assert res.returncode == 1
-    assert res.stderr.startswith("flowcollector: cannot start:") and "Traceback" not in res.stderr
+    expected = (
+        f"flowcollector: invalid config {cfg}:\n"
+        f"  {cfg}:5:33: sinks[0].path: {tmp_path}/blocker/out cannot be created: {tmp_path}/blocker is a regular "
+        "file, not a directory\n"
+    )
+    for command in ("check", "run"):
+        res = flowcollector(command, "-c", str(cfg), *(("--once",) if command == "run" else ()))
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", expected)
+    assert not (tmp_path / "state").exists()  # refused before anything started
+
+
+def test_a_state_dir_that_is_a_regular_file_is_refused_by_check_and_run(tmp_path: Path) -> None:
+    """Issue #10: `check` passed, then `run` failed with `[Errno 17] File exists` and no file, line or key."""
+    (tmp_path / "state").write_text("")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("state_dir: state\nsources: [{name: s, type: local, path: .}]\nsinks: [{name: o, type: stdout}]\n")
+    expected = (
+        f"flowcollector: invalid config {cfg}:\n  {cfg}:1:12: state_dir: {tmp_path}/state is a regular file, "
+        "not a directory\n"
+    )
+    for args in (("check",), ("run", "--once")):
+        res = flowcollector(*args, "-c", str(cfg))
+        assert (res.returncode, res.stdout, res.stderr) == (1, "", expected)
+
+
+def test_check_refuses_a_merge_key_bomb(tmp_path: Path) -> None:
+    """Issue #10: a 621-byte file of ten levels of `<<: [*x8, ...]` (nine aliases each) hung `check` and `run`.
+    It is refused at the alias where the expanded config passes 100,000 nodes (tests/test_config.py counts it)."""
+    lines = ["sources: [{name: in, type: local}]", "sinks: [{name: out, type: stdout}]", "x0: &x0 {a: 1}"]
+    lines += [f"x{i}: &x{i} {{<<: [{', '.join([f'*x{i - 1}'] * 9)}]}}" for i in range(1, 10)]
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(lines) + "\npipeline: {<<: *x9}\n")
+    for args in (("check",), ("run", "--once")):
+        res = flowcollector(*args, "-c", str(cfg))  # a generous timeout (120 s) is the only clock here
+        assert (res.returncode, res.stdout, res.stderr) == (
+            1,
+            "",
+            f"flowcollector: invalid config {cfg}:\n  {cfg}:8:30: alias *x4 expands the config to more than 100000 "
+            "nodes (the limit; keys, values and list items, counted with every alias expanded)\n",
+        )
+
+
+def test_check_help_names_the_limits() -> None:
+    from collector import options
+
+    out = " ".join(flowcollector("check", "--help").stdout.split())
+    assert (
+        "The directories the collector writes in (state_dir, a file sink's path) must be directories, or creatable "
+        "by this user. A config is refused if it is larger than 1 MiB, holds a value of more than 65,536 "
+        "characters, nests values more than 64 levels deep or holds more than 100,000 nodes (keys, values and list "
+        "items, each alias or merge key counted as a copy of what it names)."
+    ) in out
+    limits = (options.MAX_CONFIG_BYTES, options.MAX_VALUE_CHARS, options.MAX_DEPTH, options.MAX_NODES)
+    assert limits == (2**20, 65536, 64, 100_000)  # the figures of the help text
 
 
 def test_parse_reports_damaged_files_and_goes_on(tmp_path: Path) -> None:

@@ -650,3 +650,185 @@ def test_checks_that_span_keys_point_at_the_key():
         "cfg.yaml:7:49: sinks[0].compression: 'zstd' is not supported with format jsonl (expected one of none, gzip)",
         "cfg.yaml:8:5: sinks[1].address: a collector is required: set address (host:port) or addresses",
     ]
+
+
+# --- hostile configs (issue #10, class 8): bounds on reading, each refused with file:line and the bound named -----
+
+HEAD = "sources: [{name: in, type: local}]\nsinks: [{name: out, type: stdout}]\n"  # 35 + 35 bytes, 14 nodes + root
+
+
+def merge_bomb(levels: int) -> str:
+    """The issue's 621-byte merge-key bomb (ten levels of `<<: [*x8, ...]`, nine aliases each), rebuilt: walking
+    it followed every alias, 9**9 paths; nine levels took 25 s, ten hung `check`."""
+    lines = ["x0: &x0 {a: 1}"]
+    lines += [f"x{i}: &x{i} {{<<: [{', '.join([f'*x{i - 1}'] * 9)}]}}" for i in range(1, levels)]
+    return HEAD + "\n".join(lines) + f"\npipeline: {{<<: *x{levels - 1}}}\n"
+
+
+def test_merge_key_bomb_is_refused_at_the_alias_that_crosses_the_bound():
+    # Expanded sizes by hand: x0 {a: 1} is 3 nodes (mapping, key, value); x_i is a mapping, the key `<<`, a list and
+    # nine copies of x_(i-1): 3 + 9 * size(x_(i-1)) = 30, 273, 2460, 22143. Counted in document order: the root and
+    # the two head lines (15), x0's key and value (19), x1..x4 each a key and the value (50, 324, 2785, 24929), x5's
+    # key, mapping, `<<` and list (24933), then each *x4 adds 22143: 47076, 69219, 91362, and the fourth (line 8,
+    # column 15 + 3 * 5 = 30) makes 113505 > 100000.
+    expected = [
+        "cfg.yaml:8:30: alias *x4 expands the config to more than 100000 nodes "
+        "(the limit; keys, values and list items, counted with every alias expanded)"
+    ]
+    assert errors(merge_bomb(10)) == expected
+    assert len(merge_bomb(10).encode()) == 645  # the issue's file was 621 bytes (its head lines were shorter)
+    assert errors(merge_bomb(9)) == expected  # the nine-level file that took 25 s
+    # Below the bound the same construction is just a config with merge keys: x3 merges to {a: 1}, whose key `a`
+    # (line 3, column 10) is unknown in pipeline.
+    known = "(known keys: log_level, metrics_listen, pipeline, progress_interval, sinks, sources, state_dir)"
+    assert errors(merge_bomb(4)) == [
+        f"cfg.yaml:3:1: x0: unknown key {known}",
+        "cfg.yaml:3:10: pipeline.a: unknown key (known keys: give_up_after, queue_batches, workers)",
+        f"cfg.yaml:4:1: x1: unknown key {known}",
+        f"cfg.yaml:5:1: x2: unknown key {known}",
+        f"cfg.yaml:6:1: x3: unknown key {known}",
+    ]
+
+
+def test_a_list_of_aliases_counts_each_copy():
+    """Aliases in a list expand like merge keys: 1000 copies of a 101-node list are 101,000 nodes."""
+    text = HEAD + "x: &x [" + ", ".join(["0"] * 100) + "]\ny: [" + ", ".join(["*x"] * 1000) + "]\n"
+    # Root and head 15, `x` 16, its list 117, `y` 118, y's list 119; the 989th *x makes 119 + 989 * 101 = 100008.
+    column = len("y: [") + 988 * len("*x, ") + 1
+    assert errors(text) == [
+        f"cfg.yaml:4:{column}: alias *x expands the config to more than 100000 nodes "
+        "(the limit; keys, values and list items, counted with every alias expanded)"
+    ]
+
+
+def test_500_levels_of_nesting_are_refused_not_a_recursion_error():
+    """Issue #10: 500 nested `[` gave a RecursionError traceback. The 64th `[` of pipeline's value is level 65
+    (the root mapping is level 1), column 11 + 63."""
+    assert errors(HEAD + "pipeline: " + "[" * 500 + "]" * 500 + "\n") == [
+        "cfg.yaml:3:74: values nested more than 64 levels deep (the limit)"
+    ]
+    # In mappings the keys are a level too: the key `a` of the 63rd mapping (column 11 + 62 * 4 + 1) is level 65.
+    assert errors(HEAD + "pipeline: " + "{a: " * 500 + "1" + "}" * 500 + "\n") == [
+        "cfg.yaml:3:260: values nested more than 64 levels deep (the limit)"
+    ]
+    # 63 levels inside pipeline (64 in all) are read: the walker reports the value, it does not recurse into it.
+    assert errors(HEAD + "pipeline: " + "[" * 63 + "]" * 63 + "\n") == [
+        "cfg.yaml:3:11: pipeline: expected a mapping, got a list"
+    ]
+
+
+def test_nesting_through_aliases_counts_the_expanded_depth():
+    """Each anchor one level deeper than the last, each defined two levels down: only the expansion is deep (a
+    chain of 1000 merge keys like this gave a RecursionError in the walker)."""
+    lines = ["a0: &a0 []"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 100)]
+    # a_i is a list of height i + 1; the alias in a_i sits at level 3 and reaches 3 + i - 1: over 64 at i = 63.
+    assert errors(HEAD + "\n".join(lines) + "\n") == [
+        "cfg.yaml:66:12: alias *a62 nests values more than 64 levels deep (the limit)"
+    ]
+    # m0 has height 2 (a mapping, its scalars), m_i height i + 2; the alias in m_i sits at level 3 (under the key
+    # `<<`) and reaches 3 + (i + 1) - 1: over 64 at i = 62, line 65, column len("m62: &m62 {<<: ") + 1.
+    merges = ["m0: &m0 {workers: 1}"] + [f"m{i}: &m{i} {{<<: *m{i - 1}}}" for i in range(1, 1000)]
+    assert errors(HEAD + "\n".join(merges) + "\n") == [
+        "cfg.yaml:65:16: alias *m61 nests values more than 64 levels deep (the limit)"
+    ]
+
+
+def test_an_alias_inside_the_node_it_names_is_refused():
+    """Found while writing the bound: `&p {<<: *p}` made the walker recurse until RecursionError."""
+    assert errors(HEAD + "pipeline: &p {<<: *p}\n") == ["cfg.yaml:3:19: alias *p is inside the node it names (a cycle)"]
+    assert errors(HEAD + "x: &l [1, [2, *l]]\n") == ["cfg.yaml:3:15: alias *l is inside the node it names (a cycle)"]
+
+
+def test_a_20_mb_value_is_refused_without_reading_the_file(tmp_path):
+    """Issue #10: a 20 MB value took 13.5 s and 970 MB and was echoed whole in the error. The file is refused by its
+    size; the location is where its 1,048,576th byte ends: line 3 starts at byte 70, so column 1048576 - 70 + 1."""
+    text = HEAD + "log_level: " + "x" * 20_000_000 + "\n"
+    path = tmp_path / "big.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.errors == [f"{path}:3:1048507: the config file is larger than 1048576 bytes (1 MiB, the limit)"]
+    assert errors(text) == ["cfg.yaml:3:1048507: the config file is larger than 1048576 bytes (1 MiB, the limit)"]
+    # At the limit exactly the file is read (the value is then too long, and quoted by its start only).
+    exact = HEAD + "log_level: " + "x" * (2**20 - 70 - len("log_level: \n")) + "\n"
+    assert len(exact.encode()) == 2**20
+    assert errors(exact) == [
+        f"cfg.yaml:3:12: a value of {2**20 - 82} characters, more than 65536 (the limit): "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'..."
+    ]
+
+
+def test_values_are_bounded_and_long_values_are_not_echoed_whole():
+    assert errors(HEAD + "log_level: " + "y" * 65537 + "\n") == [
+        "cfg.yaml:3:12: a value of 65537 characters, more than 65536 (the limit): 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy'..."
+    ]
+    assert errors(HEAD + "? " + "k" * 65537 + "\n: 1\n") == [  # a key (explicit: a simple key has 1024 at most)
+        "cfg.yaml:3:3: a value of 65537 characters, more than 65536 (the limit): 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'..."
+    ]
+    # 65536 characters are a value like any other; the error quoting it is cut at 1000 characters.
+    (error,) = errors(HEAD + "log_level: " + "y" * 65536 + "\n")
+    start = "cfg.yaml:3:12: log_level: expected one of debug, info, warning, error, got 'yyy"
+    assert error.startswith(start) and error.endswith(f"y... ({len(start) - 3 + 65536 + 1} characters)")
+    assert len(error) == 1000 + len(f"... ({len(start) - 3 + 65536 + 1} characters)")
+
+
+# --- directories: what must be a directory is checked when the file is read ---------------------------------------
+
+
+def test_a_state_dir_or_sink_path_that_is_a_regular_file_is_refused(tmp_path: Path):
+    """Issue #10: these passed `check`, then `run` failed with `[Errno 17] File exists` and no file, line or key."""
+    (tmp_path / "state").write_text("")
+    (tmp_path / "out").write_text("")
+    (tmp_path / "var").write_text("")  # blocks the file sink's default path, var/flows
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    text = """\
+state_dir: state
+sources: [{name: in, type: local}]
+sinks:
+  - {name: a, type: file, path: out}
+  - {name: b, type: file, path: out/sub/dir}
+  - {name: c, type: file}
+  - {name: d, type: file, path: gone}
+  - {name: e, type: file, path: new/sub}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "cfg.yaml")
+    cfg = tmp_path / "cfg.yaml"
+    assert info.value.errors == [
+        f"{cfg}:1:12: state_dir: {tmp_path}/state is a regular file, not a directory",
+        f"{cfg}:4:33: sinks[0].path: {tmp_path}/out is a regular file, not a directory",
+        f"{cfg}:5:33: sinks[1].path: {tmp_path}/out/sub/dir cannot be created: {tmp_path}/out is a regular file, "
+        "not a directory",
+        f"{cfg}:6:5: sinks[2].path: {tmp_path}/var/flows cannot be created: {tmp_path}/var is a regular file, "
+        "not a directory",
+        f"{cfg}:7:33: sinks[3].path: {tmp_path}/gone is a symbolic link to nothing, not a directory",
+    ]
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_a_directory_that_cannot_be_created_is_refused(tmp_path: Path, monkeypatch):
+    """As root every directory is writable, so the refusal of os.access is simulated for `ro`. An existing directory
+    that cannot be written to is accepted: that is an outage, retried (tests/test_sink_outage.py)."""
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+
+    def access(path: str, mode: int, **kw: bool) -> bool:
+        return path != str(tmp_path / "ro") and real_access(path, mode, **kw)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "supports_effective_ids", {access} if os.access in os.supports_effective_ids else set())
+    text = "state_dir: ro\nsources: [{name: in, type: local}]\nsinks: [{name: a, type: file, path: ro/flows}]\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path / "cfg.yaml")
+    assert info.value.errors == [
+        f"{tmp_path}/cfg.yaml:3:37: sinks[0].path: {tmp_path}/ro/flows cannot be created: {tmp_path}/ro is a "
+        "directory this user cannot write to",
+    ]
+
+
+def test_accounts_listed_twice_are_named_once_each():
+    """The duplicate check counts ids once (it was a list.count per id: 65,000 ids, a 1 MB file, took 165 s)."""
+    ids = '["111111111111", "222222222222", "111111111111", "333333333333", "222222222222", "111111111111"]'
+    assert errors(
+        f"sources:\n  - {{name: s, type: aws_s3, bucket: b, accounts: {ids}}}\nsinks: [{{name: o, type: stdout}}]\n"
+    ) == ["cfg.yaml:2:50: sources[0].accounts: account listed twice: 111111111111, 222222222222"]

@@ -22,8 +22,8 @@ from flowdata import HEADER, jsonl_ids, varied_records
 import adapters.local
 from adapters.aws.parse import MAX_LINE, parse_text
 from adapters.local import LocalSource, LocalSourceConfig, file_identity
-from adapters.units import Outcome, object_identity, same_object
-from collector.checkpoints import CheckpointStore
+from adapters.units import HEAD_BYTES, Growth, Outcome, growing_version, head_of, object_identity, same_object
+from collector.checkpoints import Checkpoint, CheckpointStore, Commit
 from collector.config import load_config
 from collector.metrics import Metrics
 from collector.parsing import ParseResult, appendable, open_stream
@@ -177,6 +177,31 @@ def test_versions_of_growing_units() -> None:
     assert same_object("2049:77#1", "2049:77") and not same_object("2049:78", "2049:77") and not same_object(None, "x")
 
 
+def test_a_growing_unit_whose_first_bytes_changed_is_a_new_version() -> None:
+    """The head a checkpoint recorded against the object's first bytes now: appended to, it is the same object;
+    other first bytes, or fewer of them than were recorded, make it another one (a new generation); no head recorded
+    (an older checkpoint) or none given trusts the identity."""
+    old = TEXT.encode()  # 1.2 KB: under HEAD_BYTES, so the head is all of it
+    ckpt = Checkpoint("2049:77", {"offset": 500, "line": 4, "head": head_of(old)}, False, 3)
+    grown = old + RECORDS[0].encode() * 40  # past HEAD_BYTES now
+    assert len(grown) > HEAD_BYTES
+    assert growing_version("2049:77", ckpt, Growth(False, len(grown), grown[:HEAD_BYTES])) == ("2049:77", None)
+    other = (HEADER + "\n" + "".join(r + "\n" for r in varied_records(101, 12))).encode()
+    assert other[: len(HEADER)] == old[: len(HEADER)] and len(other) > len(old)  # the same header line
+    version, reason = growing_version("2049:77", ckpt, Growth(False, len(other), other[:HEAD_BYTES]))
+    assert version == "2049:77#1"
+    assert reason == f"rewritten (its first {len(old)} bytes are not those of identity 2049:77 any more)"
+    shorter = old[:-1]  # the same first bytes, but fewer than were recorded: not an object that only grew
+    assert growing_version("2049:77", ckpt, Growth(False, len(shorter), shorter))[0] == "2049:77#1"
+    assert growing_version("2049:77", ckpt, Growth(False, len(other), None)) == ("2049:77", None)
+    headless = Checkpoint("2049:77#2", {"offset": 500, "line": 4}, False, 3)
+    assert growing_version("2049:77", headless, Growth(False, len(other), other)) == ("2049:77#2", None)
+    # A done unit found smaller than where it was done was truncated after it went final: a new generation too.
+    done = Checkpoint("2049:77", {"offset": len(old), "line": 10, "head": head_of(old)}, True, 9)
+    assert growing_version("2049:77", done, Growth(False, 100, old[:100]))[0] == "2049:77#1"
+    assert growing_version("2049:77", done, Growth(False, len(grown), grown[:HEAD_BYTES])) == ("2049:77", None)
+
+
 # --- the local source -------------------------------------------------------------------------------------------
 
 
@@ -187,9 +212,9 @@ class Harness:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> None:
         self.tmp = tmp_path
         self.dir = tmp_path / "in"
-        self.dir.mkdir()
+        self.dir.mkdir(exist_ok=True)  # a second Harness on the same tmp_path is the next run of the collector
         self.out = tmp_path / "out"
-        self.config = LocalSourceConfig(name="s", path=self.dir, growing=True, poll_interval=0.1, **options)
+        self.config = LocalSourceConfig(name="s", path=self.dir, poll_interval=0.1, **{"growing": True, **options})
         self.store = CheckpointStore(tmp_path / "state")
         self.metrics = Metrics()
         self.sink = FileSink(FileSinkConfig(name="out", path=self.out, format="jsonl", rotate_interval=0.2))
@@ -296,8 +321,9 @@ async def test_a_file_appended_in_three_steps_is_delivered_exactly_once(
         await h.poll()
         h.restart()
         await h.poll()
-        assert len(h.opens) == reads  # done: never read again, also by a new source object
-        assert h.outcomes == ["caught-up"] * 4 + ["done"]
+        assert len(h.opens) == reads  # done and unchanged: never read again, also by a new source object
+        # ... which looks at it once (its checkpoint and first bytes: the same file, no larger than when done).
+        assert h.outcomes == ["caught-up"] * 4 + ["done", "done"]
         assert [d.done for d in h.deliveries] == [False] * (len(h.deliveries) - 1) + [True]
     finally:
         await h.pipeline.close()
@@ -324,7 +350,8 @@ async def test_a_restarted_source_resumes_a_caught_up_file_at_its_offset(
         h.restart()
         append(path, RECORDS[4][10:] + RECORDS[5])
         await h.poll()
-        assert h.opens == [None, position]
+        assert h.opens == [None, {k: v for k, v in position.items() if k != "head"}]
+        assert position["head"] == head_of((first + RECORDS[4][:10]).encode())  # the whole file, under 4 KiB
         later = h.deliveries[1:]
         assert later[0].start == len(first) and later[-1].progress == len(first) + len(RECORDS[4]) + len(RECORDS[5])
         ckpt = h.store.get("s", "flows.log")
@@ -472,3 +499,267 @@ def test_growing_options_in_the_config(tmp_path: Path) -> None:
     a, b = config.sources
     assert (a.growing, a.final_after) == (True, 1800.0)
     assert (b.growing, b.final_after) == (False, 3600.0)
+
+
+def records(first_id: int, n: int) -> str:
+    return "".join(r + "\n" for r in varied_records(first_id, n))
+
+
+async def test_a_done_file_deleted_and_created_again_is_read_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file done (final), deleted, and a new one created at once under its name: Linux usually gives it the freed
+    inode, so it has the old one's identity, and was taken for it (skipped: done). Its first bytes are not those
+    the checkpoint recorded: a new version, read from the start. Should the file system give another inode, it is
+    a replaced file: read from the start too. Either way each record of both files is delivered once."""
+    caplog.set_level(logging.INFO, "flowcollector.source.local")
+    h = Harness(tmp_path, monkeypatch)
+    path = h.dir / "flows.log"
+    path.write_text(TEXT[: len(HEADER) + 1] + records(1, 6))
+    age(path, 3601)
+    identity = file_identity(path.stat())
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        assert h.store.done_versions("s") == {"flows.log": identity}
+        path.unlink()
+        path.write_text(HEADER + "\n" + records(101, 8))  # the same header line, other records, larger
+        again = file_identity(path.stat())
+        await h.poll()
+        ckpt = h.store.get("s", "flows.log")
+        if again == identity:  # the inode was reused
+            assert ckpt.version == f"{identity}#1"
+            assert "rewritten (its first" in caplog.text and f"as version {identity}#1" in caplog.text
+        else:
+            assert ckpt.version == again and f"replaced (identity {identity} -> {again})" in caplog.text
+        assert (ckpt.done, ckpt.records, ckpt.position["offset"]) == (False, 8, path.stat().st_size)
+        assert h.opens[-1] is None and h.deliveries[-1].start == 0
+    finally:
+        await h.pipeline.close()
+    assert jsonl_ids(h.out) == {i: 1 for i in [*range(1, 7), *range(101, 109)]}
+    h.store.close()
+
+
+async def test_a_file_rewritten_in_place_while_the_collector_was_down_is_read_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Caught up at its checkpoint; then, between two runs on the same state directory, truncated and written again
+    with other, longer content (same inode): never seen smaller than its checkpoint. The next run finds other
+    first bytes: a new version read from the start, every record once (before heads, the new content up to the old
+    offset was skipped)."""
+    caplog.set_level(logging.INFO, "flowcollector.source.local")
+    h = Harness(tmp_path, monkeypatch)
+    path = h.dir / "flows.log"
+    path.write_text(HEADER + "\n" + records(1, 5))
+    identity = file_identity(path.stat())
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        offset = h.store.get("s", "flows.log").position["offset"]
+    finally:
+        await h.pipeline.close()
+    h.store.close()
+    with open(path, "r+") as fh:  # in place: the same inode
+        fh.truncate(0)
+        fh.write(HEADER + "\n" + records(101, 9))
+    assert file_identity(path.stat()) == identity and path.stat().st_size > offset
+    h = Harness(tmp_path, monkeypatch)  # the next run
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        ckpt = h.store.get("s", "flows.log")
+        assert (ckpt.version, ckpt.done, ckpt.records) == (f"{identity}#1", False, 9)
+        assert h.opens == [None] and h.deliveries[0].start == 0
+        assert f"rewritten (its first {offset} bytes are not those of identity {identity} any more)" in caplog.text
+    finally:
+        await h.pipeline.close()
+    assert jsonl_ids(h.out) == {i: 1 for i in [*range(1, 6), *range(101, 110)]}
+    h.store.close()
+
+
+async def test_copytruncate_regrown_past_the_checkpoint_while_down_is_read_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """logrotate's copytruncate while the collector is down: the writer appended records 5-6, the file was copied
+    away (to a name outside the source: `glob` names the live file) and truncated, and the writer went on appending
+    records 11-30 (no header line: the writer wrote it once, at creation) past the checkpoint. The next run reads
+    the file from the start: records 11-30 once each. Records 5-6 are only in the rotated copy, which this source
+    does not read."""
+    caplog.set_level(logging.INFO, "flowcollector.source.local")
+    h = Harness(tmp_path, monkeypatch, glob="flows.log")
+    path = h.dir / "flows.log"
+    path.write_text(HEADER + "\n" + records(1, 4))
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        offset = h.store.get("s", "flows.log").position["offset"]
+    finally:
+        await h.pipeline.close()
+    h.store.close()
+    append(path, records(5, 2))
+    (tmp_path / "flows.log.1").write_bytes(path.read_bytes())  # copy ...
+    with open(path, "r+") as fh:  # ... truncate
+        fh.truncate(0)
+    append(path, records(11, 20))
+    assert path.stat().st_size > offset
+    h = Harness(tmp_path, monkeypatch, glob="flows.log")
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        ckpt = h.store.get("s", "flows.log")
+        assert (ckpt.done, ckpt.records, ckpt.position["offset"]) == (False, 20, path.stat().st_size)
+        assert ckpt.version.endswith("#1") and h.opens == [None]
+        assert "rewritten (its first" in caplog.text
+    finally:
+        await h.pipeline.close()
+    assert jsonl_ids(h.out) == {i: 1 for i in [*range(1, 5), *range(11, 31)]}
+    h.store.close()
+
+
+async def test_a_file_appended_to_after_it_was_done_is_read_on_from_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done (unchanged for final_after), then appended to (a writer that paused longer than final_after), after a
+    restart: read on from where it was done, under the same version, a warning logged; caught up again, and done
+    again once final. A done file only touched (mtime changed, no bytes added) is not read. Each record once."""
+    caplog.set_level(logging.INFO, "flowcollector.source.local")
+    h = Harness(tmp_path, monkeypatch)
+    path = h.dir / "flows.log"
+    path.write_text(HEADER + "\n" + records(1, 6))
+    age(path, 3601)
+    identity = file_identity(path.stat())
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        done_at = path.stat().st_size
+        assert h.store.get("s", "flows.log").done
+        age(path, 3700)  # touched: a new mtime, the same bytes
+        await h.poll()
+        assert len(h.opens) == 1 and h.outcomes == ["done", "done"]
+        h.restart()
+        append(path, records(7, 3))
+        await h.poll()
+        ckpt = h.store.get("s", "flows.log")
+        assert (ckpt.version, ckpt.done, ckpt.records, ckpt.position["offset"]) == (
+            identity,
+            False,
+            9,
+            path.stat().st_size,
+        )
+        assert h.opens[-1]["offset"] == done_at and h.deliveries[-1].start == done_at
+        assert f"grew after it was final (done at {done_at}, now {path.stat().st_size} bytes)" in caplog.text
+        assert h.store.done_versions("s") == {}
+        age(path, 3601)
+        await h.poll()
+        ckpt = h.store.get("s", "flows.log")
+        assert (ckpt.version, ckpt.done, ckpt.records) == (identity, True, 9)
+        assert h.outcomes == ["done", "done", "caught-up", "done"]
+    finally:
+        await h.pipeline.close()
+    assert jsonl_ids(h.out) == {i: 1 for i in range(1, 10)}
+    h.store.close()
+
+
+async def test_a_checkpoint_without_a_head_trusts_the_identity_and_records_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints written before heads were recorded (hand-made here as that version wrote them): a caught-up file
+    resumes at its offset, not from the start, and its next position records the head; a done file that did not
+    grow is not read."""
+    h = Harness(tmp_path, monkeypatch)
+    live, old = h.dir / "flows.log", h.dir / "old.log"
+    first = HEADER + "\n" + "".join(RECORDS[:3])
+    live.write_text(first + "".join(RECORDS[3:6]))
+    old.write_text(TEXT)
+    age(old, 3601)
+    fields = HEADER.split()
+    position = {"offset": len(first), "line": 4, "fields": fields}
+    h.store.commit(
+        [
+            Commit("s", "flows.log", file_identity(live.stat()), position, False, 3),
+            Commit(
+                "s", "old.log", file_identity(old.stat()), {"offset": len(TEXT), "line": 10, "fields": fields}, True, 9
+            ),
+        ]
+    )
+    await h.pipeline.start()
+    try:
+        await h.poll()
+        await h.pipeline.settled("s", "old.log")
+    finally:
+        await h.pipeline.close()
+    assert h.opens == [position]  # old.log is not opened
+    ckpt = h.store.get("s", "flows.log")
+    assert (ckpt.done, ckpt.records, ckpt.position["offset"]) == (False, 6, live.stat().st_size)
+    assert ckpt.position["head"] == head_of(live.read_bytes())
+    assert "head" not in h.store.get("s", "old.log").position  # nothing was delivered: nothing was recorded
+    assert sorted(h.outcomes) == ["caught-up", "done"]
+    assert jsonl_ids(h.out) == {4: 1, 5: 1, 6: 1}
+    h.store.close()
+
+
+async def test_turning_growing_on_does_not_read_finished_files_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read whole without `growing` (versioned by size and mtime), then the source restarted with it: those
+    unchanged are not read again. (One appended to after that is read again from the start: README, known gaps.)"""
+    h = Harness(tmp_path, monkeypatch, growing=False, settle=0.0)
+    (h.dir / "a.log").write_text(TEXT)
+    (h.dir / "b.log").write_text(HEADER + "\n" + records(101, 3))
+    await h.pipeline.start()
+    try:
+        await h.poll("a.log")
+        await h.pipeline.settled("s", "b.log")
+    finally:
+        await h.pipeline.close()
+    assert len(h.opens) == 2
+    h.store.close()
+    h = Harness(tmp_path, monkeypatch)  # growing: true
+    await h.pipeline.start()
+    try:
+        await h.poll("a.log")
+        await h.pipeline.settled("s", "b.log")
+    finally:
+        await h.pipeline.close()
+    assert h.opens == [] and h.outcomes == []
+    st = (h.dir / "a.log").stat()
+    assert h.store.done_versions("s")["a.log"] == f"{st.st_size}:{st.st_mtime_ns}"
+    assert jsonl_ids(h.out) == {**{i: 1 for i in range(1, 10)}, 101: 1, 102: 1, 103: 1}
+    h.store.close()
+
+
+async def test_turning_growing_off_reads_on_from_the_growing_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files read as growing units, one caught up (its last line still being written), one done, then the source
+    restarted without `growing`: the caught-up file, once settled, is read on from its offset as a final growing
+    unit (its last line included), and done; the done one, unchanged, is not read. Each record once."""
+    h = Harness(tmp_path, monkeypatch)
+    live, old = h.dir / "live.log", h.dir / "old.log"
+    first = HEADER + "\n" + "".join(RECORDS[:3])
+    live.write_text(first + RECORDS[3][:30])
+    old.write_text(HEADER + "\n" + records(101, 3))
+    age(old, 3601)
+    await h.pipeline.start()
+    try:
+        await h.poll("live.log")
+        await h.pipeline.settled("s", "old.log")
+    finally:
+        await h.pipeline.close()
+    h.store.close()
+    append(live, RECORDS[3][30:] + RECORDS[4].rstrip("\n"))  # record 5 without its line end
+    identity = file_identity(live.stat())
+    h = Harness(tmp_path, monkeypatch, growing=False, settle=0.0)
+    await h.pipeline.start()
+    try:
+        await h.poll("live.log")
+        await h.pipeline.settled("s", "old.log")
+        await h.poll("live.log")  # unchanged: neither is read
+    finally:
+        await h.pipeline.close()
+    assert h.opens == [{"offset": len(first), "line": 4, "fields": HEADER.split()}]
+    assert h.outcomes == ["done", "done"]  # old.log looked at (no read), live.log read on to its end
+    ckpt = h.store.get("s", "live.log")
+    assert (ckpt.version, ckpt.done, ckpt.records, ckpt.position["offset"]) == (identity, True, 5, live.stat().st_size)
+    assert jsonl_ids(h.out) == {**{i: 1 for i in range(1, 6)}, 101: 1, 102: 1, 103: 1}
+    h.store.close()

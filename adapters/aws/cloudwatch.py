@@ -878,7 +878,15 @@ class CloudWatchSource:
         statuses = 0
         if lines:
             data = ("\n".join(lines) + "\n").encode()
-            results = parse_text([data], unit=stream.label, source=self.name, fields=self.config.fields)
+            results = parse_text(
+                [data],
+                unit=stream.label,
+                source=self.name,
+                fields=self.config.fields,
+                block_size=len(data) + 1,
+                max_rows=len(data) + 1,
+                headers=False,
+            )
             for result in results:
                 if result.batch.num_rows:
                     batches.append(result.batch)

@@ -47,13 +47,16 @@ INT_FIELDS: dict[str, int | None] = {
     "start": 2**63 - 1,
     "end": 2**63 - 1,
     "tcp-flags": 0xFF,
-    "traffic-path": 0xFF,
+    "traffic-path": 8,  # an enumeration: 1-8 are documented (FORMATS.md); INT_MIN holds the lower end
     "version": None,
     "packets-lost-no-route": None,
     "packets-lost-blackhole": None,
     "packets-lost-mtu-exceeded": None,
     "packets-lost-ttl-expired": None,
 }
+
+# Smallest valid value where it is not 0.
+INT_MIN: dict[str, int] = {"traffic-path": 1}
 
 # field -> schema column, for fields copied as text.
 STRING_COLUMNS: dict[str, str] = {

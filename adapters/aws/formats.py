@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
-from adapters.aws.fields import KNOWN_FIELDS, parse_field_list
-from adapters.aws.parse import parse_parquet, parse_text
+from adapters.aws.fields import parse_field_list
+from adapters.aws.parse import header_of, parse_parquet, parse_text
 from adapters.aws.subscription import (
     looks_like_message_lines,
     looks_like_subscription,
@@ -34,16 +34,25 @@ from collector.parsing import Format, ParseResult, register_format, register_opt
 PARQUET_MAGIC = b"PAR1"
 
 
+SNIFF_LINES = 16
+
+
 def looks_like_aws_text(head: bytes, options: Mapping[str, Any]) -> bool:
-    """An AWS header line, or a default-format record (its first field, version, is a number); with a configured
-    field order, any text that is not JSON. Other text (a README beside the logs) is reported once instead of as
-    hundreds of malformed lines."""
+    """An AWS header line or a default-format record (its first field, version, is a number) among the first
+    SNIFF_LINES non-blank lines; with a configured field order, any text that is not JSON. The first line is not
+    trusted alone: a damaged first line must cost that line (an error), not the file. Other text (a README beside
+    the logs) is reported once instead of as hundreds of malformed lines."""
     stripped = head.lstrip()
     if options.get("aws_fields"):
         return stripped[:1] not in (b"{", b"[")
-    line = stripped.split(b"\n", 1)[0]
-    token = line.split(None, 1)[0] if line.strip() else b""
-    return not token or token.isdigit() or token.decode("ascii", "replace") in KNOWN_FIELDS
+    if not stripped:
+        return True
+    lines = [line for line in stripped.split(b"\n", SNIFF_LINES * 4)[: SNIFF_LINES * 4] if line.strip()]
+    for number, line in enumerate(lines[:SNIFF_LINES]):
+        text = line.decode("ascii", "replace")
+        if text.split(None, 1)[0].isdigit() or header_of(text, number == 0) is not None:
+            return True
+    return False
 
 
 def _text(

@@ -1,14 +1,17 @@
 """AWS VPC / Transit Gateway flow log parsers: bytes in, FlowBatches out, no I/O (registered in formats.py).
 
-Text (S3 objects, CloudWatch events) is parsed column-wise with pyarrow's CSV reader, one block of a few MiB at a
-time, so memory stays bounded whatever the object size. Each block is tried first with integer columns typed (the
-fast path: ~4 M rows/s); a block holding a non-integer where an integer belongs is parsed again as text and
-validated with a mask, so one bad value costs one row, never the block. Lines with the wrong field count are
-handed to us by pyarrow's invalid-row handler: re-split on whitespace runs (a documented AWS sample has a double
-space), and reported as errors if that does not fit either.
+Text (S3 objects, CloudWatch events) is parsed column-wise with pyarrow's CSV reader, one block of a few MiB (and
+at most MAX_BATCH_ROWS lines) at a time, so memory stays bounded whatever the object size or its compression
+ratio. Every field is read as text and validated column-wise with masks (`_as_int64`: one integer grammar), so one
+bad value costs one row, never the block, and a line's outcome never depends on its neighbours. Lines with the
+wrong field count are handed to us by pyarrow's invalid-row handler: re-split on whitespace runs (a documented AWS
+sample has a double space), and reported as errors if that does not fit either. Lines that cannot be records
+whatever their fields (a control character, a lone CR, a byte outside ASCII, longer than MAX_LINE, cut short by a
+damaged stream) are errors too.
 
 Header lines (`version account-id ...`, FORMATS.md) may appear anywhere: an S3 object starts with one, concatenated
-objects repeat it. A header changes the field order for the lines after it and produces no record.
+objects repeat it. A header changes the field order for the lines after it and produces no record; what is a
+header is decided by `_header_of` alone (a line of field names), never by what else the block holds.
 """
 
 from __future__ import annotations
@@ -24,22 +27,41 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from adapters.aws import fields as F
-from collector.parsing import ParseResult
+from collector.parsing import MAX_BATCH_ROWS, UTF8_BOM, ParseResult, Truncated
 from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble, constant, parse_addresses
 
 BLOCK_SIZE = 4 << 20
 MAX_LINE = 1 << 20  # AWS records are well under 4 KiB; a longer "line" is damage, not data
+_KNOWN = frozenset(F.KNOWN_FIELDS)
 _HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, key=len, reverse=True))
-# A header is a line whose first token is a known field name. Searching for "\n<name>" is ~10x faster than a
+# Lines that may be headers: they start with a known field name. Searching for "\n<name>" is ~10x faster than a
 # multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
-# on its own. The `(?=[a-z])` lookahead rejects the usual record line (starting with a digit) before the alternation.
+# on its own. Each candidate is then judged whole (`_header_of`).
 _HEADER_IN_BLOCK = re.compile(rb"\n[ \t]*(?=[a-z])(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
-_HEADER_AT_START = re.compile(rb"[ \t]*(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
-_DIGITS = r"^[0-9]{1,19}$"
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
 _ROW_END = re.compile(rb"\r\n|\r|\n")
 _INT64_MAX = 2**63 - 1
 _MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write
 _MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseconds
+_NL = 10
+
+
+def header_of(line: str, first: bool) -> tuple[str, ...] | None:
+    """The field order a line declares, or None if it is not a header.
+
+    A header is a line made only of known field names, wherever it is (concatenated objects repeat theirs). The
+    first line of a stream (an S3 object starts with its header) may also name fields this version does not know
+    (FORMATS.md: they are kept in `extra`): there, every token must look like a field name (lower-case words joined
+    by hyphens) and at least one must be known. Nothing else is a header: a record whose first value happens to be
+    a field name (`action 123456789012 eni-...`) is a record, and is judged as one."""
+    tokens = line.split()
+    if not tokens:
+        return None
+    if all(t in _KNOWN for t in tokens):
+        return tuple(tokens)
+    if first and all(_FIELD_NAME.match(t) for t in tokens) and any(t in _KNOWN for t in tokens):
+        return tuple(tokens)
+    return None
 
 
 @dataclass(slots=True)
@@ -67,6 +89,24 @@ class TextState:
         return position
 
 
+def _newlines(data: bytes) -> int:
+    # numpy's count is ~3x faster than bytes.count for one byte value
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == _NL))
+
+
+def _block_end(data: bytes, lines: int, block_size: int, max_rows: int) -> int:
+    """Where the block that `data` starts with ends: after the first line end at or past `block_size` bytes, or
+    after its `max_rows`-th line, whichever comes first; 0 if `data` does not hold a whole block yet.
+
+    Both depend only on the bytes from the block's start, never on how the stream was chunked: batch boundaries
+    depend only on (unit, version, resume point) (collector/parsing.py)."""
+    cut = data.find(b"\n", block_size - 1) + 1 if len(data) >= block_size else 0
+    if lines >= max_rows:
+        row_cut = int(np.flatnonzero(np.frombuffer(data, np.uint8) == _NL)[max_rows - 1]) + 1
+        cut = row_cut if cut == 0 else min(cut, row_cut)
+    return cut
+
+
 def parse_text(
     chunks: Iterable[bytes],
     *,
@@ -75,25 +115,33 @@ def parse_text(
     fields: Sequence[str] | None = None,
     resume: dict[str, Any] | None = None,
     block_size: int = BLOCK_SIZE,
+    max_rows: int = MAX_BATCH_ROWS,
     complete: bool = True,
+    headers: bool = True,
 ) -> Iterator[ParseResult]:
-    """Parse AWS flow log text (already decompressed) into batches of about `block_size` bytes of input each.
+    """Parse AWS flow log text (already decompressed) into batches of one block each: about `block_size` bytes of
+    input, `max_rows` lines at most (however compressible the input, a batch stays bounded).
 
     `fields` is the field order for lines before any header (CloudWatch events carry none; default v2). `resume`
     is a position from an earlier ParseResult: that many bytes of the stream are skipped, and the field order in
-    force there is restored.
+    force there is restored. `headers=False` for text that cannot hold header lines (CloudWatch event messages):
+    every line is then a record.
+
+    Lines end at LF (CRLF is accepted); a line with a lone CR, a control character or a byte outside ASCII (a UTF-8
+    byte order mark included, except at the very start of the stream, where collector/parsing.py removes it) is an
+    error, as is a line longer than MAX_LINE, and a last line cut short by a damaged stream (a `Truncated` chunk).
 
     `complete=False` says more may be appended to the stream (a growing object read before it is final): the
     parse then stops at the last line end, and bytes after it (a line still being written) are neither a record
     nor consumed: the last position's offset is that line end, so the next read resumes at the start of the
-    incomplete line. Blocks are cut as with `complete=True`; only the last one ends at the last line end instead of
-    at the end of the stream. Resuming from that position over the grown stream and concatenating gives exactly
-    the records of one complete read: the batches of the resumed read are counted from the new resume point (the
-    rule of collector/parsing.py holds for each read).
+    incomplete line. Resuming from that position over the grown stream and concatenating gives exactly the records
+    of one complete read: the batches of the resumed read are counted from the new resume point (the rule of
+    collector/parsing.py holds for each read).
     """
     state = TextState(fields=tuple(fields) if fields else F.V2_FIELDS)
     skip = 0
     discarding = False  # inside a line longer than MAX_LINE: drop bytes until it ends
+    truncated = False
     if resume:
         skip = state.offset = int(resume.get("offset", 0))
         state.line = int(resume.get("line", 0))
@@ -104,8 +152,20 @@ def parse_text(
     # ends at each, and the next is counted from there, as a read resumed there would count it.
     cuts = sorted(int(c) for c in (resume or {}).get("cuts", ()) if int(c) > state.offset)
     pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
-    size = 0
+    size = lines = 0
+
+    def take(n: int) -> bytes:
+        """The first n bytes of what is pending; the rest stays pending."""
+        nonlocal pending, size, lines
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        block, tail = (data, b"") if n >= len(data) else (data[:n], data[n:])
+        pending, size, lines = ([tail] if tail else []), len(tail), _newlines(tail) if tail else 0
+        return block
+
     for chunk in chunks:
+        if type(chunk) is Truncated:
+            truncated = True
+            continue
         if skip:
             if len(chunk) <= skip:
                 skip -= len(chunk)
@@ -121,68 +181,138 @@ def parse_text(
             chunk = chunk[end + 1 :]
             discarding = False
             yield ParseResult(assemble(0, {}), [], state.as_position(), 0)
+        if not chunk:
+            continue
         pending.append(chunk)
         size += len(chunk)
-        while cuts and state.offset + size >= cuts[0] and not discarding:
+        lines += _newlines(chunk)
+        while cuts and state.offset + size >= cuts[0]:
             if (n := cuts.pop(0) - state.offset) <= 0:
                 continue  # inside a skipped overlong line
-            data = b"".join(pending)
-            block = data[:n]
-            tail = data[len(block) :]
-            pending, size = ([tail] if tail else []), len(tail)
-            if block:
-                yield _parse_block(block, state, unit, source)
-        if size < block_size or chunk.rfind(b"\n") < 0 and size < block_size + MAX_LINE:
-            continue  # a block ends at a line end: a long line makes the block longer, up to MAX_LINE
-        data = b"".join(pending)
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and size >= block_size + MAX_LINE:
-            # No line end in sight: this is not flow log text (or its line ends are lost). Report the line once and
-            # skip to its end, rather than buffer the whole object.
+            block = take(n)
+            yield _parse_block(block, state, unit, source, headers)
+        while size >= block_size or lines >= max_rows:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending = [data]
+            cut = _block_end(data, lines, block_size, max_rows)
+            if cut:
+                yield _parse_block(take(cut), state, unit, source, headers)
+                continue
+            start = data.rfind(b"\n") + 1  # of the line still open
+            if size - start <= MAX_LINE:
+                break  # wait for its end
+            # No line end within MAX_LINE: this is not flow log text (or its line ends are lost). Deliver the lines
+            # before it, report the line once and skip to its end, rather than buffer the whole object.
+            if start:
+                yield _parse_block(take(start), state, unit, source, headers)
             state.line += 1
             state.offset += size
             err = ParseError(
-                unit, state.line, f"line longer than {MAX_LINE} bytes: skipped", data[:200].decode("utf-8", "replace")
+                unit,
+                state.line,
+                f"line longer than {MAX_LINE} bytes: skipped",
+                pending[0][:200].decode("utf-8", "replace"),
             )
-            pending, size, discarding = [], 0, True
+            pending, size, lines, discarding = [], 0, 0, True
             yield ParseResult(assemble(0, {}), [err], state.as_position(True), 1)
-            continue
-        if cut == 0:
-            continue
-        tail = data[cut:]
-        pending = [tail] if tail else []
-        size = len(tail)
-        yield _parse_block(data if not tail else data[:cut], state, unit, source)
+            break
     rest = b"".join(pending)
+    partial = b""
     if not complete:
         rest = rest[: rest.rfind(b"\n") + 1]  # a line without its end yet is read when it is complete
-    result = _parse_block(rest, state, unit, source)
+    elif truncated and rest and not rest.endswith(b"\n"):
+        start = rest.rfind(b"\n") + 1  # the stream broke off inside this line: what came of it is not a record
+        rest, partial = rest[:start], rest[start:]
+    result = _parse_block(rest, state, unit, source, headers)
+    if partial:
+        state.offset += len(partial)
+        state.line += 1
+        text = partial[:200].decode("utf-8", "replace")
+        result.errors.append(ParseError(unit, state.line, "line cut short by the damaged stream: not a record", text))
+        result.lines += 1
+        result.position = state.as_position()
     if discarding and not complete:
         result.position = state.as_position(True)  # the stream ended inside an overlong line (complete=False)
     result.final = True
     yield result
 
 
-def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> ParseResult:
+def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseError]]:
+    """Lines that cannot be records whatever their fields, found before the fields are split: those holding a byte
+    that is not printable ASCII (a control character, a lone CR, anything above 0x7E: flow logs are ASCII). Each
+    is one error with its line and column (a tab too: AWS separates fields by single spaces), and is dropped.
+
+    The common clean block costs two numpy passes (bytes outside 0x20-0x7E counted against line ends)."""
+    a = np.frombuffer(block, np.uint8)
+    outside = (a - np.uint8(0x20)) >= np.uint8(0x5F)  # below 0x20 wraps around above 0xDF
+    nl = a == _NL
+    if np.count_nonzero(outside) == np.count_nonzero(nl):
+        return block, []
+    bad = outside & ~nl
+    cr = np.flatnonzero(a == 13)
+    crlf = cr[cr + 1 < len(a)]
+    bad[crlf[a[crlf + 1] == _NL]] = False
+    if not bad.any():
+        return block, []
+    errors: list[ParseError] = []
+    pieces: list[bytes] = []
+    ends = np.flatnonzero(nl)
+    kept = 0  # block[kept:] not yet copied
+    for pos in np.flatnonzero(bad).tolist():
+        if pos < kept:
+            continue  # another bad byte of a line already reported
+        k = int(np.searchsorted(ends, pos))  # line ends before pos
+        start = int(ends[k - 1]) + 1 if k else 0
+        end = int(ends[k]) if k < len(ends) else len(block)
+        byte = block[pos]
+        if byte == 13:
+            what = "a carriage return inside the line (lines end at LF or CRLF)"
+        elif block.startswith(UTF8_BOM, pos):
+            what = f"a byte order mark (U+FEFF) at column {pos - start + 1}"
+        elif byte < 0x20 or byte == 0x7F:
+            what = f"control character 0x{byte:02x} at column {pos - start + 1}"
+        else:
+            what = f"non-ASCII byte 0x{byte:02x} at column {pos - start + 1} (flow logs are ASCII)"
+        raw = block[start : min(end, start + 200)].decode("utf-8", "backslashreplace")
+        errors.append(ParseError(unit, first_line + k, f"not a record: {what}", raw))
+        # The line's bytes are dropped, its line end kept: an empty line, skipped, and every other line keeps its
+        # number (the block's offsets are counted before this).
+        pieces.append(block[kept:start])
+        kept = end
+    pieces.append(block[kept:])
+    return b"".join(pieces), errors
+
+
+def _parse_block(block: bytes, state: TextState, unit: str, source: str, headers: bool = True) -> ParseResult:
     first_line = state.line + 1
     consumed = len(block)
-    if not block.isascii():
-        # Flow logs are ASCII. Anything else is made valid UTF-8 (U+FFFD for undecodable bytes) before Arrow sees it,
-        # so every string column is valid and a garbage line is an error like any other, never an exception.
-        block = block.decode("utf-8", "replace").encode("utf-8")
+    nlines = _newlines(block) + (1 if block and not block.endswith(b"\n") else 0)
+    block, errors = _scrub(block, first_line, unit)
     batches: list[FlowBatch] = []
-    errors: list[ParseError] = []
-    fast = _parse_without_headers(block, state, first_line, unit, source)
-    segments = [] if fast is not None else _split_headers(block, state, first_line)
-    if fast is not None:
-        batches.append(fast[0])
-        errors.extend(fast[1])
-    for seg in segments:
-        batch, errs = _parse_segment(seg, unit, source, state.addresses)
-        if batch.num_rows:
-            batches.append(batch)
-        errors.extend(errs)
-    nlines = block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
+    fields = state.fields or F.V2_FIELDS
+    # The whole block is parsed in one piece unless a header may be in it. With an integer field in the order, a
+    # header line fails as a record (a field name where a number belongs, or the wrong field count), so the piece
+    # says whether it met one; without, or on the stream's first line, the block is searched for headers.
+    careful = headers and (
+        (first_line == 1 and header_of(_first_line(block), True) is not None)
+        or not any(f in F.INT_FIELDS for f in fields)
+    )
+    if not careful:
+        batch, errs, met_header = _parse_segment(
+            _Segment(fields, block, first_line), unit, source, state.addresses, headers
+        )
+        careful = met_header
+        if not careful:
+            if batch.num_rows:
+                batches.append(batch)
+            errors.extend(errs)
+    if careful:
+        for seg in _split_headers(block, state, first_line):
+            batch, errs, _ = _parse_segment(seg, unit, source, state.addresses, False)
+            if batch.num_rows:
+                batches.append(batch)
+            errors.extend(errs)
+    errors.sort(key=lambda e: e.line or 0)
     state.offset += consumed
     state.line += nlines
     if not batches:
@@ -194,50 +324,27 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str) -> Pars
     return ParseResult(batch, errors, state.as_position(), nlines)
 
 
-def _parse_without_headers(
-    block: bytes, state: TextState, first_line: int, unit: str, source: str
-) -> tuple[FlowBatch, list[ParseError]] | None:
-    """The fast path: parse a block as one piece in the current field order, with integer columns typed.
-
-    Most blocks hold no header, and when the format has an integer field a header line cannot pass the typed read
-    (a field name where a number belongs fails it; a header of another length is a wrong-field-count row that starts
-    with a field name). So no block is searched for headers unless this fails; None means "take the careful path".
-    """
-    fields = state.fields or F.V2_FIELDS
-    if not any(f in F.INT_FIELDS for f in fields) or _HEADER_AT_START.match(block):
-        return None
-    names = _unique_names(fields)
-    invalid: list[Any] = []
-    try:
-        table = _read(block, names, True, invalid)
-    except pa.ArrowInvalid:
-        return None
-    if any(_starts_with_field_name(row.text) for row in invalid):
-        return None
-    return _parse_segment(_Segment(fields, block, first_line), unit, source, state.addresses, (table, invalid))
-
-
-def _starts_with_field_name(text: str) -> bool:
-    first = text.split(None, 1)
-    return bool(first) and first[0] in F.KNOWN_FIELDS
+def _first_line(block: bytes) -> str:
+    end = block.find(b"\n")
+    return (block if end < 0 else block[:end]).decode("ascii", "replace")
 
 
 def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Segment]:
-    """Cut a block at header lines; each piece is parsed with the field order in force for it."""
+    """Cut a block at its header lines (`_header_of`); each piece is parsed with the field order in force for it."""
     segments: list[_Segment] = []
-    starts: list[int] = []
-    if _HEADER_AT_START.match(block):
-        starts.append(0)
-    starts.extend(m.start() + 1 for m in _HEADER_IN_BLOCK.finditer(block))
+    starts = [0] + [m.start() + 1 for m in _HEADER_IN_BLOCK.finditer(block)]
     pos = 0
     line = first_line
     for hstart in starts:
+        hend = block.find(b"\n", hstart)
+        hend = len(block) if hend < 0 else hend + 1
+        declared = header_of(block[hstart:hend].decode("ascii", "replace"), first_line == 1 and hstart == 0)
+        if declared is None:
+            continue  # a record that starts with a field name: parsed as one
         if hstart > pos:
             segments.append(_Segment(state.fields or F.V2_FIELDS, block[pos:hstart], line))
             line += block.count(b"\n", pos, hstart)
-        hend = block.find(b"\n", hstart)
-        hend = len(block) if hend < 0 else hend + 1
-        state.fields = tuple(block[hstart:hend].decode("utf-8", "replace").split())
+        state.fields = declared
         state.header_seen = True
         pos = hend
         line += 1
@@ -246,12 +353,9 @@ def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Seg
     return segments
 
 
-def _read(data: bytes, names: Sequence[str], typed: bool, invalid: list[Any]) -> pa.Table:
-    col_types: dict[str, pa.DataType] = {n: pa.string() for n in names}
-    if typed:
-        for n in names:
-            if n in F.INT_FIELDS:
-                col_types[n] = pa.int64()
+def _read(data: bytes, names: Sequence[str], invalid: list[Any]) -> pa.Table:
+    """Every field as text: integers are validated by one grammar afterwards (`_as_int64`). Arrow's own integer
+    parsing would take `0x1BB` for 443 and `-0` for 0, and is no faster than reading text and casting."""
 
     def on_invalid(row: Any) -> str:
         invalid.append(row)
@@ -267,7 +371,10 @@ def _read(data: bytes, names: Sequence[str], typed: bool, invalid: list[Any]) ->
             invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types=col_types, null_values=["-"], strings_can_be_null=True, check_utf8=False
+            column_types={n: pa.string() for n in names},
+            null_values=["-"],
+            strings_can_be_null=True,
+            check_utf8=False,
         ),
     )
 
@@ -283,26 +390,46 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _row_checks(cols: dict[str, pa.Array], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Rows whose line is longer than MAX_LINE (a long line can sit whole inside a block), and rows with an empty
+    field (a doubled, leading or trailing space: the line splits into the right count only by accident); None
+    where there is none. The common case costs one min/max per column: the sum of the columns' longest values
+    bounds every line."""
+    if not n:
+        return None, None
+    lengths = [pc.binary_length(c) for c in cols.values()]
+    bounds = [pc.min_max(x) for x in lengths]
+    longest = len(cols) - 1 + sum((b["max"].as_py() or 1) for b in bounds)
+    over = empty = None
+    if longest > MAX_LINE:
+        total = np.full(n, len(cols) - 1, dtype=np.int64)
+        for x in lengths:
+            total += x.fill_null(1).to_numpy(zero_copy_only=False)
+        over = total > MAX_LINE
+        over = over if over.any() else None
+    if any(b["min"].as_py() == 0 for b in bounds):
+        empty = np.zeros(n, dtype=bool)
+        for x in lengths:
+            empty |= pc.equal(x, 0).fill_null(False).to_numpy(zero_copy_only=False)
+    return over, empty
+
+
 def _parse_segment(
     seg: _Segment,
     unit: str,
     source: str,
     addresses: dict[str, bytes | None],
-    read: tuple[pa.Table, list[Any]] | None = None,
-) -> tuple[FlowBatch, list[ParseError]]:
-    """Rows and errors of a piece of text in one field order; `read` is the typed read if already done."""
+    detect_headers: bool = False,
+) -> tuple[FlowBatch, list[ParseError], bool]:
+    """Rows and errors of a piece of text in one field order; the flag says a header line was met (with
+    `detect_headers`: the caller then splits the block at its headers instead)."""
     names = _unique_names(seg.fields)
     if not seg.data:
-        return assemble(0, {}), []
-    if read is not None:
-        table, invalid = read
-    else:
-        invalid = []
-        try:
-            table = _read(seg.data, names, True, invalid)
-        except pa.ArrowInvalid:
-            invalid.clear()
-            table = _read(seg.data, names, False, invalid)
+        return assemble(0, {}), [], False
+    invalid: list[Any] = []
+    table = _read(seg.data, names, invalid)
+    if detect_headers and any(header_of(row.text, False) for row in invalid):
+        return assemble(0, {}), [], True
     # Lines that did not split into the right number of fields: retry on whitespace runs, else report.
     errors: list[ParseError] = []
     rescued: list[list[str]] = []
@@ -314,15 +441,56 @@ def _parse_segment(
         if not tokens:
             continue  # a line of spaces: nothing to deliver, nothing wrong
         line = lines[row.number - 1] if row.number and row.number <= len(lines) else seg.first_line
-        if len(tokens) == len(names):
+        if len(text) > MAX_LINE:
+            errors.append(ParseError(unit, line, f"line longer than {MAX_LINE} bytes", text[:200]))
+        elif len(tokens) == len(names):
             rescued.append(tokens)
             rescued_lines.append(line)
         else:
             errors.append(ParseError(unit, line, f"expected {len(names)} fields, found {len(tokens)}", text[:200]))
+    skipped = {row.number for row in invalid}
     cols = {n: _one_chunk(table.column(n)) for n in names}
-    batch, bad = normalize(cols, table.num_rows, source, addresses)
+    n = table.num_rows
+    over, empty = _row_checks(cols, n)
+    if over is not None or empty is not None:
+        # Rows the table cannot keep: taken out, as the invalid-row handler takes out wrong field counts.
+        lines = lines or _line_map(seg)
+        row_lines = _valid_row_lines(lines, skipped)
+        numbers = [k for k in range(1, len(lines) + 1) if k not in skipped]
+        drop = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(over if over is not None else drop).tolist():
+            reason = f"line longer than {MAX_LINE} bytes"
+            errors.append(ParseError(unit, row_lines[i], reason, _row_text(cols, names, i)))
+            drop[i] = True
+        for i in np.flatnonzero(empty if empty is not None else drop).tolist():
+            if drop[i]:
+                continue
+            drop[i] = True
+            # Split on whitespace runs, as for a wrong field count: `a  b` is two fields, a line of spaces none.
+            tokens = [v for v in _row_text(cols, names, i, MAX_LINE).split(" ") if v]
+            if not tokens:
+                continue
+            if len(tokens) == len(names):
+                rescued.append(tokens)
+                rescued_lines.append(row_lines[i])
+            else:
+                reason = f"expected {len(names)} fields, found {len(tokens)}"
+                errors.append(ParseError(unit, row_lines[i], reason, " ".join(tokens)[:200]))
+        skipped.update(numbers[i] for i in np.flatnonzero(drop).tolist())
+        keep = pa.array(~drop)
+        cols = {k: v.filter(keep) for k, v in cols.items()}
+        n = len(next(iter(cols.values())))
+        if rescued:
+            order = np.argsort(rescued_lines, kind="stable")
+            rescued = [rescued[i] for i in order]
+            rescued_lines = [rescued_lines[i] for i in order]
+    batch, bad = normalize(cols, n, source, addresses)
     if bad is not None:
-        line_numbers = _valid_row_lines(lines or _line_map(seg), invalid)
+        if detect_headers and any(
+            header_of(_row_text(cols, names, i, MAX_LINE), False) for i in np.flatnonzero(bad.mask)
+        ):
+            return assemble(0, {}), [], True
+        line_numbers = _valid_row_lines(lines or _line_map(seg), skipped)
         for i in np.flatnonzero(bad.mask):
             errors.append(ParseError(unit, line_numbers[i], bad.reason_of(i, cols), _row_text(cols, names, i)))
     if rescued:
@@ -337,7 +505,7 @@ def _parse_segment(
             batch = rbatch
         elif rbatch.num_rows:
             # Put rescued rows back in input order, so the output never depends on where a block was cut.
-            main_lines = np.array(_valid_row_lines(lines, invalid))
+            main_lines = np.array(_valid_row_lines(lines, skipped))
             if bad is not None:
                 main_lines = main_lines[~bad.mask]
             extra_lines = np.array(rescued_lines)
@@ -346,7 +514,7 @@ def _parse_segment(
             order = np.argsort(np.concatenate([main_lines, extra_lines]), kind="stable")
             batch = pa.concat_batches([batch, rbatch]).take(pa.array(order))
     errors.sort(key=lambda e: e.line or 0)
-    return batch, errors
+    return batch, errors, False
 
 
 def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
@@ -357,8 +525,7 @@ def _one_chunk(col: pa.ChunkedArray) -> pa.Array:
 def _line_map(seg: _Segment) -> list[int]:
     """Line number of each CSV row (1-based row k -> element k-1). Error path only.
 
-    pyarrow ends a row at CRLF, LF or a lone CR, and skips empty rows; lines (what an operator counts, and what
-    positions count) end at LF only."""
+    pyarrow ends a row at CRLF, LF or a lone CR (`_scrub` removed lone CRs), and skips empty rows."""
     out = []
     line = seg.first_line
     start = 0
@@ -373,15 +540,14 @@ def _line_map(seg: _Segment) -> list[int]:
     return out
 
 
-def _valid_row_lines(lines: list[int], invalid: list[Any]) -> list[int]:
+def _valid_row_lines(lines: list[int], skipped: set[int]) -> list[int]:
     """Line number of each row of the parsed table: every row minus those the invalid-row handler took."""
-    skipped = {row.number for row in invalid}
     return [line for k, line in enumerate(lines, start=1) if k not in skipped]
 
 
-def _row_text(cols: dict[str, pa.Array], names: Sequence[str], i: int) -> str:
+def _row_text(cols: dict[str, pa.Array], names: Sequence[str], i: int, limit: int = 200) -> str:
     vals = [cols[n][i].as_py() for n in names]
-    return " ".join("-" if v is None else str(v) for v in vals)[:200]
+    return " ".join("-" if v is None else str(v) for v in vals)[:limit]
 
 
 @dataclass(slots=True)
@@ -400,31 +566,36 @@ class BadRows:
 
 def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
     """An integer column from text or any integer type; the row is bad unless the value is a non-negative integer
-    that fits int64 and its column. The same rule on the typed fast path and the text path, so a line's outcome
-    never depends on its neighbours. Checks run as Arrow kernels: the common case costs one regex or min/max pass."""
+    that fits int64 and its column. One grammar for text, whatever else the block holds: decimal ASCII digits only
+    (no sign, no `0x`, no spaces), leading zeros allowed at any length, then the range check. Checks run as Arrow
+    kernels: the common case costs one digit test, one cast and a min/max pass."""
     limit = F.INT_FIELDS.get(name)
     limit = _INT64_MAX if limit is None else limit
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        wrong = pc.invert(pc.match_substring_regex(arr, _DIGITS)).fill_null(False)
+        wrong = pc.invert(pc.ascii_is_decimal(arr)).fill_null(False)
+        wrong_np: np.ndarray | None = None
         if pc.any(wrong).as_py():
             arr = pc.if_else(wrong, pa.scalar(None, arr.type), arr)
-        wrong_np = wrong.to_numpy(zero_copy_only=False)
+            wrong_np = wrong.to_numpy(zero_copy_only=False)
         try:
             arr = arr.cast(pa.int64())
-        except pa.ArrowInvalid:  # a 19-digit value beyond int64: find it in Python (rare)
-            vals = arr.to_pylist()
-            over = np.array([v is not None and int(v) > _INT64_MAX for v in vals])
-            wrong_np = wrong_np | over
+        except pa.ArrowInvalid:  # more than 19 significant digits somewhere: beyond int64 (rare, found in Python)
+            significant = pc.utf8_length(pc.utf8_ltrim(arr, "0")).fill_null(0).to_numpy(zero_copy_only=False)
+            over = significant >= 19
+            for i in np.flatnonzero(over).tolist():
+                over[i] = int(arr[i].as_py()) > _INT64_MAX
+            wrong_np = over if wrong_np is None else wrong_np | over
             arr = pc.if_else(pa.array(over), pa.scalar(None, arr.type), arr).cast(pa.int64())
-        if wrong_np.any():
+        if wrong_np is not None and wrong_np.any():
             bad[name] = wrong_np
     elif not pa.types.is_int64(arr.type):
         arr = arr.cast(pa.int64())
+    low = F.INT_MIN.get(name, 0)
     if len(arr):
         bounds = pc.min_max(arr)
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
-        if lo is not None and (lo < 0 or hi > limit):
-            out = pc.or_(pc.less(arr, 0), pc.greater(arr, limit)).fill_null(False)
+        if lo is not None and (lo < low or hi > limit):
+            out = pc.or_(pc.less(arr, low), pc.greater(arr, limit)).fill_null(False)
             mask = out.to_numpy(zero_copy_only=False)
             bad[name] = bad[name] | mask if name in bad else mask
             arr = pc.if_else(out, pa.scalar(None, pa.int64()), arr)
@@ -531,7 +702,7 @@ def normalize(
             wrong = wrong_all[k * n : (k + 1) * n]
             if wrong.any():
                 bad[base] = wrong
-    extra = _extra({k: (ints.get(k) or cols[k]) for k in extra_names}, extra_names, n)
+    extra = _extra({k: cols[k] for k in extra_names}, extra_names, n)  # as written (`02` stays `02`)
     if extra is not None:
         out["extra"] = extra
     out["provider"] = constant("aws", n, DICT_STRING)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -117,7 +117,7 @@ class IdentitySpec:
     account: str | None
     auth: AwsAuth
     role_arn: str | None
-    external_id: str | None
+    external_id: str | None = field(repr=False)
     profile: str | None
     regions: tuple[str, ...]
 

@@ -323,7 +323,13 @@ class _Batch:
         if self._texts:
             data = ("\n".join(self._texts) + "\n").encode("utf-8", "replace")
             results = text_parser.parse_text(
-                [data], unit=self.unit, source=self.source, fields=self.fields, block_size=len(data) + 1
+                [data],
+                unit=self.unit,
+                source=self.source,
+                fields=self.fields,
+                block_size=len(data) + 1,
+                max_rows=len(data) + 1,
+                headers=False,
             )
             firsts = [d[0] for d in self._documents]
             for r in results:

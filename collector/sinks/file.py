@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector.jsonl import dumps_chunks
-from collector.options import Choice, Duration, InvalidField, Min, Positive, Size
+from collector.options import Choice, Directory, Duration, InvalidField, Min, Positive, Size
 from collector.registry import register_sink
 from collector.schema import SCHEMA, FlowBatch
 from collector.sinks import BatchId, JournaledSink, RejectedRows, SinkFatal, SinkOptions, encode_or_reject
@@ -66,7 +66,7 @@ class FileSinkConfig(SinkOptions):
     """
 
     type: str = "file"
-    path: Path = Path("./var/flows")
+    path: Annotated[Path, Directory] = Path("./var/flows")
     format: Annotated[str, Choice(*FILE_COMPRESSIONS)] = "jsonl"
     rotate_bytes: Annotated[int, Size, Min(1)] = 128 * 2**20
     rotate_interval: Annotated[float, Duration, Positive] = 300.0
