@@ -247,7 +247,6 @@ def test_hostile_text_agrees(case: ObjectCase) -> None:
 
 
 @short_only
-
 @SHORT
 @given(objects())
 def test_objects_agree(case: ObjectCase) -> None:
