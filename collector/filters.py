@@ -110,8 +110,9 @@ few values is a lookup table or a sorted search); dictionary columns evaluate th
 values, then compare the int32 indices with the matching codes; networks compare the two 64-bit words of each
 address with the network's masked words (many networks of one prefix length are one sorted search); plain strings
 use Arrow's string kernels. ``and`` / ``or`` stop as soon as their result is decided, and evaluate cheap
-predicates first. No Python runs per row. `Filter.apply` returns the batch itself when every row is kept, and
-does not filter the columns that are all null (it makes new null columns of the kept length).
+predicates first. No Python runs per row. `Filter.apply` returns the batch itself when every row is kept, uses
+Arrow's filter when it keeps fewer than one row in twenty, and otherwise copies the kept rows with
+`collector.rows.kept_rows` (what a filter that keeps most rows costs is that copy; see there).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.options import INVALID, Walker
+from collector.rows import kept_rows
 from collector.schema import SCHEMA, FlowBatch
 
 __all__ = ["Filter", "FilterError", "compile_filter"]
@@ -905,22 +907,12 @@ class Filter:
             return batch
         if kept == 0:
             return batch.slice(0, 0)
-        bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
-        mask = pa.BooleanArray.from_buffers(pa.bool_(), len(keep), [None, bits])
-        # Columns a format does not have are all null (half the schema for AWS's default format): a new null array
-        # of the kept length is cheap, where filtering one costs about as much as filtering a column of values
-        # (25 % of the whole filter when most rows are kept; below 5 % kept, filtering them is the cheaper).
-        # The other columns are filtered together, so Arrow turns the mask into a selection once.
-        n = batch.num_rows
-        if kept * 20 < n:
-            return batch.filter(mask)
-        columns = batch.columns
-        live = [i for i, column in enumerate(columns) if column.null_count != n]
-        if len(live) == len(columns):
-            return batch.filter(mask)
-        filtered = iter(batch.select(live).filter(mask).columns)
-        out = [next(filtered) if c.null_count != n else pa.nulls(kept, c.type) for c in columns]
-        return pa.RecordBatch.from_arrays(out, schema=batch.schema)
+        # Few rows kept: Arrow's filter is cheap, and cheaper than the per-column setup of `kept_rows`. Many kept: the
+        # copy is most of what a filter costs, and `kept_rows` (collector/rows.py) copies flow batches for less.
+        if kept * 20 < batch.num_rows:
+            bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
+            return batch.filter(pa.BooleanArray.from_buffers(pa.bool_(), len(keep), [None, bits]))
+        return kept_rows(batch, keep)
 
 
 def compile_filter(text: str) -> Filter:
