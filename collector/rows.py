@@ -44,6 +44,7 @@ class _Take:
         self.n = len(idx)
         self._arrow_idx: pa.Array | None = None
         self._validity: dict[tuple[int, bytes], tuple[pa.Buffer, int]] = {}
+        self._nulls: dict[pa.DataType, pa.Array] = {}
 
     def arrow(self, arr: pa.Array) -> pa.Array:
         if self._arrow_idx is None:
@@ -53,7 +54,9 @@ class _Take:
     def column(self, arr: pa.Array) -> pa.Array:
         t = arr.type
         if arr.null_count == len(arr):  # a column the format lacks (half the schema for AWS's default format)
-            return pa.nulls(self.n, t)
+            if t not in self._nulls:  # one (immutable) array for every such column of a type
+                self._nulls[t] = pa.nulls(self.n, t)
+            return self._nulls[t]
         if pa.types.is_string(t) and arr.null_count == 0:
             shape = _string_shape(arr)
             if shape is None:
@@ -161,9 +164,10 @@ def _steps(n: int, step: int) -> np.ndarray:
 def _strided(offsets: np.ndarray, step: int) -> bool:
     """Every row `step` long (the caller has checked the total: a sample first rules most columns out cheaply)."""
     head = offsets[: _SAMPLE + 1]
-    if not np.array_equal(np.diff(head), np.full(len(head) - 1, step)):
+    if not (np.diff(head) == step).all():
         return False
-    return bool((np.diff(offsets) == step).all())
+    steps = np.diff(offsets)
+    return len(steps) < 2 or _periodic(pa.py_buffer(steps), 0, steps.itemsize, len(steps))
 
 
 def _constant(arr: pa.Array) -> bool:
