@@ -57,28 +57,30 @@ class _Take:
         return arr.take(self._arrow_idx)
 
     def column(self, arr: pa.Array) -> pa.Array:
-        t = arr.type
-        if arr.null_count == len(arr):  # a column the format lacks (half the schema for AWS's default format)
+        t, length = arr.type, len(arr)
+        nulls = arr.null_count
+        if nulls == length:  # a column the format lacks (half the schema for AWS's default format)
             if t not in self._nulls:  # one (immutable) array for every such column of a type
                 self._nulls[t] = pa.nulls(self.n, t)
             return self._nulls[t]
-        if pa.types.is_string(t) and arr.null_count == 0:
+        kind = _kind(t)
+        if kind == _STRING and not nulls:
             shape = _string_shape(arr)
             if shape is None:
                 return self.arrow(arr)
-            if _periodic(arr.buffers()[2], *shape, len(arr)):
-                return arr.slice(0, self.n)
+            if _periodic(arr.buffers()[2], *shape, length):
+                return arr.slice(0, self.n)  # one value throughout: any n rows of it are its first n
             return self.strings(arr, *shape)
-        if _constant(arr):  # one value throughout: any n rows of it are its first n
+        if not nulls and _constant(arr, kind):
             return arr.slice(0, self.n)
-        if pa.types.is_dictionary(t):
+        if kind == _DICT:
             validity, nulls = self.validity(arr.indices)
             indices = [validity, self.values(arr.indices)]
             return pa.DictionaryArray.from_buffers(t, self.n, indices, arr.dictionary, nulls)
-        if _fixed_width(t):
+        if kind == _FIXED:
             validity, nulls = self.validity(arr)
             return pa.Array.from_buffers(t, self.n, [validity, self.values(arr)], nulls)
-        if pa.types.is_map(t) and arr.null_count == 0:
+        if kind == _MAP and not nulls:
             return self.map(arr)
         return self.arrow(arr)
 
@@ -154,11 +156,31 @@ class _Take:
         return pa.MapArray.from_arrays(out_offsets, inner.column(keys), inner.column(items), type=arr.type)
 
 
-def _fixed_width(t: pa.DataType) -> bool:
-    """The types whose values `_Take.values` takes: the schema's integers, times and 16-byte addresses."""
-    if pa.types.is_integer(t) or pa.types.is_timestamp(t):
-        return True
-    return pa.types.is_fixed_size_binary(t) and t.byte_width == 16
+_DICT, _FIXED, _STRING, _MAP, _OTHER = "dictionary", "fixed", "string", "map", "other"
+_KINDS: dict[pa.DataType, str] = {}
+
+
+def _kind(t: pa.DataType) -> str:
+    """How `_Take` handles a type (remembered: the `pa.types` tests cost more than a dictionary lookup, per column
+    and per batch). Fixed: the schema's integers, times and 16-byte addresses, the widths `_Take.values` knows."""
+    kind = _KINDS.get(t)
+    if kind is None:
+        if pa.types.is_dictionary(t):
+            kind = _DICT
+        elif (
+            pa.types.is_integer(t)
+            or pa.types.is_timestamp(t)
+            or (pa.types.is_fixed_size_binary(t) and t.byte_width == 16)
+        ):
+            kind = _FIXED
+        elif pa.types.is_string(t):
+            kind = _STRING
+        elif pa.types.is_map(t):
+            kind = _MAP
+        else:
+            kind = _OTHER
+        _KINDS[t] = kind
+    return kind
 
 
 def _steps(n: int, step: int) -> np.ndarray:
@@ -167,34 +189,36 @@ def _steps(n: int, step: int) -> np.ndarray:
 
 
 def _strided(offsets: np.ndarray, step: int) -> bool:
-    """Every row `step` long (the caller has checked the total: a sample first rules most columns out cheaply)."""
-    head = offsets[: _SAMPLE + 1]
-    if not (np.diff(head) == step).all():
+    """Every row `step` long (the caller has checked the total). A sample first, in Python (a few numpy calls on
+    17 numbers cost more), then every offset, differences compared in one memcmp."""
+    head = offsets[: _SAMPLE + 1].tolist()
+    if head != [head[0] + step * i for i in range(len(head))]:
         return False
-    steps = np.diff(offsets)
+    steps = offsets[1:] - offsets[:-1]
     return len(steps) < 2 or _periodic(pa.py_buffer(steps), 0, steps.itemsize, len(steps))
 
 
-def _constant(arr: pa.Array) -> bool:
-    """Every value of `arr` equal (no nulls). Each test reads a sample of the first values first and stops there
+def _constant(arr: pa.Array, kind: str) -> bool:
+    """Every value of `arr` (no nulls) equal. Each test reads a sample of the first values first and stops there
     for most columns; a dictionary column of one entry is constant without reading it."""
-    length, t = len(arr), arr.type
-    if arr.null_count or length < 2:
+    length = len(arr)
+    if length < 2:
         return False
-    if pa.types.is_dictionary(t):
-        return len(arr.dictionary) == 1 or _constant(arr.indices)
-    if _fixed_width(t):
-        width = t.byte_width
+    if kind == _DICT:
+        return len(arr.dictionary) == 1 or _constant(arr.indices, _FIXED)
+    if kind == _FIXED:
+        width = arr.type.byte_width
         return _periodic(arr.buffers()[1], arr.offset * width, width, length)
-    if pa.types.is_string(t):
+    if kind == _STRING:
         shape = _string_shape(arr)
         return shape is not None and _periodic(arr.buffers()[2], shape[0], shape[1], length)
-    if pa.types.is_map(t):  # one entry a row, the same one (AWS's `extra` when it holds only `version`)
+    if kind == _MAP:  # one entry a row, the same one (AWS's `extra` when it holds only `version`)
         offsets = np.frombuffer(arr.buffers()[1], np.int32, length + 1, arr.offset * 4)
         start = int(offsets[0])
         if int(offsets[-1]) - start != length or not _strided(offsets, 1):
             return False
-        return _constant(arr.keys.slice(start, length)) and _constant(arr.items.slice(start, length))
+        keys, items = arr.keys.slice(start, length), arr.items.slice(start, length)
+        return all(not part.null_count and _constant(part, _kind(part.type)) for part in (keys, items))
     return False
 
 
