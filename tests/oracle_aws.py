@@ -20,13 +20,13 @@ The rules, one per line of `read_text` below:
 5. A line of nothing but spaces (or empty) is blank: no record, no error, but it counts in the line numbers.
 6. Fields are separated by runs of spaces; leading and trailing spaces are ignored (the README documents that a
    double space is read as one separator: an AWS documentation sample has one).
-7. A header is a line made only of known field names (FORMATS.md table). It sets the field order for the lines
-   after it and gives no record; a repeated header changes nothing. *Choice*: line 1 of the stream (the first
-   line of an S3 object; after a BOM) is also a header when every token is shaped like a field name
-   (`[a-z][a-z0-9-]*`) and at least one is a known field name: that is how an S3 object with a field AWS added
-   after this list was written still begins. Mid-stream, a line with an unknown name is a data line (and almost
-   surely an error). *Choice*: a header may name a field twice: the first occurrence is the field, the k-th
-   repeat is free text kept in `extra` as `name#k` (nothing written is dropped).
+7. A header is a line of field names, on any line: every token shaped like a field name (`[a-z][a-z0-9-]*`)
+   and at least half of them known field names (FORMATS.md table); the others are fields AWS added after this
+   list was written (kept in `extra`), so a concatenated object of a newer version is still read. It sets the
+   field order for the lines after it and gives no record; a repeated header changes nothing. A record always
+   holds a value not shaped like a field name (digits, upper-case keywords), so it is never a header.
+   *Choice*: a header may name a field twice: the first occurrence is the field, the k-th repeat is free text
+   kept in `extra` as `name#k` (nothing written is dropped).
 8. Any other non-blank line is a data line, judged the same wherever it is (the first line too): a wrong field
    count is an error; otherwise each field is checked (rule 9); one bad field makes the whole line an error (the
    error names the first bad field in field order). A data line whose first token is a field name is just a
@@ -272,9 +272,8 @@ def _record(order: tuple[str, ...], tokens: list[str], source: str) -> dict:
 
 
 def _is_header(tokens: list[str], first: bool) -> bool:
-    if all(t in KNOWN for t in tokens):
-        return True
-    return first and all(_NAME_SHAPE.match(t) for t in tokens) and any(t in KNOWN for t in tokens)
+    """Rule 7; `first` is not used: the rule is the same on every line."""
+    return all(_NAME_SHAPE.match(t) for t in tokens) and 2 * sum(t in KNOWN for t in tokens) >= len(tokens)
 
 
 def read_text(

@@ -48,9 +48,9 @@ def looks_like_aws_text(head: bytes, options: Mapping[str, Any]) -> bool:
     if not stripped:
         return True
     lines = [line for line in stripped.split(b"\n", SNIFF_LINES * 4)[: SNIFF_LINES * 4] if line.strip()]
-    for number, line in enumerate(lines[:SNIFF_LINES]):
+    for line in lines[:SNIFF_LINES]:
         text = line.decode("ascii", "replace")
-        if text.split(None, 1)[0].isdigit() or header_of(text, number == 0) is not None:
+        if text.split(None, 1)[0].isdigit() or header_of(text) is not None:
             return True
     return False
 

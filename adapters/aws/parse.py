@@ -17,7 +17,7 @@ header is decided by `_header_of` alone (a line of field names), never by what e
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -33,12 +33,11 @@ from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble,
 BLOCK_SIZE = 4 << 20
 MAX_LINE = 1 << 20  # AWS records are well under 4 KiB; a longer "line" is damage, not data
 _KNOWN = frozenset(F.KNOWN_FIELDS)
-_HEADER_NAMES = b"|".join(re.escape(n.encode()) for n in sorted(F.KNOWN_FIELDS, key=len, reverse=True))
-# Lines that may be headers: they start with a known field name. Searching for "\n<name>" is ~10x faster than a
-# multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is checked
-# on its own. Each candidate is then judged whole (`_header_of`).
-_HEADER_IN_BLOCK = re.compile(rb"\n[ \t]*(?=[a-z])(?:" + _HEADER_NAMES + rb")(?=[ \t\r\n]|$)")
-_FIELD_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
+# Lines that may be headers: they start with a lower-case letter. Searching for "\n<letter>" is ~10x faster than
+# a multi-line "^" anchor (the literal newline lets the regex engine skip ahead); the block's first line is
+# checked on its own. Each candidate is then judged whole (`header_of`).
+_HEADER_IN_BLOCK = re.compile(rb"\n *[a-z]")
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _ROW_END = re.compile(rb"\r\n|\r|\n")
 _INT64_MAX = 2**63 - 1
 _MAX_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z, the last time RFC 3339 can write
@@ -46,22 +45,29 @@ _MS_THRESHOLD = 2**31  # ARCHITECTURE.md: AWS start/end above 2^31 are milliseco
 _NL = 10
 
 
-def header_of(line: str, first: bool) -> tuple[str, ...] | None:
+def header_of(line: str) -> tuple[str, ...] | None:
     """The field order a line declares, or None if it is not a header.
 
-    A header is a line made only of known field names, wherever it is (concatenated objects repeat theirs). The
-    first line of a stream (an S3 object starts with its header) may also name fields this version does not know
-    (FORMATS.md: they are kept in `extra`): there, every token must look like a field name (lower-case words joined
-    by hyphens) and at least one must be known. Nothing else is a header: a record whose first value happens to be
-    a field name (`action 123456789012 eni-...`) is a record, and is judged as one."""
+    A header is a line of field names, wherever it is (an S3 object starts with one, concatenated objects repeat
+    theirs): every token shaped like a field name (a lower-case letter, then letters, digits and hyphens) and at
+    least half of them names this version knows; the others are fields AWS added since, kept in `extra`
+    (FORMATS.md). Nothing else is a header: a record always holds a value that is not shaped like a field name (a
+    number, an id with digits first, an upper-case keyword), so a record whose first value happens to be a field
+    name (`action 123456789012 eni-...`) is a record, and is judged as one."""
     tokens = line.split()
-    if not tokens:
+    if not tokens or not all(_FIELD_NAME.match(t) for t in tokens):
         return None
-    if all(t in _KNOWN for t in tokens):
-        return tuple(tokens)
-    if first and all(_FIELD_NAME.match(t) for t in tokens) and any(t in _KNOWN for t in tokens):
-        return tuple(tokens)
-    return None
+    known = sum(t in _KNOWN for t in tokens)
+    return tuple(tokens) if 2 * known >= len(tokens) else None
+
+
+class _Overlong(Exception):
+    """A block holds a line longer than MAX_LINE (its 1-based line number): the block must end before it, so that
+    every such line is handled one way (reported, skipped to its end) wherever a block happens to start."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 @dataclass(slots=True)
@@ -94,19 +100,6 @@ def _newlines(data: bytes) -> int:
     return int(np.count_nonzero(np.frombuffer(data, np.uint8) == _NL))
 
 
-def _block_end(data: bytes, lines: int, block_size: int, max_rows: int) -> int:
-    """Where the block that `data` starts with ends: after the first line end at or past `block_size` bytes, or
-    after its `max_rows`-th line, whichever comes first; 0 if `data` does not hold a whole block yet.
-
-    Both depend only on the bytes from the block's start, never on how the stream was chunked: batch boundaries
-    depend only on (unit, version, resume point) (collector/parsing.py)."""
-    cut = data.find(b"\n", block_size - 1) + 1 if len(data) >= block_size else 0
-    if lines >= max_rows:
-        row_cut = int(np.flatnonzero(np.frombuffer(data, np.uint8) == _NL)[max_rows - 1]) + 1
-        cut = row_cut if cut == 0 else min(cut, row_cut)
-    return cut
-
-
 def parse_text(
     chunks: Iterable[bytes],
     *,
@@ -131,6 +124,11 @@ def parse_text(
     byte order mark included, except at the very start of the stream, where collector/parsing.py removes it) is an
     error, as is a line longer than MAX_LINE, and a last line cut short by a damaged stream (a `Truncated` chunk).
 
+    Where blocks end depends only on the bytes from the resume point, never on how the stream was chunked: a block
+    ends after the first line end at or past `block_size` bytes, after its `max_rows`-th line, or at the next cut
+    (below), whichever comes first; a line longer than MAX_LINE that is still open there ends the block where it
+    starts, is reported once (its position: MAX_LINE + 1 bytes into it, `skip_line`) and skipped to its end.
+
     `complete=False` says more may be appended to the stream (a growing object read before it is final): the
     parse then stops at the last line end, and bytes after it (a line still being written) are neither a record
     nor consumed: the last position's offset is that line end, so the next read resumes at the start of the
@@ -151,17 +149,8 @@ def parse_text(
     # Offsets where earlier reads of a growing unit ended a batch (collector/parsing.py, "Growing objects"): a batch
     # ends at each, and the next is counted from there, as a read resumed there would count it.
     cuts = sorted(int(c) for c in (resume or {}).get("cuts", ()) if int(c) > state.offset)
-    pending: list[bytes] = []  # chunks not yet parsed; joined once per block (no growing-buffer copies)
-    size = lines = 0
-
-    def take(n: int) -> bytes:
-        """The first n bytes of what is pending; the rest stays pending."""
-        nonlocal pending, size, lines
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        block, tail = (data, b"") if n >= len(data) else (data[:n], data[n:])
-        pending, size, lines = ([tail] if tail else []), len(tail), _newlines(tail) if tail else 0
-        return block
-
+    pending: list[bytes] = []  # chunks not yet parsed; joined once when a block may be complete
+    size = lines = 0  # bytes and line ends pending
     for chunk in chunks:
         if type(chunk) is Truncated:
             truncated = True
@@ -186,35 +175,41 @@ def parse_text(
         pending.append(chunk)
         size += len(chunk)
         lines += _newlines(chunk)
-        while cuts and state.offset + size >= cuts[0]:
-            if (n := cuts.pop(0) - state.offset) <= 0:
-                continue  # inside a skipped overlong line
-            block = take(n)
-            yield _parse_block(block, state, unit, source, headers)
-        while size >= block_size or lines >= max_rows:
-            data = pending[0] if len(pending) == 1 else b"".join(pending)
-            pending = [data]
-            cut = _block_end(data, lines, block_size, max_rows)
+        if size < block_size and lines < max_rows and not (cuts and state.offset + size >= cuts[0]):
+            continue
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        base = state.offset  # stream offset of data[0]
+        line0 = state.line  # lines before data[0]
+        start = 0  # data[:start] is parsed (a line end, so its line ends are state.line - line0)
+        ends: np.ndarray | None = None  # positions of the line ends in data, found when the row bound needs them
+        while True:
+            seen = state.line - line0
+            cut = data.find(b"\n", start + block_size - 1) + 1 if len(data) - start >= block_size else 0
+            if lines - seen >= max_rows:
+                if ends is None:
+                    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == _NL)
+                row_cut = int(ends[seen + max_rows - 1]) + 1
+                cut = row_cut if cut == 0 else min(cut, row_cut)
+            while cuts and cuts[0] <= base + start:
+                cuts.pop(0)  # inside a skipped overlong line
+            if cuts and cuts[0] - base <= len(data) and (cut == 0 or cuts[0] - base < cut):
+                cut = cuts.pop(0) - base
             if cut:
-                yield _parse_block(take(cut), state, unit, source, headers)
+                start = yield from _emit(data, base, start, cut, state, unit, source, headers)
                 continue
-            start = data.rfind(b"\n") + 1  # of the line still open
-            if size - start <= MAX_LINE:
-                break  # wait for its end
-            # No line end within MAX_LINE: this is not flow log text (or its line ends are lost). Deliver the lines
-            # before it, report the line once and skip to its end, rather than buffer the whole object.
-            if start:
-                yield _parse_block(take(start), state, unit, source, headers)
-            state.line += 1
-            state.offset += size
-            err = ParseError(
-                unit,
-                state.line,
-                f"line longer than {MAX_LINE} bytes: skipped",
-                pending[0][:200].decode("utf-8", "replace"),
-            )
+            line_start = data.rfind(b"\n", start) + 1 or start  # of the line still open
+            if len(data) - line_start <= MAX_LINE:
+                rest = data[start:] if start else data
+                pending, size, lines = ([rest] if rest else []), len(rest), lines - seen
+                break
+            # A line longer than MAX_LINE with no end in sight: the lines before it, then it is reported once and
+            # skipped to its end (the same results as `_emit` gives for one whose end is already here).
+            if line_start > start:
+                start = yield from _emit(data, base, start, line_start, state, unit, source, headers)
+                continue  # (it may have met a long line before this one)
+            yield _overlong_result(data, base, line_start, state, unit)
+            state.offset = base + len(data)
             pending, size, lines, discarding = [], 0, 0, True
-            yield ParseResult(assemble(0, {}), [err], state.as_position(True), 1)
             break
     rest = b"".join(pending)
     partial = b""
@@ -223,7 +218,20 @@ def parse_text(
     elif truncated and rest and not rest.endswith(b"\n"):
         start = rest.rfind(b"\n") + 1  # the stream broke off inside this line: what came of it is not a record
         rest, partial = rest[:start], rest[start:]
-    result = _parse_block(rest, state, unit, source, headers)
+    results: list[ParseResult] = []
+    done, base = 0, state.offset
+    while done < len(rest):  # held back, not yielded: the last result is the final one, known only at the end
+        emitting = _emit(rest, base, done, len(rest), state, unit, source, headers)
+        while True:
+            try:
+                results.append(next(emitting))
+            except StopIteration as stop:
+                done = stop.value
+                break
+    if not results or results[-1].position.get("skip_line"):
+        results.append(_parse_block(b"", state, unit, source, headers))
+    result = results[-1]
+    yield from results[:-1]
     if partial:
         state.offset += len(partial)
         state.line += 1
@@ -237,7 +245,46 @@ def parse_text(
     yield result
 
 
-def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseError]]:
+def _overlong_result(data: bytes, base: int, line_start: int, state: TextState, unit: str) -> ParseResult:
+    """The result for a line longer than MAX_LINE starting at data[line_start]: one error, and a position MAX_LINE + 1
+    bytes into the line with `skip_line` (a resumed parse drops the rest of it), wherever its end is."""
+    state.line += 1
+    state.offset = base + line_start + MAX_LINE + 1
+    text = data[line_start : line_start + 200].decode("utf-8", "replace")
+    err = ParseError(unit, state.line, f"line longer than {MAX_LINE} bytes: skipped", text)
+    return ParseResult(assemble(0, {}), [err], state.as_position(True), 1)
+
+
+def _emit(
+    data: bytes, base: int, lo: int, hi: int, state: TextState, unit: str, source: str, headers: bool
+) -> Generator[ParseResult, None, int]:
+    """The results of data[lo:hi] (hi a line end, or the end of the stream), `base` being data[0]'s stream offset;
+    returns where it stopped. One block, unless it holds a line longer than MAX_LINE: then the block before that
+    line, the line's result (`_overlong_result`) and an empty result at its end, and it stops there: the caller
+    counts the next block from that line end, as a read resumed there would (every such line is handled the same
+    way wherever blocks happen to start)."""
+    try:
+        yield _parse_block(data[lo:hi] if lo or hi < len(data) else data, state, unit, source, headers)
+        return hi
+    except _Overlong as exc:
+        skip = exc.line - state.line - 1  # whole lines before the long one
+        if skip:
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8, count=hi - lo, offset=lo) == _NL)
+            line_start = lo + int(ends[skip - 1]) + 1
+            yield _parse_block(data[lo:line_start], state, unit, source, headers)
+        else:
+            line_start = lo
+    yield _overlong_result(data, base, line_start, state, unit)
+    end = data.find(b"\n", line_start, hi)
+    if end < 0:
+        state.offset = base + hi
+        return hi
+    state.offset = base + end + 1
+    yield ParseResult(assemble(0, {}), [], state.as_position(), 0)
+    return end + 1
+
+
+def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseError], int]:
     """Lines that cannot be records whatever their fields, found before the fields are split: those holding a byte
     that is not printable ASCII (a control character, a lone CR, anything above 0x7E: flow logs are ASCII). Each
     is one error with its line and column (a tab too: AWS separates fields by single spaces), and is dropped.
@@ -246,14 +293,15 @@ def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseE
     a = np.frombuffer(block, np.uint8)
     outside = (a - np.uint8(0x20)) >= np.uint8(0x5F)  # below 0x20 wraps around above 0xDF
     nl = a == _NL
-    if np.count_nonzero(outside) == np.count_nonzero(nl):
-        return block, []
+    line_ends = int(np.count_nonzero(nl))
+    if np.count_nonzero(outside) == line_ends:
+        return block, [], line_ends
     bad = outside & ~nl
     cr = np.flatnonzero(a == 13)
     crlf = cr[cr + 1 < len(a)]
     bad[crlf[a[crlf + 1] == _NL]] = False
     if not bad.any():
-        return block, []
+        return block, [], line_ends
     errors: list[ParseError] = []
     pieces: list[bytes] = []
     ends = np.flatnonzero(nl)
@@ -280,23 +328,21 @@ def _scrub(block: bytes, first_line: int, unit: str) -> tuple[bytes, list[ParseE
         pieces.append(block[kept:start])
         kept = end
     pieces.append(block[kept:])
-    return b"".join(pieces), errors
+    return b"".join(pieces), errors, line_ends
 
 
 def _parse_block(block: bytes, state: TextState, unit: str, source: str, headers: bool = True) -> ParseResult:
     first_line = state.line + 1
     consumed = len(block)
-    nlines = _newlines(block) + (1 if block and not block.endswith(b"\n") else 0)
-    block, errors = _scrub(block, first_line, unit)
+    open_end = bool(block) and not block.endswith(b"\n")  # a last line without its end counts as a line
+    block, errors, line_ends = _scrub(block, first_line, unit)
+    nlines = line_ends + open_end
     batches: list[FlowBatch] = []
     fields = state.fields or F.V2_FIELDS
     # The whole block is parsed in one piece unless a header may be in it. With an integer field in the order, a
     # header line fails as a record (a field name where a number belongs, or the wrong field count), so the piece
     # says whether it met one; without, or on the stream's first line, the block is searched for headers.
-    careful = headers and (
-        (first_line == 1 and header_of(_first_line(block), True) is not None)
-        or not any(f in F.INT_FIELDS for f in fields)
-    )
+    careful = headers and (header_of(_first_line(block)) is not None or not any(f in F.INT_FIELDS for f in fields))
     if not careful:
         batch, errs, met_header = _parse_segment(
             _Segment(fields, block, first_line), unit, source, state.addresses, headers
@@ -307,8 +353,18 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str, headers
                 batches.append(batch)
             errors.extend(errs)
     if careful:
-        for seg in _split_headers(block, state, first_line):
-            batch, errs, _ = _parse_segment(seg, unit, source, state.addresses, False)
+        saved = state.fields, state.header_seen
+        try:
+            segments = _split_headers(block, state, first_line)
+        except BaseException:
+            state.fields, state.header_seen = saved
+            raise
+        for seg in segments:
+            try:
+                batch, errs, _ = _parse_segment(seg, unit, source, state.addresses, False)
+            except _Overlong:
+                state.fields, state.header_seen = saved
+                raise
             if batch.num_rows:
                 batches.append(batch)
             errors.extend(errs)
@@ -338,7 +394,7 @@ def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Seg
     for hstart in starts:
         hend = block.find(b"\n", hstart)
         hend = len(block) if hend < 0 else hend + 1
-        declared = header_of(block[hstart:hend].decode("ascii", "replace"), first_line == 1 and hstart == 0)
+        declared = header_of(block[hstart:hend].decode("ascii", "replace"))
         if declared is None:
             continue  # a record that starts with a field name: parsed as one
         if hstart > pos:
@@ -428,12 +484,13 @@ def _parse_segment(
         return assemble(0, {}), [], False
     invalid: list[Any] = []
     table = _read(seg.data, names, invalid)
-    if detect_headers and any(header_of(row.text, False) for row in invalid):
+    if detect_headers and any(header_of(row.text) for row in invalid):
         return assemble(0, {}), [], True
     # Lines that did not split into the right number of fields: retry on whitespace runs, else report.
     errors: list[ParseError] = []
     rescued: list[list[str]] = []
     rescued_lines: list[int] = []
+    long_lines: list[int] = []  # lines longer than MAX_LINE
     lines = _line_map(seg) if invalid else []
     for row in invalid:
         text = row.text
@@ -442,7 +499,7 @@ def _parse_segment(
             continue  # a line of spaces: nothing to deliver, nothing wrong
         line = lines[row.number - 1] if row.number and row.number <= len(lines) else seg.first_line
         if len(text) > MAX_LINE:
-            errors.append(ParseError(unit, line, f"line longer than {MAX_LINE} bytes", text[:200]))
+            long_lines.append(line)
         elif len(tokens) == len(names):
             rescued.append(tokens)
             rescued_lines.append(line)
@@ -458,10 +515,8 @@ def _parse_segment(
         row_lines = _valid_row_lines(lines, skipped)
         numbers = [k for k in range(1, len(lines) + 1) if k not in skipped]
         drop = np.zeros(n, dtype=bool)
-        for i in np.flatnonzero(over if over is not None else drop).tolist():
-            reason = f"line longer than {MAX_LINE} bytes"
-            errors.append(ParseError(unit, row_lines[i], reason, _row_text(cols, names, i)))
-            drop[i] = True
+        if over is not None:
+            long_lines.append(row_lines[int(np.flatnonzero(over)[0])])
         for i in np.flatnonzero(empty if empty is not None else drop).tolist():
             if drop[i]:
                 continue
@@ -484,11 +539,11 @@ def _parse_segment(
             order = np.argsort(rescued_lines, kind="stable")
             rescued = [rescued[i] for i in order]
             rescued_lines = [rescued_lines[i] for i in order]
+    if long_lines:
+        raise _Overlong(min(long_lines))
     batch, bad = normalize(cols, n, source, addresses)
     if bad is not None:
-        if detect_headers and any(
-            header_of(_row_text(cols, names, i, MAX_LINE), False) for i in np.flatnonzero(bad.mask)
-        ):
+        if detect_headers and any(header_of(_row_text(cols, names, i, MAX_LINE)) for i in np.flatnonzero(bad.mask)):
             return assemble(0, {}), [], True
         line_numbers = _valid_row_lines(lines or _line_map(seg), skipped)
         for i in np.flatnonzero(bad.mask):
