@@ -11,8 +11,9 @@ reason's wording is the parser's own; the line numbers and the count of object-l
 1,000,000), without shrinking, counting crashes and disagreements and keeping the first reproducers in
 FLOWCOLLECTOR_FUZZ_DIR (default var/fuzz), then printing inputs/s and peak RSS.
 
-Properties that today's parser fails are marked xfail (strict=False) with the class of issue #10 they belong to;
-they turn into passes as the parser is fixed.
+Every property must hold: where parser and oracle once disagreed, either the parser was fixed or, where the docs
+are silent, the oracle states the parser's policy as a *Choice* (tests/oracle_aws.py docstring and its Parquet
+section).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pytest
 from fuzz_aws import ObjectCase, ParquetCase, TextCase, objects, parquet_tables, record_tokens, text_streams
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from oracle_aws import DEFAULT_ORDER, OracleResult, read_object
+from oracle_aws import DEFAULT_ORDER, OracleResult, read_object, read_parquet_table
 
 from collector.parsing import ParseResult, open_stream
 
@@ -44,8 +45,8 @@ settings.register_profile(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    # No shrinking: the xfail properties fail today, and shrinking each one takes minutes of `make test`. The
-    # report says what differed; FLOWCOLLECTOR_FUZZ_SHRINK=1 brings shrinking back for a minimal reproducer.
+    # No shrinking: a failure's report already says what differed, and shrinking a large generated object can take
+    # minutes of `make test`; FLOWCOLLECTOR_FUZZ_SHRINK=1 brings shrinking back for a minimal reproducer.
     phases=list(Phase)
     if os.environ.get("FLOWCOLLECTOR_FUZZ_SHRINK")
     else [Phase.explicit, Phase.reuse, Phase.generate],
@@ -164,9 +165,8 @@ _L = DOCS_V2 + b"\n"
 _V2_HEADER = b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
 _V2_HEADER += b"log-status"
 _GZ3 = gzip.compress(_L * 3, mtime=0)
-_XF = pytest.mark.xfail
-# (id, object bytes, class of issue #10 that today's parser gets wrong, or None where it agrees today). Built from the
-# AWS docs default-format record 1 (DOCS_V2) and the issue's own reproducers.
+# (id, object bytes, class of issue #10 it reproduces, or None for a case the parser got right before the fix). Built
+# from the AWS docs default-format record 1 (DOCS_V2) and the issue's own reproducers.
 REPRODUCERS = [
     ("name-first-line", _L + b"action 123456789012 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 1 ACCEPT OK\n" + _L, 1),
     ("malformed-first-line", b"garbage\n" + _L, 2),
@@ -202,9 +202,8 @@ REPRODUCERS = [
             blob,
             DEFAULT_ORDER if name == "bom-only-with-fields" else None,
             id=name,
-            marks=[] if cls is None else [_XF(strict=False, reason=f"issue #10 class {cls}")],
         )
-        for name, blob, cls in REPRODUCERS
+        for name, blob, _cls in REPRODUCERS
     ],
 )
 def test_issue_reproducer_agrees_with_oracle(blob: bytes, fields: tuple[str, ...] | None) -> None:
@@ -229,7 +228,6 @@ def _valid_objects(draw: st.DrawFn) -> ObjectCase:
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 3: packets/bytes above 2^63-1 (uint64 columns) rejected")
 @SHORT
 @given(_valid_objects())
 def test_valid_records_agree(case: ObjectCase) -> None:
@@ -237,9 +235,6 @@ def test_valid_records_agree(case: ObjectCase) -> None:
 
 
 @short_only
-@pytest.mark.xfail(
-    strict=False, reason="issue #10 classes 1-4: headers by first token, first line, integers, CR, enums"
-)
 @SHORT
 @given(text_streams().map(lambda t: ObjectCase(t.data, t, "plain")))
 def test_hostile_text_agrees(case: ObjectCase) -> None:
@@ -278,9 +273,7 @@ def _bomb(lines: int) -> bytes:
 @short_only
 def test_gzip_bomb_batches_stay_under_the_row_cap():
     cap = _row_cap()
-    if cap is None:
-        # Not run without a cap: today's parser builds batches of millions of rows (2.5 GB peak, issue #10 class 5).
-        pytest.xfail("issue #10 class 5: no MAX_BATCH_ROWS in collector/parsing.py or adapters/aws/parse.py")
+    assert cap is not None  # without a cap, 2 M rows made one batch (2.5 GB peak, issue #10 class 5)
     blob = _bomb(2_000_000)
     assert len(blob) < 1_000_000  # the shape of the issue's bomb: well under a megabyte for 2 M rows
     rows = 0
@@ -292,11 +285,6 @@ def test_gzip_bomb_batches_stay_under_the_row_cap():
 
 
 # --- Parquet ----------------------------------------------------------------------------------------------------
-
-_INTEGER_COLUMNS = ("version", "srcport", "dstport", "protocol", "tcp_flags", "traffic_path", "packets", "bytes")
-_INTEGER_COLUMNS += ("start", "end")
-_STRING_COLUMNS = ("account_id", "srcaddr", "dstaddr", "action", "log_status", "flow_direction", "vpc_id")
-_STRING_COLUMNS += ("subnet_id", "instance_id", "type", "pkt_srcaddr", "pkt_dstaddr", "region", "az_id")
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -315,37 +303,22 @@ def _parquet_outcome(table: pa.Table) -> tuple[list[int], list[int | None]]:
     return rows, lines
 
 
-def _wrongly_typed_rows(case: ParquetCase) -> set[int]:
-    """Rows holding a value in a column whose type is not the documented kind (integers may widen among integer
-    types; a string field must be a string)."""
-    rows: set[int] = set()
-    for name in case.table.column_names:
-        t = case.table.schema.field(name).type
-        if name in _INTEGER_COLUMNS:
-            ok = pa.types.is_integer(t)
-        elif name in _STRING_COLUMNS:
-            ok = pa.types.is_string(t) or pa.types.is_large_string(t)
-        else:
-            continue
-        if not ok:
-            col = case.table.column(name).to_pylist() if not pa.types.is_null(t) else []
-            rows |= {i for i, v in enumerate(col) if v is not None}
-    return rows
-
-
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 6: invalid UTF-8 traceback, bool/float/binary as integers")
 @SHORT
 @given(parquet_tables())
 def test_parquet_any_column_types(case: ParquetCase) -> None:
-    """No exception escapes; every row is delivered or reported (never both, never neither); no row is delivered
-    with a value of the wrong kind (a bool, float, string or binary where an integer belongs; a number where a
-    string belongs); a row with invalid UTF-8 is not delivered."""
-    n = case.table.num_rows
-    rows, lines = _parquet_outcome(case.table)
-    assert sorted(rows + [ln - 1 for ln in lines if ln is not None]) == list(range(n))
-    assert not set(rows) & _wrongly_typed_rows(case)
-    assert not set(rows) & case.bad_string_rows
+    """No exception escapes, and the parser gives the oracle's records and error rows (`read_parquet_table`: the
+    documented types, whole floats and digit strings in integer fields value by value, a column of a type that can
+    never hold its field refused with one error and its batch's rows, invalid UTF-8 rejecting its row)."""
+    want = read_parquet_table(case.table)
+    got = OracleResult()
+    for r in seam_results(_parquet_bytes(case.table), None):
+        got.records.extend(r.batch.to_pylist())
+        got.errors.extend((e.line, e.reason) for e in r.errors)
+    assert got.records == want.records
+    assert sorted(got.error_lines) == sorted(want.error_lines), (got.errors, want.errors)
+    assert not {ln for ln in got.error_lines} & {int(r["interface"].removeprefix("eni-r")) + 1 for r in got.records}
+    assert not case.bad_string_rows & {int(r["interface"].removeprefix("eni-r")) for r in got.records}
 
 
 # One good row of the documented types (FORMATS.md Parquet types; AWS docs default-format record 1 values).
@@ -364,7 +337,6 @@ _BAD_VALUES = {
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 4/6: enumerations not validated in Parquet")
 @SHORT
 @given(
     n=st.integers(1, 300),
@@ -383,7 +355,6 @@ def test_parquet_one_bad_value_rejects_its_row_only(n: int, bad: tuple[str, Any]
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 6: one float 80.5 rejects the whole batch")
 def test_parquet_float_port_rejects_its_row_only():
     # issue #10: "one float 80.5 in a 2,000-row srcport column rejects all 2,000 rows". A float column is not a
     # documented integer type: a row holding a value there is not delivered, but the other columns' rows are not

@@ -11,6 +11,7 @@ import io
 import random
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -254,4 +255,18 @@ def test_zero_padding_after_last_member_is_not_an_error_but_garbage_is():
             None,
             f"corrupt gzip stream at compressed byte {len(first)}: not a gzip member (garbage after the last member?)",
         )
+    ]
+
+
+# Found by the fuzz (test_objects_agree, CI seed): a truncated gzip whose inflated part is only the start of its
+# header line. Nothing in it is a recognized format, so the object was reported as unrecognized and the damage to
+# the gzip stream (deliverable 3: "report the corruption with the object and the byte offset") was not reported.
+def test_unrecognized_truncated_gzip_still_reports_the_truncation():
+    z = zlib.compressobj(wbits=31)  # gzip; a sync flush makes every byte so far inflatable, then the stream stops
+    cut = z.compress(b"version account-id interface-") + z.flush(zlib.Z_SYNC_FLUSH)
+    rows, errors = run(cut)
+    assert rows == []
+    assert errors == [
+        (1, "not a recognized flow log format (no AWS header line, not a v2 record); skipped"),
+        (None, f"truncated gzip stream at compressed byte {len(cut)}: the stream ends inside compressed data"),
     ]
