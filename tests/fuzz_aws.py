@@ -503,6 +503,9 @@ def _r_bad(rng: random.Random, pool: list[str]) -> str:
     return rng.choice(pool) if rng.random() < 0.7 else str(rng.randint(-(2**70), 2**70))
 
 
+_HOSTILE_KINDS = ["name-first", "all-names", "integer", "enum", "address", "byte", "count", "spaces"]
+
+
 def r_hostile_line(rng: random.Random, order: tuple[str, ...]) -> bytes:
     """As hostile_line: a valid record of `order` with one mutation of the same classes and odds."""
     tokens = r_record_tokens(rng, order)
@@ -542,12 +545,11 @@ def r_hostile_line(rng: random.Random, order: tuple[str, ...]) -> bytes:
     return line
 
 
-_HOSTILE_KINDS = ["name-first", "all-names", "integer", "enum", "address", "byte", "count", "spaces"]
-_LINE_KINDS = ["valid"] * 5 + ["hostile"] * 3 + ["blank", "header"]
-
-
 def r_text_stream(rng: random.Random, max_lines: int) -> TextCase:
-    """As text_streams, with up to `max_lines` lines."""
+    """As text_streams, with up to `max_lines` lines, in another mix: the share of hostile lines is drawn per object
+    (1%, 10% or 30%), blank lines and headers 2% each, so that long objects hold long runs of valid records (a
+    fast path's ground) with damage among them, and a line that turns out to be a header (only known names) is
+    followed by the current header again, so that the lines after it stay records rather than field-count errors."""
     order = r_field_order(rng)
     with_header = rng.random() < 0.5
     configured = None if with_header or (order == DEFAULT_ORDER and rng.random() < 0.5) else order
@@ -557,7 +559,6 @@ def r_text_stream(rng: random.Random, max_lines: int) -> TextCase:
         if "x-new-field" not in order and rng.randrange(5) == 0:
             order = order + ("x-new-field",)
         lines.append(header_line(order))
-    # the hostile share varies per object: some objects are nearly clean (long runs of valid lines), some not
     hostile = rng.choice([0.01, 0.1, 0.3])
     for _ in range(rng.randint(0, max_lines)):
         k = rng.random()

@@ -7,9 +7,11 @@ it over (provider auto-detection, gzip unwrapping, the `aws_fields` option for h
 reason's wording is the parser's own; the line numbers and the count of object-level errors must match).
 
 `make test` runs a bounded number of examples (derandomized when CI is set); `FLOWCOLLECTOR_FUZZ=long`
-(`make fuzz`) runs `test_long_fuzz` instead: at least FLOWCOLLECTOR_FUZZ_INPUTS generated lines (default
-1,000,000), without shrinking, counting crashes and disagreements and keeping the first reproducers in
-FLOWCOLLECTOR_FUZZ_DIR (default var/fuzz), then printing inputs/s and peak RSS.
+(`make fuzz`) runs `test_long_fuzz` instead: seeded objects (`seeded_object`, `seeded_parquet`: the strategies'
+shapes without Hypothesis's generation cost) from FLOWCOLLECTOR_FUZZ_SEED on, until FLOWCOLLECTOR_FUZZ_INPUTS
+generated lines (default 1,000,000), counting crashes and disagreements and keeping the first reproducers (named by
+seed) in FLOWCOLLECTOR_FUZZ_DIR (default var/fuzz), then printing lines/s, CPU time, the fuzz process's peak RSS
+and the parser's alone on the largest object.
 
 Every property must hold: where parser and oracle once disagreed, either the parser was fixed or, where the docs
 are silent, the oracle states the parser's policy as a *Choice* (tests/oracle_aws.py docstring and its Parquet
