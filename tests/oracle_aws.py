@@ -50,6 +50,14 @@ The rules, one per line of `read_text` below:
     line an error when that line has no LF: it is a piece of a line, not a record. A complete stream's last line
     without LF is an ordinary line.
 
+12. *Choice* (the README's format detection; found by the long fuzz, seeds 5003045 and 5004473): without a
+    configured field order, an object is flow log text only if one of its first 16 non-blank lines (among the
+    first 64 lines of the first 64 KiB after leading whitespace) is a header or starts with a number (a v2
+    record's version); otherwise it is one error on line 1 ("not a recognized flow log format") and no records,
+    even if valid records come later: a file of something else (a README beside the logs) is reported once
+    rather than line by line. With a configured order, anything not starting like JSON is text. The sniff splits
+    like Python's `str.split()` (any whitespace) and takes the first non-blank line as the first line.
+
 Output mapping (ARCHITECTURE.md table): account-id account, region, az-id zone, vpc-id vpc, subnet-id subnet,
 interface-id interface, instance-id instance, srcaddr/dstaddr/pkt-srcaddr/pkt-dstaddr 16-byte addresses (IPv4 as
 ::ffff:a.b.c.d), srcport src_port, dstport dst_port, protocol, packets, bytes, start/end time_start/time_end
@@ -194,6 +202,7 @@ _IPV4 = re.compile(r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}\Z")
 class OracleResult:
     records: list[dict] = field(default_factory=list)
     errors: list[tuple[int | None, str]] = field(default_factory=list)
+    unrecognized: bool = False  # the object is not recognized as flow log text (rule 12): one error, no records
 
     @property
     def error_lines(self) -> list[int]:
@@ -396,12 +405,36 @@ def gunzip(blob: bytes) -> tuple[bytes, list[str], bool]:
     return bytes(out), problems, False
 
 
+SNIFF_BYTES = 64 << 10
+SNIFF_LINES = 16
+_SNIFF_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")  # the README: lower-case words joined by hyphens
+
+
+def recognized(data: bytes, fields: tuple[str, ...] | None) -> bool:
+    """Rule 12, on the decompressed stream."""
+    stripped = (data[len(BOM) :] if data.startswith(BOM) else data).lstrip()
+    if fields:
+        return stripped[:1] not in (b"{", b"[")
+    if not stripped:
+        return True
+    pieces = stripped[:SNIFF_BYTES].split(b"\n")[: SNIFF_LINES * 4]
+    for number, line in enumerate([p for p in pieces if p.strip()][:SNIFF_LINES]):
+        tokens = line.decode("ascii", "replace").split()
+        if tokens[0].isdigit() or all(t in KNOWN for t in tokens):
+            return True
+        if number == 0 and all(_SNIFF_NAME.match(t) for t in tokens) and any(t in KNOWN for t in tokens):
+            return True
+    return False
+
+
 def read_object(blob: bytes, fields: tuple[str, ...] | None = None, *, source: str = "s") -> OracleResult:
     """A whole object as stored: gzip (by its magic) or plain text."""
     if blob[:2] == b"\x1f\x8b":
         data, problems, cut = gunzip(blob)
     else:
         data, problems, cut = blob, [], False
+    if not recognized(data, fields):
+        return OracleResult([], [(1, "unrecognized")] + [(None, p) for p in problems], unrecognized=True)
     result = read_text(data, fields, source=source, cut=cut)
     result.errors.extend((None, p) for p in problems)
     return result

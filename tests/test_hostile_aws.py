@@ -270,3 +270,13 @@ def test_unrecognized_truncated_gzip_still_reports_the_truncation():
         (1, "not a recognized flow log format (no AWS header line, not a v2 record); skipped"),
         (None, f"truncated gzip stream at compressed byte {len(cut)}: the stream ends inside compressed data"),
     ]
+
+
+# Found by the long fuzz (seeds 5001136, 5005101, 5007179): an integer field zero-padded to thousands of digits whose
+# significant digits are beyond int64 raised ValueError from parse (CPython refuses int() of more than 4300 digits)
+# instead of rejecting its line. Zero padding is valid at any length; 20 significant digits are beyond int64 anyway.
+@pytest.mark.parametrize("value", [b"0" * 5000 + b"9223372036854775808", b"9" * 5000, b"0" * 5000 + b"9" * 5000])
+def test_huge_zero_padded_integer_beyond_int64_is_an_error_not_a_crash(value):
+    rows, errors = run(HEADER + rec(nbytes=value) + rec(nbytes=b"0" * 5000 + b"9223372036854775807"))
+    assert [r["bytes"] for r in rows] == [2**63 - 1]
+    assert [(line, reason[:22]) for line, reason in errors] == [(2, "bytes: invalid value '")]
