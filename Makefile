@@ -2,7 +2,7 @@
 #   make run    install into .venv, process the bundled sample flow logs into ./var/, print a summary
 #   make test   install everything the tests need (Python, Debian, npm), start services, run every test
 #   make bench  benchmarks: records per CPU-second and peak memory
-#   make fuzz   the long AWS parser fuzz against the oracle (tests/test_fuzz_aws.py): 1,000,000 inputs on 2 cores
+#   make fuzz   the long AWS parser fuzz against the oracle (tests/test_fuzz_aws.py): 1,000,000 inputs (FUZZ_JOBS=1)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -25,14 +25,16 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 FUZZ_INPUTS ?= 1000000
+FUZZ_JOBS ?= 1
 
-# Two processes (one per core), each half the inputs; reproducers of any crash or disagreement go to var/fuzz/.
+# FUZZ_JOBS processes (one per core you can spare), each a share of the inputs from its own range of seeds (job k from
+# seed k * 10^9); reproducers of any crash or disagreement go to var/fuzz/, named by seed.
 fuzz: install
-	FLOWCOLLECTOR_FUZZ=long FLOWCOLLECTOR_FUZZ_INPUTS=$$(( $(FUZZ_INPUTS) / 2 )) FLOWCOLLECTOR_FUZZ_DIR=var/fuzz \
-		$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_aws.py -k long_fuzz & p1=$$!; \
-	FLOWCOLLECTOR_FUZZ=long FLOWCOLLECTOR_FUZZ_INPUTS=$$(( $(FUZZ_INPUTS) / 2 )) FLOWCOLLECTOR_FUZZ_DIR=var/fuzz \
-		$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_aws.py -k long_fuzz & p2=$$!; \
-	wait $$p1; r1=$$?; wait $$p2; r2=$$?; test $$r1 -eq 0 -a $$r2 -eq 0
+	@pids=; for k in $$(seq 0 $$(( $(FUZZ_JOBS) - 1 ))); do \
+		FLOWCOLLECTOR_FUZZ=long FLOWCOLLECTOR_FUZZ_INPUTS=$$(( $(FUZZ_INPUTS) / $(FUZZ_JOBS) )) \
+		FLOWCOLLECTOR_FUZZ_SEED=$$(( k * 1000000000 )) FLOWCOLLECTOR_FUZZ_DIR=var/fuzz \
+		$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_aws.py -k long_fuzz & pids="$$pids $$!"; \
+	done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
 
 clean:
 	rm -rf var .pytest_cache

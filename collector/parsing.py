@@ -387,7 +387,9 @@ def open_stream(
         if not complete and len(head) < SNIFF_BYTES:
             yield _held_back(resume)  # perhaps too little of it yet to tell (an empty file, half a first line)
             return
-        yield _unrecognized(unit, provider, head)
+        unrecognized = _unrecognized(unit, provider, head)
+        unrecognized.errors.extend(problems)  # a damaged gzip is reported whatever it held (found by the fuzz)
+        yield unrecognized
         return
     if not complete and not chosen.growing:
         yield _held_back(resume)

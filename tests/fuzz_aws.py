@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import gzip
 import ipaddress
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -286,7 +288,7 @@ PARQUET_TYPES = {
 def _valid_parquet_value(name: str) -> st.SearchStrategy:
     text = name.replace("_", "-")
     if name in PARQUET_INT32 + PARQUET_INT64:
-        return VALUES[text].map(int)
+        return VALUES[text].map(int).filter(lambda v: v < 2**63)  # an INT64 column holds no more (packets, bytes)
     return VALUES[text]
 
 
@@ -360,5 +362,307 @@ __all__ = [
     "objects",
     "parquet_tables",
     "record_tokens",
+    "seeded_object",
+    "seeded_parquet",
     "text_streams",
 ]
+
+
+# --- seeded generation: the same shapes from `random.Random`, for the long mode -----------------------------------
+#
+# Hypothesis spends most of a long run generating (about 200 lines/s here): for a million inputs the long mode draws
+# from these plain-Python mirrors of the strategies above instead, one `random.Random(seed)` per object, so that a
+# seed is a reproducer (`seeded_object(seed)` gives the same object again). They keep the strategies' value shapes
+# and mutation classes; what they lose is Hypothesis's bias towards boundaries, which the lists of bad values
+# (_BAD_INTEGERS, ...) and the explicit boundary picks below stand in for.
+
+_PRINTABLE = [chr(c) for c in range(0x21, 0x7F) if chr(c) not in "{["]
+_HEXDIGITS = "0123456789abcdef"
+_U64_EDGES = [0, 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1]
+_INT_EDGES = {"srcport": [0, 65535], "dstport": [0, 65535], "protocol": [0, 255]}
+
+
+def _r_hex(rng: random.Random, n: int) -> str:
+    return "".join(rng.choices(_HEXDIGITS, k=n))
+
+
+def _r_free(rng: random.Random) -> str:
+    return "".join(rng.choices(_PRINTABLE, k=rng.randint(1, 20)))
+
+
+def _r_account(rng: random.Random) -> str:
+    return "".join(rng.choices("0123456789", k=12))
+
+
+def _r_ipv4(rng: random.Random) -> str:
+    if rng.random() < 0.2:
+        return rng.choice(["0.0.0.0", "255.255.255.255", "10.0.0.1", "172.31.16.139", "192.0.2.1"])
+    return str(ipaddress.IPv4Address(rng.getrandbits(32)))
+
+
+def _r_ipv6(rng: random.Random) -> str:
+    if rng.random() < 0.2:
+        return rng.choice(["::", "::1", "2001:db8::1", "fe80::1", "::ffff:10.0.0.1", "64:ff9b::1.2.3.4"])
+    groups = [0 if rng.random() < 0.4 else rng.getrandbits(16) for _ in range(8)]  # runs of zeros: `::` forms
+    return str(ipaddress.IPv6Address(int.from_bytes(b"".join(g.to_bytes(2, "big") for g in groups), "big")))
+
+
+def _r_addr(rng: random.Random) -> str:
+    return _r_ipv4(rng) if rng.random() < 0.6 else _r_ipv6(rng)
+
+
+def _r_u64(rng: random.Random) -> str:
+    k = rng.random()
+    if k < 0.9:
+        return str(rng.randint(0, 100_000))
+    if k < 0.95:
+        return str(rng.choice(_U64_EDGES))
+    return str(rng.randint(0, 2**64 - 1))
+
+
+def _r_time(rng: random.Random) -> str:
+    return str(rng.randint(0, 2**31) if rng.random() < 0.6 else rng.randint(2**31 + 1, 4102444800000))
+
+
+def _r_int(low: int, high: int, edges: list[int] | None = None) -> Callable[[random.Random], str]:
+    def draw(rng: random.Random) -> str:
+        if edges and rng.random() < 0.1:
+            return str(rng.choice(edges))
+        return str(rng.randint(low, high))
+
+    return draw
+
+
+def _r_choice(words: list[str]) -> Callable[[random.Random], str]:
+    return lambda rng: rng.choice(words)
+
+
+R_VALUES: dict[str, Callable[[random.Random], str]] = {
+    "version": _r_int(2, 8),
+    "account-id": lambda rng: _r_account(rng) if rng.random() < 0.9 else "unknown",
+    "interface-id": lambda rng: "eni-" + _r_hex(rng, rng.choice([8, 17])),
+    "srcaddr": _r_addr,
+    "dstaddr": _r_addr,
+    "srcport": _r_int(0, 65535, [0, 65535]),
+    "dstport": _r_int(0, 65535, [0, 65535]),
+    "protocol": _r_int(0, 255, [0, 255]),
+    "packets": _r_u64,
+    "bytes": _r_u64,
+    "start": _r_time,
+    "end": _r_time,
+    "action": _r_choice(["ACCEPT", "REJECT"]),
+    "log-status": _r_choice(["OK", "NODATA", "SKIPDATA"]),
+    "vpc-id": lambda rng: "vpc-" + _r_hex(rng, rng.choice([8, 17])),
+    "subnet-id": lambda rng: "subnet-" + _r_hex(rng, rng.choice([8, 17])),
+    "instance-id": lambda rng: "i-" + _r_hex(rng, rng.choice([8, 17])),
+    "tcp-flags": _r_choice(["0", "1", "2", "3", "18", "19", "255"]),
+    "type": _r_choice(["IPv4", "IPv6", "EFA"]),
+    "pkt-srcaddr": _r_addr,
+    "pkt-dstaddr": _r_addr,
+    "region": _r_choice(["us-east-1", "ap-southeast-2", "eu-west-1"]),
+    "az-id": _r_choice(["use1-az1", "apse2-az3"]),
+    "sublocation-type": _r_choice(["wavelength", "outpost", "localzone"]),
+    "sublocation-id": _r_free,
+    "pkt-src-aws-service": _r_choice(["S3", "AMAZON", "EC2", "ROUTE53"]),
+    "pkt-dst-aws-service": _r_choice(["S3", "AMAZON", "DYNAMODB"]),
+    "flow-direction": _r_choice(["ingress", "egress"]),
+    "traffic-path": _r_int(1, 8),
+    "resource-type": _r_choice(["TransitGateway"]),
+    "reject-reason": _r_choice(["BPA"]),
+}
+for _name in ALL_FIELDS + UNKNOWN_FIELDS:
+    if _name not in R_VALUES:
+        if _name.startswith("packets-lost-"):
+            R_VALUES[_name] = _r_int(0, 1000)
+        elif _name.endswith("-account-id"):
+            R_VALUES[_name] = _r_account
+        elif _name.endswith("-arn"):
+            R_VALUES[_name] = lambda rng: f"arn:aws:ecs:us-east-1:123456789012:x/{_r_hex(rng, 8)}"
+        else:
+            R_VALUES[_name] = _r_free
+
+
+def r_field_order(rng: random.Random) -> tuple[str, ...]:
+    k = rng.randrange(4)
+    if k == 0:
+        return DEFAULT_ORDER
+    if k == 1:
+        return TGW_DEFAULT_ORDER
+    if k == 2:
+        return tuple(rng.choice(_versions_up_to))
+    return tuple(rng.sample(ALL_FIELDS + UNKNOWN_FIELDS, rng.randint(1, 20)))
+
+
+def r_record_tokens(rng: random.Random, order: tuple[str, ...]) -> list[str]:
+    """As record_tokens: any field but version is `-` now and then (more often in some objects than others)."""
+    nulls = rng.choice([0.0, 0.1, 0.5])
+    return [R_VALUES[n](rng) if n == "version" or rng.random() >= nulls else "-" for n in order]
+
+
+def _r_bad(rng: random.Random, pool: list[str]) -> str:
+    return rng.choice(pool) if rng.random() < 0.7 else str(rng.randint(-(2**70), 2**70))
+
+
+_HOSTILE_KINDS = ["name-first", "all-names", "integer", "enum", "address", "byte", "count", "spaces"]
+
+
+def r_hostile_line(rng: random.Random, order: tuple[str, ...]) -> bytes:
+    """As hostile_line: a valid record of `order` with one mutation of the same classes and odds."""
+    tokens = r_record_tokens(rng, order)
+    kind = "overlong" if rng.randrange(401) == 0 else rng.choice(_HOSTILE_KINDS)
+    if kind == "name-first":
+        tokens[0] = rng.choice(ALL_FIELDS)
+    elif kind == "all-names":
+        tokens = rng.choices(ALL_FIELDS, k=rng.randint(1, len(order) + 1))
+    elif kind in ("integer", "enum", "address"):
+        pool = {"integer": INTEGER_FIELDS, "enum": ENUM_FIELDS, "address": ADDRESS_FIELDS}[kind]
+        where = [i for i, n in enumerate(order) if n in pool]
+        if where:
+            bad = {"integer": _BAD_INTEGERS, "enum": _BAD_ENUMS, "address": _BAD_ADDRESSES}[kind]
+            tokens[rng.choice(where)] = _r_bad(rng, bad)
+    elif kind == "count":
+        if rng.random() < 0.5 and len(tokens) > 1:
+            del tokens[rng.randrange(len(tokens))]
+        else:
+            tokens.insert(rng.randint(0, len(tokens)), _r_free(rng))
+    line = " ".join(tokens).encode()
+    if kind == "byte":
+        at = rng.randint(0, len(line))
+        line = line[:at] + rng.choice(_BAD_BYTES) + line[at:]
+    elif kind == "spaces":
+        at = rng.randint(0, len(line))
+        line = line[:at] + b" " * rng.randint(1, 3) + line[at:]
+    elif kind == "overlong":
+        target = MAX_LINE + rng.choice([-1, 0, 1, 1000])
+        texts = [i for i, n in enumerate(order) if n in TEXT_FIELDS + UNKNOWN_FIELDS or n in INTEGER_FIELDS]
+        if texts and len(line) < target:
+            i = rng.choice(texts)
+            pad = target - len(line)
+            if tokens[i] == "-":
+                tokens[i] = "0"
+            tokens[i] = ("0" * pad + tokens[i]) if order[i] in INTEGER_FIELDS else (tokens[i] + "x" * pad)
+            line = " ".join(tokens).encode()
+    return line
+
+
+def r_text_stream(rng: random.Random, max_lines: int) -> TextCase:
+    """As text_streams, with up to `max_lines` lines, in another mix: the share of hostile lines is drawn per object
+    (1%, 10% or 30%), blank lines and headers 2% each, so that long objects hold long runs of valid records (a
+    fast path's ground) with damage among them, and a line that turns out to be a header (only known names) is
+    followed by the current header again, so that the lines after it stay records rather than field-count errors."""
+    order = r_field_order(rng)
+    with_header = rng.random() < 0.5
+    configured = None if with_header or (order == DEFAULT_ORDER and rng.random() < 0.5) else order
+    crlf = rng.choice([b"\n", b"\n", b"\r\n"])
+    lines: list[bytes] = []
+    if with_header:
+        if "x-new-field" not in order and rng.randrange(5) == 0:
+            order = order + ("x-new-field",)
+        lines.append(header_line(order))
+    hostile = rng.choice([0.01, 0.1, 0.3])
+    for _ in range(rng.randint(0, max_lines)):
+        k = rng.random()
+        if k < hostile:
+            lines.append(r_hostile_line(rng, order))
+            if all(
+                t in KNOWN for t in lines[-1].decode("latin-1").split(" ") if t
+            ):  # it is a header: restore the order for what follows
+                lines.append(header_line(order))
+        elif k < hostile + 0.02:
+            lines.append(rng.choice([b"", b" ", b"   "]))
+        elif k < hostile + 0.04:
+            new = r_field_order(rng) if rng.random() < 0.5 else order
+            lines.append(header_line(new))
+            if all(n in KNOWN for n in new):  # mid-stream, a header of unknown names is a data line (an error)
+                order = new
+        else:
+            lines.append(" ".join(r_record_tokens(rng, order)).encode())
+    ends = [crlf if rng.randrange(20) else rng.choice([b"\n", b"\r\n"]) for _ in lines]
+    if lines and rng.randrange(4) == 0:
+        ends[-1] = b""
+    body = b"".join(line + end for line, end in zip(lines, ends, strict=True))
+    return TextCase((BOM if rng.randrange(10) == 0 else b"") + body, configured, len(lines))
+
+
+def r_object(rng: random.Random, max_lines: int) -> ObjectCase:
+    """As objects: the same containers and damage."""
+    text = r_text_stream(rng, max_lines)
+    container = rng.choice(["plain", "gzip", "truncated", "bad-crc", "bad-isize", "members"])
+    level = rng.choice([1, 6, 9])
+    data = text.data
+    if container == "plain":
+        blob = data
+    elif container == "members":
+        cuts = sorted(rng.randint(0, len(data)) for _ in range(rng.randint(0, 3)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        blob = b"".join(_gz(p, level) for p in pieces)
+        if rng.randrange(4) == 0:
+            blob = blob[: rng.randint(2, len(blob) - 1)]
+            container = "members-truncated"
+    else:
+        blob = _gz(data, level)
+        if container == "truncated":
+            blob = blob[: rng.randint(2, len(blob) - 1)]
+        elif container == "bad-crc":
+            blob = blob[:-8] + bytes(b ^ 0x5A for b in blob[-8:-4]) + blob[-4:]
+        elif container == "bad-isize":
+            blob = blob[:-4] + ((len(data) + rng.randint(1, 1000)) & 0xFFFFFFFF).to_bytes(4, "little")
+    return ObjectCase(blob, text, container)
+
+
+def seeded_object(seed: int, max_lines: int = 400) -> ObjectCase:
+    """The object of `seed`: what the long mode fuzzes and keeps as a reproducer."""
+    return r_object(random.Random(seed), max_lines)
+
+
+def _r_parquet_value(rng: random.Random, type_name: str) -> object:
+    if type_name in ("int32", "int64", "uint16"):
+        lo, hi = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1), "uint16": (0, 65535)}[type_name]
+        return rng.randint(max(lo, 0), min(hi, 70000)) if rng.random() < 0.7 else rng.randint(lo, hi)
+    if type_name == "float":
+        if rng.random() < 0.5:
+            return rng.choice([80.5, 443.0, -1.0, 1e30, float("nan"), float("inf"), -0.0, 2.0**63, 65535.0])
+        return rng.uniform(-1e6, 1e6)
+    if type_name == "bool":
+        return rng.random() < 0.5
+    if type_name == "string":
+        if rng.random() < 0.7:
+            return rng.choice(["1", "443", "ACCEPT", "10.0.0.1", "FOO", "-", "", "0x1BB", "٣", "ok"])
+        return "".join(chr(rng.choice([rng.randint(0x20, 0x7E), rng.randint(0x80, 0x2FFF)])) for _ in range(5))
+    if type_name == "binary":
+        return rng.choice([b"\xff\xfe", b"443", b"ACCEPT", rng.randbytes(rng.randint(0, 10))])
+    return None
+
+
+def _r_valid_parquet_value(rng: random.Random, name: str) -> object:
+    text = R_VALUES[name.replace("_", "-")](rng)
+    if name in PARQUET_INT32 + PARQUET_INT64:
+        return min(int(text), 2**63 - 1)
+    return text
+
+
+def seeded_parquet(seed: int, max_rows: int = 200) -> ParquetCase:
+    """As parquet_tables, from a seed."""
+    rng = random.Random(seed)
+    n = rng.randint(1, max_rows)
+    names = rng.sample(
+        [x for x in PARQUET_INT32 + PARQUET_INT64 + PARQUET_STRING if x != "interface_id"], rng.randint(0, 8)
+    )
+    ids = [f"eni-r{i}".encode() for i in range(n)]
+    bad_rows: set[int] = set()
+    if rng.randrange(4) == 0:
+        i = rng.randrange(n)
+        ids[i] = b"eni-\xff\xfe" + str(i).encode()
+        bad_rows.add(i)
+    cols: dict[str, pa.Array] = {"interface_id": pa.array(ids, pa.binary()).view(pa.string())}
+    for name in names:
+        type_name = rng.choice(list(PARQUET_TYPES) + ["documented"] * 4)
+        nulls = rng.choice([0.0, 0.2])
+        if type_name == "documented":
+            t = pa.int32() if name in PARQUET_INT32 else pa.int64() if name in PARQUET_INT64 else pa.string()
+            values = [None if rng.random() < nulls else _r_valid_parquet_value(rng, name) for _ in range(n)]
+            cols[name] = pa.array(values, t)
+        else:
+            values = [None if rng.random() < nulls else _r_parquet_value(rng, type_name) for _ in range(n)]
+            cols[name] = pa.array(values, PARQUET_TYPES[type_name])
+    return ParquetCase(pa.table(cols), frozenset(bad_rows))

@@ -7,12 +7,15 @@ it over (provider auto-detection, gzip unwrapping, the `aws_fields` option for h
 reason's wording is the parser's own; the line numbers and the count of object-level errors must match).
 
 `make test` runs a bounded number of examples (derandomized when CI is set); `FLOWCOLLECTOR_FUZZ=long`
-(`make fuzz`) runs `test_long_fuzz` instead: at least FLOWCOLLECTOR_FUZZ_INPUTS generated lines (default
-1,000,000), without shrinking, counting crashes and disagreements and keeping the first reproducers in
-FLOWCOLLECTOR_FUZZ_DIR (default var/fuzz), then printing inputs/s and peak RSS.
+(`make fuzz`) runs `test_long_fuzz` instead: seeded objects (`seeded_object`, `seeded_parquet`: the strategies'
+shapes without Hypothesis's generation cost) from FLOWCOLLECTOR_FUZZ_SEED on, until FLOWCOLLECTOR_FUZZ_INPUTS
+generated lines (default 1,000,000), counting crashes and disagreements and keeping the first reproducers (named by
+seed) in FLOWCOLLECTOR_FUZZ_DIR (default var/fuzz), then printing lines/s, CPU time, the fuzz process's peak RSS
+and the parser's alone on the largest object.
 
-Properties that today's parser fails are marked xfail (strict=False) with the class of issue #10 they belong to;
-they turn into passes as the parser is fixed.
+Every property must hold: where parser and oracle once disagreed, either the parser was fixed or, where the docs
+are silent, the oracle states the parser's policy as a *Choice* (tests/oracle_aws.py docstring and its Parquet
+section).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import io
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -30,10 +35,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fuzz_aws import ObjectCase, ParquetCase, TextCase, objects, parquet_tables, record_tokens, text_streams
+from fuzz_aws import (
+    ObjectCase,
+    ParquetCase,
+    TextCase,
+    objects,
+    parquet_tables,
+    record_tokens,
+    seeded_object,
+    seeded_parquet,
+    text_streams,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from oracle_aws import DEFAULT_ORDER, OracleResult, read_object
+from oracle_aws import DEFAULT_ORDER, OracleResult, cut_alternatives, read_object, read_parquet_table
 
 from collector.parsing import ParseResult, open_stream
 
@@ -44,14 +59,17 @@ settings.register_profile(
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    # No shrinking: the xfail properties fail today, and shrinking each one takes minutes of `make test`. The
-    # report says what differed; FLOWCOLLECTOR_FUZZ_SHRINK=1 brings shrinking back for a minimal reproducer.
+    # No shrinking: a failure's report already says what differed, and shrinking a large generated object can take
+    # minutes of `make test`; FLOWCOLLECTOR_FUZZ_SHRINK=1 brings shrinking back for a minimal reproducer.
     phases=list(Phase)
     if os.environ.get("FLOWCOLLECTOR_FUZZ_SHRINK")
     else [Phase.explicit, Phase.reuse, Phase.generate],
 )
 settings.register_profile("fuzz-ci", parent=settings.get_profile("fuzz-short"), derandomize=True, database=None)
 SHORT = settings(parent=settings.get_profile("fuzz-ci" if os.environ.get("CI") else "fuzz-short"))
+# Text objects: Hypothesis spends ~50 ms generating one (the parser and the oracle ~10 ms), so 60 examples keep each
+# property to a few seconds; test_seeded_generators_agree adds breadth at a tenth of the cost, the long mode the rest.
+SHORT_TEXT = settings(SHORT, max_examples=60)
 
 short_only = pytest.mark.skipif(LONG, reason="FLOWCOLLECTOR_FUZZ=long runs test_long_fuzz instead")
 
@@ -75,9 +93,18 @@ def parser_side(blob: bytes, fields: tuple[str, ...] | None) -> OracleResult:
 
 
 def disagreement(blob: bytes, fields: tuple[str, ...] | None) -> str | None:
-    """None if parser and oracle agree on this object, else a short account of the first difference."""
+    """None if parser and oracle agree on this object, else a short account of the first difference. For a gzip
+    stream cut inside compressed data, the oracle's outcome for a slightly shorter inflated prefix also agrees
+    (`cut_alternatives`: the parser's inflater may hold back the last symbol)."""
     want = read_object(blob, fields)
     got = parser_side(blob, fields)
+    problem = _difference(got, want)
+    if problem is not None and any(_difference(got, alt) is None for alt in cut_alternatives(blob, fields)):
+        return None
+    return problem
+
+
+def _difference(got: OracleResult, want: OracleResult) -> str | None:
     problems = []
     if got.records != want.records:
         n = min(len(got.records), len(want.records))
@@ -94,7 +121,9 @@ def disagreement(blob: bytes, fields: tuple[str, ...] | None) -> str | None:
         wrong = sorted(set(got.error_lines) ^ set(want.error_lines))[:3]
         problems.append(f"oracle reasons {[e for e in want.errors if e[0] in wrong]}")
         problems.append(f"parser reasons {[(ln, r[:80]) for ln, r in got.errors if ln in wrong]}")
-    if len(got.stream_errors) != len(want.stream_errors):
+    # An unrecognized object is judged on its head: the parser reads no further, so it knows of gzip damage only
+    # when the damage is in what it read ahead.
+    if len(got.stream_errors) != len(want.stream_errors) and not want.unrecognized:
         problems.append(f"object errors: parser {got.stream_errors}, oracle {want.stream_errors}")
     return "; ".join(problems) or None
 
@@ -164,9 +193,8 @@ _L = DOCS_V2 + b"\n"
 _V2_HEADER = b"version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
 _V2_HEADER += b"log-status"
 _GZ3 = gzip.compress(_L * 3, mtime=0)
-_XF = pytest.mark.xfail
-# (id, object bytes, class of issue #10 that today's parser gets wrong, or None where it agrees today). Built from the
-# AWS docs default-format record 1 (DOCS_V2) and the issue's own reproducers.
+# (id, object bytes, class of issue #10 it reproduces, or None for a case the parser got right before the fix). Built
+# from the AWS docs default-format record 1 (DOCS_V2) and the issue's own reproducers.
 REPRODUCERS = [
     ("name-first-line", _L + b"action 123456789012 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 1 ACCEPT OK\n" + _L, 1),
     ("malformed-first-line", b"garbage\n" + _L, 2),
@@ -202,9 +230,8 @@ REPRODUCERS = [
             blob,
             DEFAULT_ORDER if name == "bom-only-with-fields" else None,
             id=name,
-            marks=[] if cls is None else [_XF(strict=False, reason=f"issue #10 class {cls}")],
         )
-        for name, blob, cls in REPRODUCERS
+        for name, blob, _cls in REPRODUCERS
     ],
 )
 def test_issue_reproducer_agrees_with_oracle(blob: bytes, fields: tuple[str, ...] | None) -> None:
@@ -229,25 +256,21 @@ def _valid_objects(draw: st.DrawFn) -> ObjectCase:
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 3: packets/bytes above 2^63-1 (uint64 columns) rejected")
-@SHORT
+@SHORT_TEXT
 @given(_valid_objects())
 def test_valid_records_agree(case: ObjectCase) -> None:
     check_agrees(case)
 
 
 @short_only
-@pytest.mark.xfail(
-    strict=False, reason="issue #10 classes 1-4: headers by first token, first line, integers, CR, enums"
-)
-@SHORT
+@SHORT_TEXT
 @given(text_streams().map(lambda t: ObjectCase(t.data, t, "plain")))
 def test_hostile_text_agrees(case: ObjectCase) -> None:
     check_agrees(case)
 
 
 @short_only
-@SHORT
+@SHORT_TEXT
 @given(objects())
 def test_objects_agree(case: ObjectCase) -> None:
     check_agrees(case)
@@ -278,9 +301,7 @@ def _bomb(lines: int) -> bytes:
 @short_only
 def test_gzip_bomb_batches_stay_under_the_row_cap():
     cap = _row_cap()
-    if cap is None:
-        # Not run without a cap: today's parser builds batches of millions of rows (2.5 GB peak, issue #10 class 5).
-        pytest.xfail("issue #10 class 5: no MAX_BATCH_ROWS in collector/parsing.py or adapters/aws/parse.py")
+    assert cap is not None  # without a cap, 2 M rows made one batch (2.5 GB peak, issue #10 class 5)
     blob = _bomb(2_000_000)
     assert len(blob) < 1_000_000  # the shape of the issue's bomb: well under a megabyte for 2 M rows
     rows = 0
@@ -292,11 +313,6 @@ def test_gzip_bomb_batches_stay_under_the_row_cap():
 
 
 # --- Parquet ----------------------------------------------------------------------------------------------------
-
-_INTEGER_COLUMNS = ("version", "srcport", "dstport", "protocol", "tcp_flags", "traffic_path", "packets", "bytes")
-_INTEGER_COLUMNS += ("start", "end")
-_STRING_COLUMNS = ("account_id", "srcaddr", "dstaddr", "action", "log_status", "flow_direction", "vpc_id")
-_STRING_COLUMNS += ("subnet_id", "instance_id", "type", "pkt_srcaddr", "pkt_dstaddr", "region", "az_id")
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -315,37 +331,37 @@ def _parquet_outcome(table: pa.Table) -> tuple[list[int], list[int | None]]:
     return rows, lines
 
 
-def _wrongly_typed_rows(case: ParquetCase) -> set[int]:
-    """Rows holding a value in a column whose type is not the documented kind (integers may widen among integer
-    types; a string field must be a string)."""
-    rows: set[int] = set()
-    for name in case.table.column_names:
-        t = case.table.schema.field(name).type
-        if name in _INTEGER_COLUMNS:
-            ok = pa.types.is_integer(t)
-        elif name in _STRING_COLUMNS:
-            ok = pa.types.is_string(t) or pa.types.is_large_string(t)
-        else:
-            continue
-        if not ok:
-            col = case.table.column(name).to_pylist() if not pa.types.is_null(t) else []
-            rows |= {i for i, v in enumerate(col) if v is not None}
-    return rows
+def parquet_disagreement(case: ParquetCase) -> str | None:
+    """None if parser and oracle (`read_parquet_table`) agree on a Parquet object of `case.table`, else what
+    differed; also checks that no row is both delivered and reported, and no invalid UTF-8 row is delivered."""
+    want = read_parquet_table(case.table)
+    got = OracleResult()
+    for r in seam_results(_parquet_bytes(case.table), None):
+        got.records.extend(r.batch.to_pylist())
+        got.errors.extend((e.line, e.reason) for e in r.errors)
+    delivered = {int(r["interface"].removeprefix("eni-r")) for r in got.records}
+    problems = []
+    if got.records != want.records:
+        i = next((k for k, (g, w) in enumerate(zip(got.records, want.records, strict=False)) if g != w), None)
+        problems.append(f"records: parser {len(got.records)}, oracle {len(want.records)}, first differing {i}")
+    if sorted(got.error_lines) != sorted(want.error_lines):
+        problems.append(f"errors: parser {got.errors[:5]}, oracle {want.errors[:5]}")
+    if {ln - 1 for ln in got.error_lines} & delivered:
+        problems.append("a row both delivered and reported")
+    if case.bad_string_rows & delivered:
+        problems.append(f"invalid UTF-8 rows delivered: {sorted(case.bad_string_rows & delivered)}")
+    return "; ".join(problems) or None
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 6: invalid UTF-8 traceback, bool/float/binary as integers")
 @SHORT
 @given(parquet_tables())
 def test_parquet_any_column_types(case: ParquetCase) -> None:
-    """No exception escapes; every row is delivered or reported (never both, never neither); no row is delivered
-    with a value of the wrong kind (a bool, float, string or binary where an integer belongs; a number where a
-    string belongs); a row with invalid UTF-8 is not delivered."""
-    n = case.table.num_rows
-    rows, lines = _parquet_outcome(case.table)
-    assert sorted(rows + [ln - 1 for ln in lines if ln is not None]) == list(range(n))
-    assert not set(rows) & _wrongly_typed_rows(case)
-    assert not set(rows) & case.bad_string_rows
+    """No exception escapes, and the parser gives the oracle's records and error rows (`read_parquet_table`: the
+    documented types, whole floats and digit strings in integer fields value by value, a column of a type that can
+    never hold its field refused with one error and its batch's rows, invalid UTF-8 rejecting its row)."""
+    problem = parquet_disagreement(case)
+    assert problem is None, f"{problem}\n{case.table}"
 
 
 # One good row of the documented types (FORMATS.md Parquet types; AWS docs default-format record 1 values).
@@ -364,7 +380,6 @@ _BAD_VALUES = {
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 4/6: enumerations not validated in Parquet")
 @SHORT
 @given(
     n=st.integers(1, 300),
@@ -383,7 +398,6 @@ def test_parquet_one_bad_value_rejects_its_row_only(n: int, bad: tuple[str, Any]
 
 
 @short_only
-@pytest.mark.xfail(strict=False, reason="issue #10 class 6: one float 80.5 rejects the whole batch")
 def test_parquet_float_port_rejects_its_row_only():
     # issue #10: "one float 80.5 in a 2,000-row srcport column rejects all 2,000 rows". A float column is not a
     # documented integer type: a row holding a value there is not delivered, but the other columns' rows are not
@@ -399,65 +413,130 @@ def test_parquet_float_port_rejects_its_row_only():
 # --- long mode ------------------------------------------------------------------------------------------------
 
 
+@short_only
+@pytest.mark.parametrize("seed", range(20))
+def test_seeded_generators_agree(seed: int) -> None:
+    """The long mode's generators (seeded_object, seeded_parquet) in `make test`, a few seeds, so they cannot rot."""
+    case = seeded_object(seed, max_lines=100)
+    assert disagreement(case.blob, case.text.fields) is None, seed
+    assert parquet_disagreement(seeded_parquet(seed, max_rows=50)) is None, seed
+
+
 class _Tally:
     def __init__(self, out: Path) -> None:
         self.files = self.inputs = self.crashes = self.disagreements = 0
+        self.parquet_files = self.parquet_rows = 0
         self.out = out
         self.kept = 0
+        self.largest: tuple[int, int] = (0, -1)  # (decompressed bytes, seed) of the largest text object
 
-    def keep(self, kind: str, case: ObjectCase, detail: str) -> None:
+    def keep(self, kind: str, seed: int, blob: bytes, fields: tuple[str, ...] | None, detail: str) -> None:
         if self.kept >= 50:
             return
         self.kept += 1
         self.out.mkdir(parents=True, exist_ok=True)
-        stem = self.out / f"{kind}-{os.getpid()}-{self.kept:02d}"
-        stem.with_suffix(".bin").write_bytes(case.blob)
-        meta = {"container": case.container, "fields": case.text.fields, "detail": detail[:4000]}
+        stem = self.out / f"{kind}-seed{seed}"
+        stem.with_suffix(".bin").write_bytes(blob)
+        meta = {"seed": seed, "fields": fields, "detail": detail[:4000]}
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
-def _long_round(tally: _Tally, examples: int) -> None:
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        phases=[Phase.generate],
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(objects(max_lines=60))
-    def one(case: ObjectCase) -> None:
-        tally.files += 1
-        tally.inputs += max(case.text.lines, 1)
-        try:
-            problem = disagreement(case.blob, case.text.fields)
-        except Exception as exc:  # a crash of either side is what the long mode counts
-            tally.crashes += 1
-            tally.keep("crash", case, f"{type(exc).__name__}: {exc}")
-            return
+def _one_seed(tally: _Tally, seed: int, parquet: bool) -> None:
+    """Object `seed` (and, when `parquet`, Parquet table `seed`) through parser and oracle."""
+    case = seeded_object(seed)
+    tally.files += 1
+    tally.inputs += max(case.text.lines, 1)
+    tally.largest = max(tally.largest, (len(case.text.data), seed))
+    try:
+        problem = disagreement(case.blob, case.text.fields)
+    except Exception as exc:  # a crash of either side is what the long mode counts
+        tally.crashes += 1
+        tally.keep("crash", seed, case.blob, case.text.fields, f"{type(exc).__name__}: {exc}")
+    else:
         if problem is not None:
             tally.disagreements += 1
-            tally.keep("disagreement", case, problem)
+            tally.keep("disagreement", seed, case.blob, case.text.fields, problem)
+    if not parquet:
+        return
+    pcase = seeded_parquet(seed)
+    tally.parquet_files += 1
+    tally.parquet_rows += pcase.table.num_rows
+    try:
+        problem = parquet_disagreement(pcase)
+    except Exception as exc:
+        tally.crashes += 1
+        tally.keep("crash-parquet", seed, _parquet_bytes(pcase.table), None, f"{type(exc).__name__}: {exc}")
+    else:
+        if problem is not None:
+            tally.disagreements += 1
+            tally.keep("disagreement-parquet", seed, _parquet_bytes(pcase.table), None, problem)
 
-    one()
+
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child's would start at the pytest
+# process's peak; VmHWM belongs to the child's own address space.
+_PARSE_ALONE = """
+import sys
+from pathlib import Path
+from collector.parsing import open_unit
+import collector.registry  # what a parse loads anyway, so the baseline holds it
+
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
+
+base = hwm()
+rows = 0
+for r in open_unit(Path(sys.argv[1]), unit="u", source="s", options={"aws_fields": eval(sys.argv[2])}):
+    rows += r.batch.num_rows
+print(rows, base, hwm())
+"""
+
+
+def _parser_alone_rss(seed: int, tmp: Path) -> tuple[int, int, int, int]:
+    """(bytes, rows, baseline MB, peak MB) of the parser alone on object `seed`, in a child process: the fuzz
+    process's own peak also holds the oracle, Hypothesis, pytest and every object's Python lists."""
+    case = seeded_object(seed)
+    path = tmp / f"largest-seed{seed}.bin"
+    path.write_bytes(case.blob)
+    out = subprocess.run(
+        [sys.executable, "-c", _PARSE_ALONE, str(path), repr(case.text.fields)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    rows, base, peak = (int(x) for x in out.stdout.split())
+    return len(case.blob), rows, base, peak
 
 
 @pytest.mark.skipif(not LONG, reason="long fuzz: FLOWCOLLECTOR_FUZZ=long (make fuzz)")
-def test_long_fuzz():
+def test_long_fuzz(tmp_path: Path) -> None:
+    """Seeded objects until FLOWCOLLECTOR_FUZZ_INPUTS lines, from seed FLOWCOLLECTOR_FUZZ_SEED on (so that two
+    processes can share a run); a Parquet table for one seed in ten."""
     target = int(os.environ.get("FLOWCOLLECTOR_FUZZ_INPUTS", "1000000"))
+    seed = first = int(os.environ.get("FLOWCOLLECTOR_FUZZ_SEED", "0"))
     tally = _Tally(Path(os.environ.get("FLOWCOLLECTOR_FUZZ_DIR", "var/fuzz")))
-    began = time.monotonic()
-    last = began
+    began = last = time.monotonic()
     while tally.inputs < target:
-        _long_round(tally, 500)  # rounds of fresh random examples: generation is batched, nothing is shrunk
+        _one_seed(tally, seed, parquet=seed % 10 == 0)
+        seed += 1
         now = time.monotonic()
-        if now - last > 30:
+        if now - last > 60:
             last = now
             print(f"fuzz: {tally.inputs} inputs, {tally.inputs / (now - began):.0f}/s", flush=True)
     elapsed = time.monotonic() - began
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    size, rows, base, peak = _parser_alone_rss(tally.largest[1], tmp_path)
     print(
-        f"\nfuzz summary: inputs={tally.inputs} (lines) files={tally.files} seconds={elapsed:.0f} "
-        f"inputs_per_s={tally.inputs / elapsed:.0f} crashes={tally.crashes} disagreements={tally.disagreements} "
-        f"peak_rss_mb={peak_mb:.0f} reproducers={tally.out}"
+        f"\nfuzz summary: seeds={first}..{seed - 1} inputs={tally.inputs} (lines) files={tally.files} "
+        f"parquet_files={tally.parquet_files} parquet_rows={tally.parquet_rows} crashes={tally.crashes} "
+        f"disagreements={tally.disagreements} wall_s={elapsed:.0f} cpu_s={use.ru_utime + use.ru_stime:.0f} "
+        f"inputs_per_s={tally.inputs / elapsed:.0f} fuzz_process_peak_rss_mb={use.ru_maxrss // 1024} "
+        f"parser_alone: largest object seed={tally.largest[1]} ({tally.largest[0]} bytes of text, {size} stored, "
+        f"{rows} rows) peak_rss_mb={peak} (interpreter and imports {base}) reproducers={tally.out}",
+        flush=True,
     )
     assert (tally.crashes, tally.disagreements) == (0, 0)

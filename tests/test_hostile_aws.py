@@ -11,6 +11,7 @@ import io
 import random
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,8 @@ def test_rows_per_batch_are_bounded_for_a_gzip_bomb():
 
 def test_gzip_bomb_peak_memory_is_bounded(tmp_path: Path):
     # The issue's reproducer: 2,000,000 identical lines, ~658 KB of gzip, peaked at 2.5 GB. Run in a child process
-    # so the measurement is the parse alone.
+    # so the measurement is the parse alone; VmHWM, not ru_maxrss, which Linux keeps across fork and exec (the
+    # child's would start at this pytest process's peak, which a full run pushed past the bound).
     path = tmp_path / "bomb.log.gz"
     with gzip.open(path, "wb", compresslevel=9) as fh:
         fh.write(HEADER)
@@ -257,3 +259,27 @@ def test_zero_padding_after_last_member_is_not_an_error_but_garbage_is():
             f"corrupt gzip stream at compressed byte {len(first)}: not a gzip member (garbage after the last member?)",
         )
     ]
+
+
+# Found by the fuzz (test_objects_agree, CI seed): a truncated gzip whose inflated part is only the start of its
+# header line. Nothing in it is a recognized format, so the object was reported as unrecognized and the damage to
+# the gzip stream (deliverable 3: "report the corruption with the object and the byte offset") was not reported.
+def test_unrecognized_truncated_gzip_still_reports_the_truncation():
+    z = zlib.compressobj(wbits=31)  # gzip; a sync flush makes every byte so far inflatable, then the stream stops
+    cut = z.compress(b"version account-id interface-") + z.flush(zlib.Z_SYNC_FLUSH)
+    rows, errors = run(cut)
+    assert rows == []
+    assert errors == [
+        (1, "not a recognized flow log format (no AWS header line, not a v2 record); skipped"),
+        (None, f"truncated gzip stream at compressed byte {len(cut)}: the stream ends inside compressed data"),
+    ]
+
+
+# Found by the long fuzz (seeds 5001136, 5005101, 5007179): an integer field zero-padded to thousands of digits whose
+# significant digits are beyond int64 raised ValueError from parse (CPython refuses int() of more than 4300 digits)
+# instead of rejecting its line. Zero padding is valid at any length; 20 significant digits are beyond int64 anyway.
+@pytest.mark.parametrize("value", [b"0" * 5000 + b"9223372036854775808", b"9" * 5000, b"0" * 5000 + b"9" * 5000])
+def test_huge_zero_padded_integer_beyond_int64_is_an_error_not_a_crash(value):
+    rows, errors = run(HEADER + rec(nbytes=value) + rec(nbytes=b"0" * 5000 + b"9223372036854775807"))
+    assert [r["bytes"] for r in rows] == [2**63 - 1]
+    assert [(line, reason[:22]) for line, reason in errors] == [(2, "bytes: invalid value '")]

@@ -637,8 +637,8 @@ def _as_int64(name: str, arr: pa.Array, bad: dict[str, np.ndarray]) -> pa.Array:
         except pa.ArrowInvalid:  # more than 19 significant digits somewhere: beyond int64 (rare, found in Python)
             significant = pc.utf8_length(pc.utf8_ltrim(arr, "0")).fill_null(0).to_numpy(zero_copy_only=False)
             over = significant >= 19
-            for i in np.flatnonzero(over).tolist():
-                over[i] = int(arr[i].as_py()) > _INT64_MAX
+            for i in np.flatnonzero(significant == 19).tolist():  # int() of the significant digits only: CPython
+                over[i] = int(arr[i].as_py().lstrip("0")) > _INT64_MAX  # refuses more than 4300 digits
             wrong_np = over if wrong_np is None else wrong_np | over
             arr = pc.if_else(pa.array(over), pa.scalar(None, arr.type), arr).cast(pa.int64())
         if wrong_np is not None and wrong_np.any():
