@@ -269,10 +269,17 @@ def test_unrecognized_truncated_gzip_still_reports_the_truncation():
     cut = z.compress(b"version account-id interface-") + z.flush(zlib.Z_SYNC_FLUSH)
     rows, errors = run(cut)
     assert rows == []
+    # the piece of a header is still recognized as AWS text (a line of field names); it is cut, so not a header
     assert errors == [
-        (1, "not a recognized flow log format (no AWS header line, not a v2 record); skipped"),
+        (1, "line cut short by the damaged stream: not a record"),
         (None, f"truncated gzip stream at compressed byte {len(cut)}: the stream ends inside compressed data"),
     ]
+    rows, errors = run(zlib.compress(b"garbage-", wbits=31)[:-4])  # not recognized: still reports the truncation
+    assert rows == [] and errors[0] == (
+        1,
+        "not a recognized flow log format (no AWS header line, not a v2 record); skipped",
+    )
+    assert errors[1][0] is None and errors[1][1].startswith("truncated gzip stream")
 
 
 # Found by the long fuzz (seeds 5001136, 5005101, 5007179): an integer field zero-padded to thousands of digits whose
