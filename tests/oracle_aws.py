@@ -56,7 +56,7 @@ The rules, one per line of `read_text` below:
     record's version); otherwise it is one error on line 1 ("not a recognized flow log format") and no records,
     even if valid records come later: a file of something else (a README beside the logs) is reported once
     rather than line by line. With a configured order, anything not starting like JSON is text. The sniff splits
-    like Python's `str.split()` (any whitespace) and takes the first non-blank line as the first line.
+    like Python's `str.split()` (any whitespace); a header is judged by rule 7.
 
 Output mapping (ARCHITECTURE.md table): account-id account, region, az-id zone, vpc-id vpc, subnet-id subnet,
 interface-id interface, instance-id instance, srcaddr/dstaddr/pkt-srcaddr/pkt-dstaddr 16-byte addresses (IPv4 as
@@ -406,7 +406,6 @@ def gunzip(blob: bytes) -> tuple[bytes, list[str], bool]:
 
 SNIFF_BYTES = 64 << 10
 SNIFF_LINES = 16
-_SNIFF_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")  # the README: lower-case words joined by hyphens
 
 
 def recognized(data: bytes, fields: tuple[str, ...] | None) -> bool:
@@ -417,11 +416,9 @@ def recognized(data: bytes, fields: tuple[str, ...] | None) -> bool:
     if not stripped:
         return True
     pieces = stripped[:SNIFF_BYTES].split(b"\n")[: SNIFF_LINES * 4]
-    for number, line in enumerate([p for p in pieces if p.strip()][:SNIFF_LINES]):
+    for line in [p for p in pieces if p.strip()][:SNIFF_LINES]:
         tokens = line.decode("ascii", "replace").split()
-        if tokens[0].isdigit() or all(t in KNOWN for t in tokens):
-            return True
-        if number == 0 and all(_SNIFF_NAME.match(t) for t in tokens) and any(t in KNOWN for t in tokens):
+        if tokens[0].isdigit() or _is_header(tokens, False):
             return True
     return False
 
