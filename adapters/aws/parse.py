@@ -84,7 +84,6 @@ class TextState:
     offset: int = 0
     line: int = 0
     fields: tuple[str, ...] | None = None
-    header_seen: bool = False
     # Address text -> 16 bytes, shared by the blocks of one object: a few thousand addresses recur all through it.
     addresses: dict[str, bytes | None] = field(default_factory=dict)
 
@@ -354,17 +353,17 @@ def _parse_block(block: bytes, state: TextState, unit: str, source: str, headers
                 batches.append(batch)
             errors.extend(errs)
     if careful:
-        saved = state.fields, state.header_seen
+        saved = state.fields
         try:
             segments = _split_headers(block, state, first_line)
         except BaseException:
-            state.fields, state.header_seen = saved
+            state.fields = saved
             raise
         for seg in segments:
             try:
                 batch, errs, _ = _parse_segment(seg, unit, source, state.addresses, False)
             except _Overlong:
-                state.fields, state.header_seen = saved
+                state.fields = saved
                 raise
             if batch.num_rows:
                 batches.append(batch)
@@ -402,7 +401,6 @@ def _split_headers(block: bytes, state: TextState, first_line: int) -> list[_Seg
             segments.append(_Segment(state.fields or F.V2_FIELDS, block[pos:hstart], line))
             line += block.count(b"\n", pos, hstart)
         state.fields = declared
-        state.header_seen = True
         pos = hend
         line += 1
     if pos < len(block):
