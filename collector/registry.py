@@ -34,6 +34,8 @@ SOURCES: dict[str, str] = {
     "aws_s3": "adapters.aws.config",
     "aws_cloudwatch": "adapters.aws.config",
     "aws_sqs": "adapters.aws.config",
+    "gcp_gcs": "adapters.gcp.config",
+    "gcp_pubsub": "adapters.gcp.config",
 }
 SINKS: dict[str, str] = {
     "file": "collector.sinks.file",
