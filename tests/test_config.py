@@ -458,7 +458,7 @@ def test_unknown_type_and_missing_name_or_type():
             type: stdout
         """
     ) == [
-        "cfg.yaml:3:11: sources[0].type: unknown source type 's3' (known: local, aws_s3, aws_cloudwatch, aws_sqs)",
+        "cfg.yaml:3:11: sources[0].type: unknown source type 's3' (known: local, aws_s3, aws_cloudwatch, aws_sqs, gcp_gcs, gcp_pubsub)",
         "cfg.yaml:5:5: sources[1]: missing required key 'name'",
         "cfg.yaml:8:11: sinks[0].type: unknown sink type 'kafak' (known: file, stdout, netflow)",
         "cfg.yaml:9:5: sinks[1]: missing required key 'type' (one of: file, stdout, netflow)",
