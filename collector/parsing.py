@@ -421,7 +421,7 @@ def _unrecognized(unit: str, provider: str, head: bytes) -> ParseResult:
         reason = f"{PROVIDER_NAMES.get(provider, provider)} flow logs are not supported yet"
         return ParseResult(empty_batch(), [ParseError(unit, None, reason)], {}, 0, True, provider)
     if head.lstrip()[:1] in (b"{", b"["):
-        reason = "JSON (GCP or Azure) flow logs are not supported yet"
+        reason = "JSON that is not a known flow log (GCP LogEntry lines, CloudWatch exports); Azure: not supported yet"
         return ParseResult(empty_batch(), [ParseError(unit, None, reason)], {}, 0, True)
     reason = "not a recognized flow log format (no AWS header line, not a v2 record); skipped"
     return ParseResult(empty_batch(), [ParseError(unit, 1, reason)], {}, 0, True)

@@ -45,6 +45,7 @@ SINKS: dict[str, str] = {
 # Input formats by provider: the module registering that provider's parsers (see collector/parsing.py).
 FORMATS: dict[str, str] = {
     "aws": "adapters.aws.formats",
+    "gcp": "adapters.gcp.formats",
 }
 
 

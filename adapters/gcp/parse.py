@@ -8,48 +8,830 @@ Pure: bytes in, `ParseResult`s out (collector/parsing.py). Two entry points:
 
 The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.py checks them independently):
 1. A line is split at LF; a CR before it is JSON whitespace. Blank lines are passed over. A line longer than
-   MAX_LINE is one error and is skipped without being held in memory.
+   MAX_LINE is one error and is skipped without being held in memory. A line that is not valid UTF-8 is an error.
 2. Each other line is one JSON value (RFC 8259; a lone surrogate escape is invalid). An object with the key
-   `jsonPayload` is a LogEntry: its `jsonPayload` is the record and its `resource.labels` the fallback for the
-   project and subnet. An object without it that has `connection` is a bare record. Anything else is an error.
+   `jsonPayload` is a LogEntry: its `jsonPayload` (an object) is the record and its `resource.labels` the fallback
+   for the project and subnet. An object without it that has `connection` is a bare record. Anything else is an
+   error.
 3. The record maps to one row. Reporter `SRC` / `SRC_GATEWAY` -> direction egress, `DEST` / `DEST_GATEWAY` ->
    ingress (relative to the reporting side); another reporter string is kept in `reporter` with direction null.
-   The reporting side is `src_*` for SRC*, `dest_*` for DEST*: its instance `project_id` / `vm_name` / `region` /
-   `zone` and its VPC `vpc_name` / `subnetwork_name` give `account` / `interface` and `instance` (both the VM name)
-   / `region` / `zone` / `vpc` / `subnet`. For a gateway reporter, the gateway's `project_id`, `name`, `location`
-   and `vpc.vpc_name`. Fallbacks: account <- the VPC's project_id <- resource.labels.project_id; subnet <-
-   resource.labels.subnetwork_name; region <- the VPC's subnetwork_region.
+   The reporting side is `src_*` for SRC*, `dest_*` for DEST*. For a VM: its instance `project_id` / `vm_name` /
+   `region` / `zone` and its VPC `vpc_name` / `subnetwork_name` give `account` / `interface` and `instance` (both
+   the VM name) / `region` / `zone` / `vpc` / `subnet`. For a gateway (`*_gateway`): its `project_id`, `name` (as
+   interface), `location` (as region) and `vpc.vpc_name`. Fallbacks, in order: account <- the VPC's `project_id`
+   <- `resource.labels.project_id`; subnet <- `resource.labels.subnetwork_name`; region <- the VPC's
+   `subnetwork_region`.
 4. `connection.src_ip` / `dest_ip` -> src_addr / dst_addr (IPv4 or IPv6 text, else an error); `src_port`,
    `dest_port` (0-65535), `protocol` (0-255), `packets_sent`, `bytes_sent` (0 to 2^63-1) are numbers: a JSON
-   integer, a JSON number with an integral value (`3389.0`, `1e3`), or a string of decimal digits optionally
-   followed by `.` and zeros (`"491"`, `"3389.0"`). Missing or null -> null (ICMP has no ports).
+   integer, a JSON number with an integral value (`3389.0`, `1e3`), or a string of ASCII decimal digits
+   optionally followed by `.` and zeros (`"491"`, `"3389.0"`, leading zeros allowed). Missing or null -> null
+   (ICMP has no ports).
 5. `start_time` / `end_time`: RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (upper-case T and Z, as
-   Cloud Logging writes), floored to milliseconds UTC; missing or null -> null.
-6. `disposition` ALLOWED -> action accept, DROPPED -> reject; action is null without it (older records).
-   `log_status` is null (GCP has none), `sampling_rate` is the source's `sampling_rate` option when given.
-7. A field of the wrong type or out of range in rules 3-6 (a string where an object or a number belongs, a port of
-   70000, `"abc"` bytes) makes the line one error naming the field's JSON path; no row.
-8. `extra` keeps every other leaf of the record, flattened to dotted paths (`rtt_msec`, `src_location.country`,
-   `dest_instance.vm_name`, `src_gke_details.pod.pod_name`): strings as they are, numbers and booleans as JSON
-   text, arrays as compact JSON; nulls and empty objects are left out. The reporting side's leaves that went
-   into a column are not repeated there. Of the LogEntry around the record, `insertId` is kept (as `insertId`)
-   and `resource.labels` leaves not used (`resource.labels.subnetwork_id`, `resource.labels.location`).
-9. With the option `projects` (a set of project ids), rows whose `account` is not among them are dropped (an
+   Cloud Logging writes; 1 to 9 fraction digits; years 0001-9999), floored to milliseconds UTC; missing or null ->
+   null.
+6. `disposition` ALLOWED -> action accept, DROPPED -> reject (another value: action null, the value in `extra`);
+   action is null without it (older records). `log_status` is null (GCP has none); `sampling_rate` is the
+   source's `sampling_rate` option when given, else null.
+7. A value of the wrong type or out of range in rules 3-6 (a string where an object or a number belongs, a port of
+   70000, `"abc"` bytes, a reporter that is not a string, a `*_instance`, `*_vpc` or `*_gateway` that is not an
+   object, or one whose fields named in rule 3 are not strings) makes the line one error naming the field's JSON
+   path; no row.
+8. `extra` keeps every other key of the record under its own name, with its value as written: a string's text
+   (unescaped), otherwise the JSON text exactly as in the input (`src_location` -> `{"continent":"America",...}`,
+   `rtt_msec` -> `61`), nulls left out. So the other side's `dest_instance` / `dest_vpc` are kept whole, and the
+   reporting side's objects keep their other keys as `src_instance.managed_instance_group` and so on. Of the
+   LogEntry around the record, `insertId` (as `insertId`) and the `resource.labels` keys not used as a column
+   (`resource.labels.subnetwork_id`, `resource.labels.location`, ...) are kept.
+9. With the option `projects` (project ids), rows whose `account` is not among them are dropped (an
    organisation-level sink writes every project of the organisation into one bucket); they are not errors.
 
 Batches end at the first line end at or after BLOCK_SIZE bytes of input from the batch's start, or after
 MAX_BATCH_ROWS lines, whichever comes first: boundaries depend only on the content from the resume point.
+
+How it is fast: each line is decoded by msgspec into typed structs that name only the fields rules 3-6 map (every
+other key of the record kept as raw JSON), with no dict per record, and the columns are converted and validated
+column-wise in Arrow. A line the typed decoder refuses (an unknown key inside an object it maps, a wrong type,
+broken JSON) is decoded again by the general path (`_general`), which applies the same rules key by key and
+names the field at fault; only lines that need it pay for it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from collector.parsing import ParseResult
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from msgspec import Raw, Struct
+
+from collector.parsing import MAX_BATCH_ROWS, ParseResult
+from collector.schema import DICT_STRING, TIME, FlowBatch, ParseError, assemble, constant, empty_batch, parse_addresses
 
 BLOCK_SIZE = 4 << 20
 MAX_LINE = 1 << 20
+RAW_CHARS = 200  # how much of a bad line ParseError.raw quotes
+INT64_MAX = (1 << 63) - 1
+SNIFF_LINES = 16
+
+Num = int | float | str | None
+_F = {"gc": False, "forbid_unknown_fields": True}  # no reference cycles: keep them out of the collector's scans
+
+
+class _Connection(Struct, **_F):
+    src_ip: str | None = None
+    src_port: Num = None
+    dest_ip: str | None = None
+    dest_port: Num = None
+    protocol: Num = None
+
+
+class _Group(Struct, **_F):
+    name: str | None = None
+    region: str | None = None
+    zone: str | None = None
+
+
+class _Instance(Struct, **_F):
+    project_id: str | None = None
+    vm_name: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    managed_instance_group: _Group | None = None
+
+
+class _Vpc(Struct, **_F):
+    project_id: str | None = None
+    vpc_name: str | None = None
+    subnetwork_name: str | None = None
+    subnetwork_region: str | None = None
+
+
+class _GatewayVpc(Struct, **_F):
+    project_id: str | None = None
+    vpc_name: str | None = None
+
+
+class _Gateway(Struct, **_F):
+    project_id: str | None = None
+    name: str | None = None
+    location: str | None = None
+    type: str | None = None
+    vpc: _GatewayVpc | None = None
+
+
+class _Location(Struct, **_F):
+    continent: str | None = None
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    asn: int | str | None = None
+
+
+class _Record(Struct, **_F):
+    """jsonPayload as the fast path knows it: a record with another key, or another type in an object it knows (a
+    float `asn`), goes to the general path, which flattens what this does not name."""
+
+    connection: _Connection | None = None
+    reporter: str | None = None
+    bytes_sent: Num = None
+    packets_sent: Num = None
+    start_time: str | None = None
+    end_time: str | None = None
+    disposition: str | None = None
+    src_instance: _Instance | None = None
+    dest_instance: _Instance | None = None
+    src_vpc: _Vpc | None = None
+    dest_vpc: _Vpc | None = None
+    src_gateway: _Gateway | None = None
+    dest_gateway: _Gateway | None = None
+    src_location: _Location | None = None
+    dest_location: _Location | None = None
+    rtt_msec: int | str | None = None
+
+
+class _Labels(Struct, **_F):
+    project_id: str | None = None
+    subnetwork_name: str | None = None
+    subnetwork_id: str | None = None
+    location: str | None = None
+
+
+class _Resource(Struct, gc=False):
+    labels: _Labels | None = None
+
+
+class _Entry(Struct, gc=False):
+    jsonPayload: _Record  # noqa: N815 (the LogEntry's own key)
+    resource: _Resource | None = None
+    insertId: str | None = None  # noqa: N815
+
+
+_ENTRY = msgspec.json.Decoder(_Entry)
+_BARE = msgspec.json.Decoder(_Record)
+_RAW_OBJECT = msgspec.json.Decoder(dict[str, Raw])
+_STRING = msgspec.json.Decoder(str)
+_ANY = msgspec.json.Decoder()
+
+_DIRECTION = {"SRC": "egress", "SRC_GATEWAY": "egress", "DEST": "ingress", "DEST_GATEWAY": "ingress"}
+_SIDE = {"SRC": "src", "SRC_GATEWAY": "src", "DEST": "dest", "DEST_GATEWAY": "dest"}
+_ACTION = {"ALLOWED": "accept", "DROPPED": "reject"}
+_NUMBER_TEXT = re.compile(r"[0-9]+(\.0*)?")
+_NUMBER_PATTERN = r"^[0-9]+(\.0*)?$"
+_INTEGER_TEXT = re.compile(rb"-?[0-9]+")
+_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_TIME_TEXT = re.compile(_TIME_PATTERN)
+_MICRO = re.compile(r"(\.[0-9]{1,6})[0-9]*")
+MAX_DEPTH = 16  # objects nested deeper than this are kept whole, as written, under the key at this depth
+
+# Fields of the objects the fast path knows, and their extra keys: (attribute, key suffix).
+_LEAVES = {
+    cls: tuple(cls.__struct_fields__)
+    for cls in (_Connection, _Group, _Instance, _Vpc, _GatewayVpc, _Gateway, _Location, _Labels)
+}
+_OBJECTS = {
+    "connection": _Connection,
+    "src_instance": _Instance,
+    "dest_instance": _Instance,
+    "src_vpc": _Vpc,
+    "dest_vpc": _Vpc,
+    "src_gateway": _Gateway,
+    "dest_gateway": _Gateway,
+}
+# Keys of the objects of rule 3 that must be strings (rule 7), whichever side they are on.
+_STRING_KEYS = {
+    _Instance: ("project_id", "vm_name", "region", "zone"),
+    _Vpc: ("project_id", "vpc_name", "subnetwork_name", "subnetwork_region"),
+    _Gateway: ("project_id", "name", "location"),
+}
+_SCALARS = ("reporter", "bytes_sent", "packets_sent", "start_time", "end_time", "disposition")
+
+
+class _Bad(Exception):
+    """A line's error (rule 7), with the JSON path of the field at fault in the message."""
+
+
+# -- the rows of a batch, before column conversion --------------------------------------------------------------------
+
+
+class _Rows:
+    """Column lists of the rows of one batch (values as decoded; converted and validated by `_columns`)."""
+
+    __slots__ = (
+        "src_ip", "dest_ip", "src_port", "dest_port", "protocol", "packets", "bytes", "start", "end", "reporter",
+        "direction", "action", "account", "interface", "region", "zone", "vpc", "subnet", "lines", "keys", "values",
+        "offsets",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, [])
+        self.offsets.append(0)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def _flat(keys: list[str], values: list[str], prefix: str, obj: Any) -> None:
+    """A known object's leaves into extra as `prefix.field` (nested known objects flattened too)."""
+    for name in _LEAVES[type(obj)]:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        kind = type(value)
+        if kind is str:
+            keys.append(f"{prefix}.{name}")
+            values.append(value)
+        elif kind is int:
+            keys.append(f"{prefix}.{name}")
+            values.append(str(value))
+        else:
+            _flat(keys, values, f"{prefix}.{name}", value)
+
+
+def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list[tuple[str, str]]) -> None:
+    """Map one record into `rows` (rules 3, 6, 8); `more` are extra pairs the general path found."""
+    conn = rec.connection
+    if conn is None:
+        rows.src_ip.append(None)
+        rows.dest_ip.append(None)
+        rows.src_port.append(None)
+        rows.dest_port.append(None)
+        rows.protocol.append(None)
+    else:
+        rows.src_ip.append(conn.src_ip)
+        rows.dest_ip.append(conn.dest_ip)
+        rows.src_port.append(conn.src_port)
+        rows.dest_port.append(conn.dest_port)
+        rows.protocol.append(conn.protocol)
+    keys, values = rows.keys, rows.values
+    reporter = rec.reporter
+    side = _SIDE.get(reporter) if reporter is not None else None
+    account = interface = region = zone = vpc_name = subnet = vpc_project = None
+    if side == "src":
+        inst, vpc, gw = rec.src_instance, rec.src_vpc, rec.src_gateway
+        others = (("dest_instance", rec.dest_instance), ("dest_vpc", rec.dest_vpc), ("dest_gateway", rec.dest_gateway))
+    elif side == "dest":
+        inst, vpc, gw = rec.dest_instance, rec.dest_vpc, rec.dest_gateway
+        others = (("src_instance", rec.src_instance), ("src_vpc", rec.src_vpc), ("src_gateway", rec.src_gateway))
+    else:
+        inst = vpc = gw = None
+        others = (
+            ("src_instance", rec.src_instance),
+            ("dest_instance", rec.dest_instance),
+            ("src_vpc", rec.src_vpc),
+            ("dest_vpc", rec.dest_vpc),
+            ("src_gateway", rec.src_gateway),
+            ("dest_gateway", rec.dest_gateway),
+        )
+    if inst is not None:
+        account, interface, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
+        if inst.managed_instance_group is not None:
+            _flat(keys, values, f"{side}_instance.managed_instance_group", inst.managed_instance_group)
+    if vpc is not None:
+        vpc_name, subnet, vpc_project = vpc.vpc_name, vpc.subnetwork_name, vpc.project_id
+        if region is None:
+            region = vpc.subnetwork_region
+        elif vpc.subnetwork_region is not None and vpc.subnetwork_region != region:
+            keys.append(f"{side}_vpc.subnetwork_region")
+            values.append(vpc.subnetwork_region)
+        if vpc_project is not None and account is not None and vpc_project != account:
+            keys.append(f"{side}_vpc.project_id")
+            values.append(vpc_project)
+    if gw is not None:
+        _gateway(keys, values, side, gw, (account, interface, region, vpc_name, vpc_project))
+        if account is None:
+            account = gw.project_id
+        if interface is None:
+            interface = gw.name
+        if region is None:
+            region = gw.location
+        if gw.vpc is not None:
+            vpc_name = vpc_name if vpc_name is not None else gw.vpc.vpc_name
+            vpc_project = vpc_project if vpc_project is not None else gw.vpc.project_id
+    for name, obj in others:
+        if obj is not None:
+            _flat(keys, values, name, obj)
+    if account is None:
+        account = vpc_project
+    if entry is not None:
+        if entry.insertId is not None:
+            keys.append("insertId")
+            values.append(entry.insertId)
+        resource = entry.resource
+        labels = resource.labels if resource is not None else None
+        if labels is not None:
+            if account is None:
+                account = labels.project_id
+            elif labels.project_id is not None and labels.project_id != account:
+                keys.append("resource.labels.project_id")
+                values.append(labels.project_id)
+            if subnet is None:
+                subnet = labels.subnetwork_name
+            elif labels.subnetwork_name is not None and labels.subnetwork_name != subnet:
+                keys.append("resource.labels.subnetwork_name")
+                values.append(labels.subnetwork_name)
+            if labels.subnetwork_id is not None:
+                keys.append("resource.labels.subnetwork_id")
+                values.append(labels.subnetwork_id)
+            if labels.location is not None:
+                keys.append("resource.labels.location")
+                values.append(labels.location)
+    if rec.src_location is not None:
+        _flat(keys, values, "src_location", rec.src_location)
+    if rec.dest_location is not None:
+        _flat(keys, values, "dest_location", rec.dest_location)
+    rtt = rec.rtt_msec
+    if rtt is not None:
+        keys.append("rtt_msec")
+        values.append(rtt if type(rtt) is str else str(rtt))
+    disposition = rec.disposition
+    action = None
+    if disposition is not None:
+        action = _ACTION.get(disposition)
+        if action is None:
+            keys.append("disposition")
+            values.append(disposition)
+    for key, value in more:
+        keys.append(key)
+        values.append(value)
+    rows.offsets.append(len(keys))
+    rows.packets.append(rec.packets_sent)
+    rows.bytes.append(rec.bytes_sent)
+    rows.start.append(rec.start_time)
+    rows.end.append(rec.end_time)
+    rows.reporter.append(reporter)
+    rows.direction.append(_DIRECTION.get(reporter) if reporter is not None else None)
+    rows.action.append(action)
+    rows.account.append(account)
+    rows.interface.append(interface)
+    rows.region.append(region)
+    rows.zone.append(zone)
+    rows.vpc.append(vpc_name)
+    rows.subnet.append(subnet)
+    rows.lines.append(where)
+
+
+def _gateway(keys: list[str], values: list[str], side: str, gw: _Gateway, have: tuple[str | None, ...]) -> None:
+    """The reporting gateway's leaves that do not become a column (rule 3: one used only where the instance and VPC
+    left the column empty, and kept when it differs from what is there)."""
+    account, interface, region, vpc_name, vpc_project = have
+    pairs = (("project_id", gw.project_id, account), ("name", gw.name, interface), ("location", gw.location, region))
+    for name, value, column in pairs:
+        if value is not None and column is not None and value != column:
+            keys.append(f"{side}_gateway.{name}")
+            values.append(value)
+    if gw.type is not None:
+        keys.append(f"{side}_gateway.type")
+        values.append(gw.type)
+    if gw.vpc is not None:
+        for name, value, column in (
+            ("vpc_name", gw.vpc.vpc_name, vpc_name),
+            ("project_id", gw.vpc.project_id, vpc_project),
+        ):
+            if value is not None and column is not None and value != column:
+                keys.append(f"{side}_gateway.vpc.{name}")
+                values.append(value)
+
+
+# -- the general path -------------------------------------------------------------------------------------------------
+
+
+def _kind(data: bytes) -> str:
+    first = data[:1]
+    if data == b"null":
+        return "null"
+    return {b"{": "an object", b"[": "an array", b'"': "a string", b"t": "a boolean", b"f": "a boolean"}.get(
+        first, "a number"
+    )
+
+
+def _leaf(more: list[tuple[str, str]], key: str, raw: Raw | bytes, depth: int = 1) -> None:
+    """Rule 8 for a value the fast path does not know: strings as text, integers in decimal, other scalars and
+    arrays as written, objects flattened (deeper than MAX_DEPTH: as written), nulls and empty objects left out."""
+    data = bytes(raw)
+    first = data[:1]
+    if first == b'"':
+        more.append((key, _STRING.decode(data)))
+    elif first == b"{":
+        if depth >= MAX_DEPTH:
+            more.append((key, data.decode("utf-8")))
+            return
+        for name, item in _RAW_OBJECT.decode(data).items():
+            _leaf(more, f"{key}.{name}", item, depth + 1)
+    elif data == b"null":
+        return
+    elif _INTEGER_TEXT.fullmatch(data):
+        more.append((key, str(int(data))))
+    else:
+        more.append((key, data.decode("utf-8")))
+
+
+def _object(raw: Raw, path: str) -> dict[str, Raw] | None:
+    data = bytes(raw)
+    if data == b"null":
+        return None
+    try:
+        return _RAW_OBJECT.decode(data)
+    except msgspec.ValidationError:
+        raise _Bad(f"{path}: expected an object, got {_kind(data)}") from None
+
+
+def _string(raw: Raw, path: str) -> str | None:
+    data = bytes(raw)
+    if data == b"null":
+        return None
+    try:
+        return _STRING.decode(data)
+    except msgspec.ValidationError:
+        raise _Bad(f"{path}: expected a string, got {_kind(data)}") from None
+
+
+def _known(cls: type, raw: Raw, path: str, more: list[tuple[str, str]]) -> Any:
+    """An object of rule 3 (connection, an instance, VPC or gateway) on the general path: its known keys typed
+    (rule 7), any other kept in extra as `path.key`."""
+    fields = _object(raw, path)
+    if fields is None:
+        return None
+    obj = cls()
+    strings = _STRING_KEYS.get(cls, ())
+    for key, item in fields.items():
+        if key not in cls.__struct_fields__:
+            _leaf(more, f"{path}.{key}", item)
+        elif key in strings:
+            setattr(obj, key, _string(item, f"{path}.{key}"))
+        elif cls is _Connection:
+            value = _ANY.decode(item)
+            if key in ("src_ip", "dest_ip"):
+                if value is not None and type(value) is not str:
+                    raise _Bad(f"connection.{key}: expected a string, got {_kind(bytes(item))}")
+            elif value is not None and type(value) not in (int, float, str):
+                raise _Bad(f"connection.{key}: expected a number, got {_kind(bytes(item))}")
+            setattr(obj, key, value)
+        elif cls is _Gateway and key == "vpc":
+            sub = _object(item, f"{path}.vpc")
+            if sub is not None:
+                vpc = _GatewayVpc()
+                for name, value in sub.items():
+                    if name in _GatewayVpc.__struct_fields__:
+                        setattr(vpc, name, _string(value, f"{path}.vpc.{name}"))
+                    else:
+                        _leaf(more, f"{path}.vpc.{name}", value)
+                obj.vpc = vpc
+        else:  # type, managed_instance_group: not columns, kept as they are
+            _leaf(more, f"{path}.{key}", item)
+    return obj
+
+
+def _general(data: bytes) -> tuple[_Entry | None, _Record, list[tuple[str, str]]]:
+    """One line the fast path refused, by the same rules key by key (raises _Bad naming the field at fault)."""
+    try:
+        top = _RAW_OBJECT.decode(data)
+    except msgspec.ValidationError:
+        raise _Bad(f"not a JSON object: {_kind(data.strip())}") from None
+    except msgspec.DecodeError as exc:
+        raise _Bad(f"not JSON: {exc}") from None
+    more: list[tuple[str, str]] = []
+    entry = None
+    if "jsonPayload" in top:
+        fields = _object(top["jsonPayload"], "jsonPayload")
+        if fields is None:
+            raise _Bad("jsonPayload: expected an object, got null")
+        entry = _envelope(top, more)
+    elif "connection" in top:
+        fields = top
+    else:
+        raise _Bad("not a VPC flow log record: no jsonPayload (LogEntry) and no connection (record)")
+    rec = _Record()
+    for key, raw in fields.items():
+        cls = _OBJECTS.get(key)
+        if cls is not None:
+            setattr(rec, key, _known(cls, raw, key, more))
+        elif key in _SCALARS:
+            value = _ANY.decode(raw)
+            if value is not None:
+                if key in ("bytes_sent", "packets_sent"):
+                    if type(value) not in (int, float, str):
+                        raise _Bad(f"{key}: expected a number, got {_kind(bytes(raw))}")
+                elif type(value) is not str:
+                    raise _Bad(f"{key}: expected a string, got {_kind(bytes(raw))}")
+            setattr(rec, key, value)
+        else:
+            _leaf(more, key, raw)
+    return entry, rec, more
+
+
+def _envelope(top: dict[str, Raw], more: list[tuple[str, str]]) -> _Entry:
+    """The LogEntry's insertId and resource labels (rule 8) on the general path."""
+    entry = _Entry(jsonPayload=_Record())
+    if "insertId" in top:
+        entry.insertId = _string(top["insertId"], "insertId")
+    resource = _object(top["resource"], "resource") if "resource" in top else None
+    if resource is not None and "labels" in resource:
+        fields = _object(resource["labels"], "resource.labels")
+        if fields is not None:
+            labels = _Labels()
+            for key, raw in fields.items():
+                if key in ("project_id", "subnetwork_name"):
+                    setattr(labels, key, _string(raw, f"resource.labels.{key}"))
+                else:
+                    _leaf(more, f"resource.labels.{key}", raw)
+            entry.resource = _Resource(labels=labels)
+    return entry
+
+
+# -- column conversion ------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any, high: int) -> int | None:
+    """One number by rule 4 (the slow path of `_numbers`); ValueError if it is not one."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is int:
+        number = value
+    elif kind is float:
+        if not value.is_integer():
+            raise ValueError
+        number = int(value)
+    elif kind is str:
+        if not _NUMBER_TEXT.fullmatch(value):
+            raise ValueError
+        number = int(value.partition(".")[0])
+    else:
+        raise ValueError
+    if number < 0 or number > high:
+        raise ValueError
+    return number
+
+
+def _numbers(values: list[Any], high: int) -> tuple[pa.Array, np.ndarray]:
+    """A number column (rule 4) as int64 and the mask of rows whose value is not a number in 0..high."""
+    n = len(values)
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        arr = None
+    bad = None
+    if arr is not None:
+        kind = arr.type
+        if pa.types.is_null(kind):
+            return pa.nulls(n, pa.int64()), np.zeros(n, dtype=bool)
+        if pa.types.is_int64(kind):
+            lo, hi = pc.min_max(arr).values()
+            if arr.null_count == n or (lo.as_py() >= 0 and hi.as_py() <= high):
+                return arr, np.zeros(n, dtype=bool)
+        elif pa.types.is_string(kind):
+            ok = pc.match_substring_regex(arr, _NUMBER_PATTERN)
+            if pc.all(pc.or_kleene(ok, pc.is_null(arr))).as_py():
+                digits = pc.replace_substring_regex(arr, r"\.0*$", "")
+                try:
+                    ints = pc.cast(digits, pa.int64())
+                except (pa.ArrowInvalid, OverflowError):
+                    ints = None
+                if ints is not None:
+                    lo, hi = pc.min_max(ints).values()
+                    if ints.null_count == n or hi.as_py() <= high:
+                        return ints, np.zeros(n, dtype=bool)
+    out: list[int | None] = [None] * n
+    bad = np.zeros(n, dtype=bool)
+    for i, value in enumerate(values):
+        try:
+            out[i] = _number(value, high)
+        except (ValueError, OverflowError):
+            bad[i] = True
+    return pa.array(out, pa.int64()), bad
+
+
+def _one_time(text: str) -> int:
+    """Milliseconds of one RFC 3339 time (rule 5); ValueError if it is not one."""
+    if not _TIME_TEXT.fullmatch(text):
+        raise ValueError
+    arr = pa.array([_truncate_fraction(text)])
+    return int(pc.cast(pc.cast(arr, pa.timestamp("us", "UTC")), pa.int64())[0].as_py()) // 1000
+
+
+def _truncate_fraction(text: str) -> str:
+    """The time with at most 6 fraction digits: dropping digits floors, and Arrow parses microseconds."""
+    return _MICRO.sub(r"\1", text, count=1)
+
+
+def _times(values: list[str | None]) -> tuple[pa.Array, np.ndarray]:
+    """A time column (rule 5) as timestamp[ms, UTC] and the mask of rows that are not RFC 3339 times."""
+    n = len(values)
+    arr = pa.array(values, pa.string())
+    if arr.null_count == n:
+        return pa.nulls(n, TIME), np.zeros(n, dtype=bool)
+    ok = pc.match_substring_regex(arr, _TIME_PATTERN)
+    if pc.all(pc.or_kleene(ok, pc.is_null(arr))).as_py():
+        micro = pc.replace_substring_regex(arr, r"(\.[0-9]{1,6})[0-9]*", r"\1")
+        try:
+            us = pc.cast(micro, pa.timestamp("us", "UTC"))
+        except pa.ArrowInvalid:
+            us = None
+        if us is not None:
+            raw = pc.cast(us, pa.int64()).to_numpy(zero_copy_only=False)
+            valid = us.is_valid().to_numpy(zero_copy_only=False)
+            ms = np.floor_divide(np.where(valid, raw, 0), 1000)
+            return pa.array(ms, pa.int64(), mask=~valid).cast(TIME), np.zeros(n, dtype=bool)
+    out: list[int | None] = [None] * n
+    bad = np.zeros(n, dtype=bool)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            out[i] = _one_time(value)
+        except (ValueError, pa.ArrowInvalid):
+            bad[i] = True
+    return pa.array(out, pa.int64()).cast(TIME), bad
+
+
+def _dictionary(values: list[str | None]) -> pa.Array:
+    return pc.dictionary_encode(pa.array(values, pa.string()))
+
+
+_PATHS = {
+    "src_ip": "connection.src_ip",
+    "dest_ip": "connection.dest_ip",
+    "src_port": "connection.src_port",
+    "dest_port": "connection.dest_port",
+    "protocol": "connection.protocol",
+    "packets": "packets_sent",
+    "bytes": "bytes_sent",
+    "start": "start_time",
+    "end": "end_time",
+}
+_HIGH = {"src_port": 65535, "dest_port": 65535, "protocol": 255, "packets": INT64_MAX, "bytes": INT64_MAX}
+
+
+def _columns(
+    rows: _Rows, source: str, options: Mapping[str, Any], cache: dict[str, bytes | None]
+) -> tuple[FlowBatch, dict[int, str]]:
+    """The batch of `rows`, and row index -> reason of the rows refused by rules 4 and 5 (left out of the batch;
+    the first column at fault names the error: one error per line)."""
+    n = len(rows)
+    if n == 0:
+        return empty_batch(), {}
+    problems: dict[int, str] = {}
+    cols: dict[str, pa.Array] = {}
+    bad_any = np.zeros(n, dtype=bool)
+    for name, column, text in (("src_ip", "src_addr", "an IP address"), ("dest_ip", "dst_addr", "an IP address")):
+        values = getattr(rows, name)
+        addr, bad = parse_addresses(pa.array(values, pa.string()), cache)
+        cols[column] = addr
+        if bad.any():
+            _note(problems, bad, name, values, f"expected {text}")
+            bad_any |= bad
+    for name, column in (
+        ("src_port", "src_port"),
+        ("dest_port", "dst_port"),
+        ("protocol", "protocol"),
+        ("packets", "packets"),
+        ("bytes", "bytes"),
+    ):
+        values = getattr(rows, name)
+        arr, bad = _numbers(values, _HIGH[name])
+        if bad.any():
+            _note(problems, bad, name, values, f"expected a number from 0 to {_HIGH[name]}")
+            bad_any |= bad
+            arr = pc.if_else(pa.array(bad), pa.nulls(n, pa.int64()), arr)
+        cols[column] = arr
+    for name, column in (("start", "time_start"), ("end", "time_end")):
+        values = getattr(rows, name)
+        arr, bad = _times(values)
+        if bad.any():
+            _note(problems, bad, name, values, "expected an RFC 3339 time such as 2024-06-01T12:00:00.123456789Z")
+            bad_any |= bad
+            arr = pc.if_else(pa.array(bad), pa.nulls(n, TIME), arr)
+        cols[column] = arr
+    for name in ("account", "region", "zone", "vpc", "subnet", "interface"):
+        cols[name] = pa.array(getattr(rows, name), pa.string())
+    cols["instance"] = cols["interface"]
+    cols["reporter"] = _dictionary(rows.reporter)
+    cols["direction"] = _dictionary(rows.direction)
+    cols["action"] = _dictionary(rows.action)
+    cols["provider"] = constant("gcp", n, DICT_STRING)
+    cols["source"] = constant(source, n, DICT_STRING)
+    rate = options.get("sampling_rate")
+    if rate is not None:
+        cols["sampling_rate"] = constant(int(rate), n, pa.uint32())
+    cols["extra"] = pa.MapArray.from_arrays(
+        pa.array(rows.offsets, pa.int32()), pa.array(rows.keys, pa.string()), pa.array(rows.values, pa.string())
+    )
+    batch = assemble(n, cols)
+    keep = ~bad_any
+    projects = options.get("projects")
+    if projects:
+        wanted = pc.is_in(cols["account"], value_set=pa.array(sorted(projects), pa.string()))
+        keep &= wanted.fill_null(False).to_numpy(zero_copy_only=False)
+    if not keep.all():
+        batch = batch.filter(pa.array(keep))
+    return batch, problems
+
+
+def _note(problems: dict[int, str], bad: np.ndarray, name: str, values: list[Any], what: str) -> None:
+    for i in np.flatnonzero(bad):
+        row = int(i)
+        if row not in problems:
+            shown = msgspec.json.encode(values[row]).decode()[:RAW_CHARS]
+            problems[row] = f"{_PATHS[name]}: {what}, got {shown}"
+
+
+# -- lines ------------------------------------------------------------------------------------------------------------
+
+
+def _decode_line(data: bytes, rows: _Rows, where: int, shape: _Shape) -> str | None:
+    """Decode one non-blank line into `rows`; the reason if it is an error."""
+    for bare in (shape.bare, not shape.bare):
+        try:
+            if bare:
+                rec = _BARE.decode(data)
+                if rec.connection is None:
+                    continue
+                entry = None
+            else:
+                entry = _ENTRY.decode(data)
+                rec = entry.jsonPayload
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+        shape.bare = bare
+        try:
+            _add(rows, entry, rec, where, [])
+        except _Bad as exc:
+            return str(exc)
+        return None
+    try:
+        entry_all, record, more = _general(data)
+        _add(rows, entry_all, record, where, more)
+    except _Bad as exc:
+        return str(exc)
+    return None
+
+
+def _quote(data: bytes) -> str:
+    return data[:RAW_CHARS].decode("utf-8", "replace")
+
+
+class _Lines:
+    """The decompressed stream from a byte offset on: `buf` holds what is read and not yet consumed."""
+
+    def __init__(self, chunks: Iterable[bytes], skip: int) -> None:
+        self._chunks = iter(chunks)
+        self._skip = skip
+        self.buf = b""
+        self.eof = False
+
+    def fill(self, want: int) -> None:
+        """Read until `buf` holds `want` bytes or the stream ends."""
+        parts = [self.buf] if self.buf else []
+        have = len(self.buf)
+        while have < want and not self.eof:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.eof = True
+                break
+            if self._skip:
+                if len(chunk) <= self._skip:
+                    self._skip -= len(chunk)
+                    continue
+                chunk = chunk[self._skip :]
+                self._skip = 0
+            if chunk:
+                parts.append(chunk)
+                have += len(chunk)
+        self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def skip_line(self) -> tuple[int, bytes]:
+        """Pass over the line `buf` starts with, reading on without holding it: (its length with the LF, its head)."""
+        head = self.buf[:RAW_CHARS]
+        skipped = 0
+        while True:
+            cut = self.buf.find(b"\n")
+            if cut >= 0:
+                self.buf = self.buf[cut + 1 :]
+                return skipped + cut + 1, head
+            skipped += len(self.buf)
+            self.buf = b""
+            if self.eof:
+                return skipped, head
+            self.fill(READ_SIZE)
+            if not self.buf:
+                return skipped, head
+
+
+READ_SIZE = 1 << 20
+
+
+class _Shape:
+    """Which decoder succeeded last: a file of bare records is tried as bare records first."""
+
+    __slots__ = ("bare",)
+
+    def __init__(self) -> None:
+        self.bare = False
 
 
 def parse_lines(
@@ -62,7 +844,78 @@ def parse_lines(
     block_size: int = BLOCK_SIZE,
 ) -> Iterator[ParseResult]:
     """Newline-delimited LogEntry (or bare record) JSON, decompressed, in batches (rules in the module docstring)."""
-    raise NotImplementedError
+    opts = options or {}
+    offset = int(resume.get("offset", 0)) if resume else 0
+    line = int(resume.get("line", 0)) if resume else 0
+    stream = _Lines(chunks, offset)
+    cache: dict[str, bytes | None] = {}
+    shape = _Shape()
+    while True:
+        # Enough to hold the line that crosses block_size, unless that line is longer than MAX_LINE.
+        stream.fill(block_size + MAX_LINE + 1)
+        buf = stream.buf
+        if not buf:
+            break
+        cut = buf.find(b"\n", block_size - 1) if len(buf) >= block_size else -1
+        overlong = False
+        if cut >= 0:
+            end = cut + 1
+        elif stream.eof:
+            end = len(buf)
+        else:  # the line crossing block_size goes past the buffer: longer than MAX_LINE
+            end = buf.rfind(b"\n", 0, block_size - 1) + 1
+            overlong = True
+        parts = buf[:end].split(b"\n", MAX_BATCH_ROWS)
+        if len(parts) > MAX_BATCH_ROWS:  # cut after the MAX_BATCH_ROWS-th line
+            end -= len(parts.pop())
+            overlong = False
+        elif parts[-1] == b"":
+            parts.pop()
+        errors: list[ParseError] = []
+        rows = _Rows()
+        line = _block(parts, buf[:end].isascii(), rows, unit, line, errors, shape)
+        stream.buf = buf[end:]
+        offset += end
+        if overlong:
+            skipped, head = stream.skip_line()
+            offset += skipped
+            line += 1
+            errors.append(ParseError(unit, line, f"line longer than {MAX_LINE} bytes: skipped", _quote(head)))
+        batch, problems = _columns(rows, source, opts, cache)
+        for index, reason in problems.items():
+            errors.append(ParseError(unit, rows.lines[index], reason, ""))
+        errors.sort(key=lambda e: e.line or 0)
+        yield ParseResult(batch, errors, {"offset": offset, "line": line}, lines=len(rows) + len(errors))
+    yield ParseResult(empty_batch(), [], {"offset": offset, "line": line}, final=True)
+
+
+def _block(
+    parts: list[bytes],
+    ascii_block: bool,
+    rows: _Rows,
+    unit: str,
+    line: int,
+    errors: list[ParseError],
+    shape: _Shape,
+) -> int:
+    """Decode the lines of one block into `rows`; the line count after them."""
+    for data in parts:
+        line += 1
+        if len(data) > MAX_LINE:
+            errors.append(ParseError(unit, line, f"line longer than {MAX_LINE} bytes: skipped", _quote(data)))
+            continue
+        if not data or data.isspace():
+            continue
+        if not ascii_block:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(ParseError(unit, line, f"not UTF-8 at byte {exc.start} of the line", _quote(data)))
+                continue
+        reason = _decode_line(data, rows, line, shape)
+        if reason is not None:
+            errors.append(ParseError(unit, line, reason, _quote(data)))
+    return line
 
 
 def parse_entries(
@@ -75,9 +928,64 @@ def parse_entries(
 ) -> tuple[ParseResult, list[int]]:
     """Message bodies, each one LogEntry (or bare record), as one batch; errors name `names[i]` (a message id) as
     their unit. Also returns the indexes of the bodies that are bad (no flow and an error)."""
-    raise NotImplementedError
+    opts = options or {}
+    rows = _Rows()
+    errors: list[ParseError] = []
+    bad: list[int] = []
+    shape = _Shape()
+    for i, body in enumerate(bodies):
+        data = body.removeprefix(b"\xef\xbb\xbf")
+        reason: str | None
+        if len(data) > MAX_LINE:
+            reason = f"message longer than {MAX_LINE} bytes"
+        elif not data.strip():
+            reason = "empty message"
+        else:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 at byte {exc.start}"
+            else:
+                reason = _decode_line(data, rows, i, shape)
+        if reason is not None:
+            errors.append(ParseError(names[i], None, reason, _quote(data)))
+            bad.append(i)
+    batch, problems = _columns(rows, source, opts, {})
+    for index, reason in problems.items():
+        i = rows.lines[index]
+        errors.append(ParseError(names[i], None, reason, _quote(bodies[i])))
+        bad.append(i)
+    bad.sort()
+    result = ParseResult(batch, errors, {"offset": len(bodies)}, lines=len(bodies), final=True)
+    return result, bad
 
 
 def looks_like_gcp(head: bytes) -> bool:
-    """Whether the first decompressed bytes are GCP flow log JSON lines (LogEntry or bare record)."""
-    raise NotImplementedError
+    """Whether the first decompressed bytes are GCP flow log JSON lines: among the first SNIFF_LINES non-blank lines
+    complete in the head, one is a LogEntry whose jsonPayload has `connection`, or a record with `connection` and
+    `reporter` (a damaged first line costs that line, not the file)."""
+    lines = head.split(b"\n")
+    if len(lines) > 1:
+        lines = lines[:-1]
+    checked = 0
+    for raw in lines:
+        text = raw.strip()
+        if not text:
+            continue
+        checked += 1
+        if checked > SNIFF_LINES:
+            break
+        if text[:1] != b"{":
+            continue
+        try:
+            value = _ANY.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if not isinstance(value, dict):
+            continue
+        payload = value.get("jsonPayload")
+        if isinstance(payload, dict) and isinstance(payload.get("connection"), dict):
+            return True
+        if isinstance(value.get("connection"), dict) and "reporter" in value:
+            return True
+    return False
