@@ -179,7 +179,7 @@ _DIRECTION = {"SRC": "egress", "SRC_GATEWAY": "egress", "DEST": "ingress", "DEST
 _SIDE = {"SRC": "src", "SRC_GATEWAY": "src", "DEST": "dest", "DEST_GATEWAY": "dest"}
 _ACTION = {"ALLOWED": "accept", "DROPPED": "reject"}
 _NUMBER_TEXT = re.compile(r"[0-9]+(\.0*)?")
-_NUMBER_PATTERN = r"^[0-9]+(\.0*)?$"
+_DIGITS_PATTERN = r"^[0-9]{1,19}$"
 _INTEGER_TEXT = re.compile(rb"-?[0-9]+")
 _TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 _TIME_TEXT = re.compile(_TIME_PATTERN)
@@ -206,6 +206,7 @@ _STRING_KEYS = {
     _Vpc: ("project_id", "vpc_name", "subnetwork_name", "subnetwork_region"),
     _Gateway: ("project_id", "name", "location"),
 }
+_SIDE_OBJECTS_ALL = ("src_instance", "dest_instance", "src_vpc", "dest_vpc", "src_gateway", "dest_gateway")
 _SCALARS = ("reporter", "bytes_sent", "packets_sent", "start_time", "end_time", "disposition")
 
 
@@ -216,184 +217,236 @@ class _Bad(Exception):
 # -- the rows of a batch, before column conversion --------------------------------------------------------------------
 
 
-class _Rows:
-    """Column lists of the rows of one batch (values as decoded; converted and validated by `_columns`)."""
+class _Vocab:
+    """Extra keys as small integers (a row appends a code, not a string): the map's key column is one take from the
+    distinct keys. Codes of the keys the fast path writes are fixed at import; others are added as met."""
 
-    __slots__ = (
-        "src_ip", "dest_ip", "src_port", "dest_port", "protocol", "packets", "bytes", "start", "end", "reporter",
-        "direction", "action", "account", "interface", "region", "zone", "vpc", "subnet", "lines", "keys", "values",
-        "offsets",
-    )  # fmt: skip
+    __slots__ = ("codes", "keys")
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, [])
-        self.offsets.append(0)
+        self.codes = dict(_BASE_CODES)
+        self.keys = list(_BASE_KEYS)
+
+    def code(self, key: str) -> int:
+        code = self.codes.get(key)
+        if code is None:
+            code = self.codes[key] = len(self.keys)
+            self.keys.append(key)
+        return code
+
+
+_BASE_KEYS: list[str] = []
+_BASE_CODES: dict[str, int] = {}
+
+
+def _k(key: str) -> int:
+    code = _BASE_CODES.get(key)
+    if code is None:
+        code = _BASE_CODES[key] = len(_BASE_KEYS)
+        _BASE_KEYS.append(key)
+    return code
+
+
+_NESTED = {(_Instance, "managed_instance_group"): _Group, (_Gateway, "vpc"): _GatewayVpc}
+Table = tuple[tuple[str, int, Any], ...]
+
+
+def _table(prefix: str, cls: type) -> Table:
+    """(field, extra key code, table of a nested known object) for flattening a known object under `prefix`."""
+    return tuple(
+        (
+            name,
+            _k(f"{prefix}.{name}"),
+            _table(f"{prefix}.{name}", _NESTED[cls, name]) if (cls, name) in _NESTED else None,
+        )
+        for name in cls.__struct_fields__
+    )
+
+
+_WHOLE = {  # objects kept whole in extra (the other side's, and the locations)
+    name: _table(name, cls)
+    for name, cls in (
+        ("src_instance", _Instance),
+        ("dest_instance", _Instance),
+        ("src_vpc", _Vpc),
+        ("dest_vpc", _Vpc),
+        ("src_gateway", _Gateway),
+        ("dest_gateway", _Gateway),
+        ("src_location", _Location),
+        ("dest_location", _Location),
+    )
+}
+_GROUP = {side: _table(f"{side}_instance.managed_instance_group", _Group) for side in ("src", "dest")}
+_C_INSERT_ID = _k("insertId")
+_C_LABELS = {name: _k(f"resource.labels.{name}") for name in _Labels.__struct_fields__}
+_C_RTT = _k("rtt_msec")
+_C_DISPOSITION = _k("disposition")
+_C_VPC = {
+    (side, name): _k(f"{side}_vpc.{name}") for side in ("src", "dest") for name in ("project_id", "subnetwork_region")
+}
+_C_GATEWAY = {
+    (side, name): _k(f"{side}_gateway.{name}")
+    for side in ("src", "dest")
+    for name in ("project_id", "name", "location", "type", "vpc.vpc_name", "vpc.project_id")
+}
+_OTHERS = {
+    "src": ("dest_instance", "dest_vpc", "dest_gateway"),
+    "dest": ("src_instance", "src_vpc", "src_gateway"),
+    None: _SIDE_OBJECTS_ALL,
+}
+
+
+class _Rows:
+    """The rows of one batch before column conversion: one tuple per row (`_ROW` order) and the extra pairs."""
+
+    __slots__ = ("codes", "offsets", "scalars", "values", "vocab")
+
+    def __init__(self, vocab: _Vocab) -> None:
+        self.scalars: list[tuple[Any, ...]] = []
+        self.codes: list[int] = []
+        self.values: list[str] = []
+        self.offsets: list[int] = [0]
+        self.vocab = vocab
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return len(self.scalars)
 
 
-def _flat(keys: list[str], values: list[str], prefix: str, obj: Any) -> None:
-    """A known object's leaves into extra as `prefix.field` (nested known objects flattened too)."""
-    for name in _LEAVES[type(obj)]:
+_ROW = (
+    "src_ip", "dest_ip", "src_port", "dest_port", "protocol", "packets", "bytes", "start", "end", "reporter", "action",
+    "account", "interface", "region", "zone", "vpc", "subnet", "line",
+)  # fmt: skip
+_LINE = len(_ROW) - 1
+
+
+def _flat(codes: list[int], values: list[str], table: Table, obj: Any) -> None:
+    for name, code, sub in table:
         value = getattr(obj, name)
         if value is None:
             continue
-        kind = type(value)
-        if kind is str:
-            keys.append(f"{prefix}.{name}")
-            values.append(value)
-        elif kind is int:
-            keys.append(f"{prefix}.{name}")
-            values.append(str(value))
+        if sub is None:
+            codes.append(code)
+            values.append(value if type(value) is str else str(value))
         else:
-            _flat(keys, values, f"{prefix}.{name}", value)
+            _flat(codes, values, sub, value)
 
 
-def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list[tuple[str, str]]) -> None:
+def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list[tuple[str, str]] | None) -> None:
     """Map one record into `rows` (rules 3, 6, 8); `more` are extra pairs the general path found."""
-    conn = rec.connection
-    if conn is None:
-        rows.src_ip.append(None)
-        rows.dest_ip.append(None)
-        rows.src_port.append(None)
-        rows.dest_port.append(None)
-        rows.protocol.append(None)
-    else:
-        rows.src_ip.append(conn.src_ip)
-        rows.dest_ip.append(conn.dest_ip)
-        rows.src_port.append(conn.src_port)
-        rows.dest_port.append(conn.dest_port)
-        rows.protocol.append(conn.protocol)
-    keys, values = rows.keys, rows.values
+    codes, values = rows.codes, rows.values
     reporter = rec.reporter
     side = _SIDE.get(reporter) if reporter is not None else None
     account = interface = region = zone = vpc_name = subnet = vpc_project = None
-    if side == "src":
-        inst, vpc, gw = rec.src_instance, rec.src_vpc, rec.src_gateway
-        others = (("dest_instance", rec.dest_instance), ("dest_vpc", rec.dest_vpc), ("dest_gateway", rec.dest_gateway))
-    elif side == "dest":
-        inst, vpc, gw = rec.dest_instance, rec.dest_vpc, rec.dest_gateway
-        others = (("src_instance", rec.src_instance), ("src_vpc", rec.src_vpc), ("src_gateway", rec.src_gateway))
-    else:
-        inst = vpc = gw = None
-        others = (
-            ("src_instance", rec.src_instance),
-            ("dest_instance", rec.dest_instance),
-            ("src_vpc", rec.src_vpc),
-            ("dest_vpc", rec.dest_vpc),
-            ("src_gateway", rec.src_gateway),
-            ("dest_gateway", rec.dest_gateway),
-        )
-    if inst is not None:
-        account, interface, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
-        if inst.managed_instance_group is not None:
-            _flat(keys, values, f"{side}_instance.managed_instance_group", inst.managed_instance_group)
-    if vpc is not None:
-        vpc_name, subnet, vpc_project = vpc.vpc_name, vpc.subnetwork_name, vpc.project_id
-        if region is None:
-            region = vpc.subnetwork_region
-        elif vpc.subnetwork_region is not None and vpc.subnetwork_region != region:
-            keys.append(f"{side}_vpc.subnetwork_region")
-            values.append(vpc.subnetwork_region)
-        if vpc_project is not None and account is not None and vpc_project != account:
-            keys.append(f"{side}_vpc.project_id")
-            values.append(vpc_project)
-    if gw is not None:
-        _gateway(keys, values, side, gw, (account, interface, region, vpc_name, vpc_project))
-        if account is None:
-            account = gw.project_id
-        if interface is None:
-            interface = gw.name
-        if region is None:
-            region = gw.location
-        if gw.vpc is not None:
-            vpc_name = vpc_name if vpc_name is not None else gw.vpc.vpc_name
-            vpc_project = vpc_project if vpc_project is not None else gw.vpc.project_id
-    for name, obj in others:
+    if side is not None:
+        if side == "src":
+            inst, vpc, gw = rec.src_instance, rec.src_vpc, rec.src_gateway
+        else:
+            inst, vpc, gw = rec.dest_instance, rec.dest_vpc, rec.dest_gateway
+        if inst is not None:
+            account, interface, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
+            if inst.managed_instance_group is not None:
+                _flat(codes, values, _GROUP[side], inst.managed_instance_group)
+        if vpc is not None:
+            vpc_name, subnet, vpc_project = vpc.vpc_name, vpc.subnetwork_name, vpc.project_id
+            sub_region = vpc.subnetwork_region
+            if region is None:
+                region = sub_region
+            elif sub_region is not None and sub_region != region:
+                codes.append(_C_VPC[side, "subnetwork_region"])
+                values.append(sub_region)
+            if vpc_project is not None and account is not None and vpc_project != account:
+                codes.append(_C_VPC[side, "project_id"])
+                values.append(vpc_project)
+        if gw is not None:
+            gvpc = gw.vpc
+            pairs = [
+                ("project_id", gw.project_id, account),
+                ("name", gw.name, interface),
+                ("location", gw.location, region),
+            ]
+            if gvpc is not None:
+                pairs.append(("vpc.vpc_name", gvpc.vpc_name, vpc_name))
+                pairs.append(("vpc.project_id", gvpc.project_id, vpc_project))
+            for name, value, column in pairs:
+                if value is not None and column is not None and value != column:
+                    codes.append(_C_GATEWAY[side, name])
+                    values.append(value)
+            if gw.type is not None:
+                codes.append(_C_GATEWAY[side, "type"])
+                values.append(gw.type)
+            if account is None:
+                account = gw.project_id
+            if interface is None:
+                interface = gw.name
+            if region is None:
+                region = gw.location
+            if gvpc is not None:
+                if vpc_name is None:
+                    vpc_name = gvpc.vpc_name
+                if vpc_project is None:
+                    vpc_project = gvpc.project_id
+    for name in _OTHERS[side]:
+        obj = getattr(rec, name)
         if obj is not None:
-            _flat(keys, values, name, obj)
+            _flat(codes, values, _WHOLE[name], obj)
     if account is None:
         account = vpc_project
     if entry is not None:
         if entry.insertId is not None:
-            keys.append("insertId")
+            codes.append(_C_INSERT_ID)
             values.append(entry.insertId)
         resource = entry.resource
         labels = resource.labels if resource is not None else None
         if labels is not None:
+            project, sub_name = labels.project_id, labels.subnetwork_name
             if account is None:
-                account = labels.project_id
-            elif labels.project_id is not None and labels.project_id != account:
-                keys.append("resource.labels.project_id")
-                values.append(labels.project_id)
+                account = project
+            elif project is not None and project != account:
+                codes.append(_C_LABELS["project_id"])
+                values.append(project)
             if subnet is None:
-                subnet = labels.subnetwork_name
-            elif labels.subnetwork_name is not None and labels.subnetwork_name != subnet:
-                keys.append("resource.labels.subnetwork_name")
-                values.append(labels.subnetwork_name)
+                subnet = sub_name
+            elif sub_name is not None and sub_name != subnet:
+                codes.append(_C_LABELS["subnetwork_name"])
+                values.append(sub_name)
             if labels.subnetwork_id is not None:
-                keys.append("resource.labels.subnetwork_id")
+                codes.append(_C_LABELS["subnetwork_id"])
                 values.append(labels.subnetwork_id)
             if labels.location is not None:
-                keys.append("resource.labels.location")
+                codes.append(_C_LABELS["location"])
                 values.append(labels.location)
     if rec.src_location is not None:
-        _flat(keys, values, "src_location", rec.src_location)
+        _flat(codes, values, _WHOLE["src_location"], rec.src_location)
     if rec.dest_location is not None:
-        _flat(keys, values, "dest_location", rec.dest_location)
+        _flat(codes, values, _WHOLE["dest_location"], rec.dest_location)
     rtt = rec.rtt_msec
     if rtt is not None:
-        keys.append("rtt_msec")
+        codes.append(_C_RTT)
         values.append(rtt if type(rtt) is str else str(rtt))
     disposition = rec.disposition
     action = None
     if disposition is not None:
         action = _ACTION.get(disposition)
         if action is None:
-            keys.append("disposition")
+            codes.append(_C_DISPOSITION)
             values.append(disposition)
-    for key, value in more:
-        keys.append(key)
-        values.append(value)
-    rows.offsets.append(len(keys))
-    rows.packets.append(rec.packets_sent)
-    rows.bytes.append(rec.bytes_sent)
-    rows.start.append(rec.start_time)
-    rows.end.append(rec.end_time)
-    rows.reporter.append(reporter)
-    rows.direction.append(_DIRECTION.get(reporter) if reporter is not None else None)
-    rows.action.append(action)
-    rows.account.append(account)
-    rows.interface.append(interface)
-    rows.region.append(region)
-    rows.zone.append(zone)
-    rows.vpc.append(vpc_name)
-    rows.subnet.append(subnet)
-    rows.lines.append(where)
-
-
-def _gateway(keys: list[str], values: list[str], side: str, gw: _Gateway, have: tuple[str | None, ...]) -> None:
-    """The reporting gateway's leaves that do not become a column (rule 3: one used only where the instance and VPC
-    left the column empty, and kept when it differs from what is there)."""
-    account, interface, region, vpc_name, vpc_project = have
-    pairs = (("project_id", gw.project_id, account), ("name", gw.name, interface), ("location", gw.location, region))
-    for name, value, column in pairs:
-        if value is not None and column is not None and value != column:
-            keys.append(f"{side}_gateway.{name}")
+    if more:
+        code = rows.vocab.code
+        for key, value in more:
+            codes.append(code(key))
             values.append(value)
-    if gw.type is not None:
-        keys.append(f"{side}_gateway.type")
-        values.append(gw.type)
-    if gw.vpc is not None:
-        for name, value, column in (
-            ("vpc_name", gw.vpc.vpc_name, vpc_name),
-            ("project_id", gw.vpc.project_id, vpc_project),
-        ):
-            if value is not None and column is not None and value != column:
-                keys.append(f"{side}_gateway.vpc.{name}")
-                values.append(value)
+    rows.offsets.append(len(codes))
+    conn = rec.connection
+    if conn is None:
+        rows.scalars.append(
+            (None, None, None, None, None, rec.packets_sent, rec.bytes_sent, rec.start_time, rec.end_time, reporter,
+             action, account, interface, region, zone, vpc_name, subnet, where)
+        )  # fmt: skip
+    else:
+        rows.scalars.append(
+            (conn.src_ip, conn.dest_ip, conn.src_port, conn.dest_port, conn.protocol, rec.packets_sent, rec.bytes_sent,
+             rec.start_time, rec.end_time, reporter, action, account, interface, region, zone, vpc_name, subnet, where)
+        )  # fmt: skip
 
 
 # -- the general path -------------------------------------------------------------------------------------------------
@@ -567,34 +620,31 @@ def _number(value: Any, high: int) -> int | None:
     return number
 
 
-def _numbers(values: list[Any], high: int) -> tuple[pa.Array, np.ndarray]:
-    """A number column (rule 4) as int64 and the mask of rows whose value is not a number in 0..high."""
+def _numbers(values: Sequence[Any], high: int) -> tuple[pa.Array, np.ndarray]:
+    """A number column (rule 4) as int64 and the mask of rows whose value is not a number in 0..high (null there).
+
+    Column-wise in the common cases (all JSON integers; all strings of digits, as Cloud Logging writes int64), value
+    by value otherwise."""
     n = len(values)
     try:
         arr = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         arr = None
-    bad = None
     if arr is not None:
         kind = arr.type
         if pa.types.is_null(kind):
             return pa.nulls(n, pa.int64()), np.zeros(n, dtype=bool)
         if pa.types.is_int64(kind):
             lo, hi = pc.min_max(arr).values()
-            if arr.null_count == n or (lo.as_py() >= 0 and hi.as_py() <= high):
+            if lo.as_py() >= 0 and hi.as_py() <= high:
                 return arr, np.zeros(n, dtype=bool)
-        elif pa.types.is_string(kind):
-            ok = pc.match_substring_regex(arr, _NUMBER_PATTERN)
-            if pc.all(pc.or_kleene(ok, pc.is_null(arr))).as_py():
-                digits = pc.replace_substring_regex(arr, r"\.0*$", "")
-                try:
-                    ints = pc.cast(digits, pa.int64())
-                except (pa.ArrowInvalid, OverflowError):
-                    ints = None
-                if ints is not None:
-                    lo, hi = pc.min_max(ints).values()
-                    if ints.null_count == n or hi.as_py() <= high:
-                        return ints, np.zeros(n, dtype=bool)
+        elif pa.types.is_string(kind) and pc.all(pc.match_substring_regex(arr, _DIGITS_PATTERN)).as_py() is not False:
+            try:
+                ints = pc.cast(arr, pa.int64())
+            except (pa.ArrowInvalid, OverflowError):
+                ints = None
+            if ints is not None and (ints.null_count == n or pc.max(ints).as_py() <= high):
+                return ints, np.zeros(n, dtype=bool)
     out: list[int | None] = [None] * n
     bad = np.zeros(n, dtype=bool)
     for i, value in enumerate(values):
@@ -618,23 +668,24 @@ def _truncate_fraction(text: str) -> str:
     return _MICRO.sub(r"\1", text, count=1)
 
 
-def _times(values: list[str | None]) -> tuple[pa.Array, np.ndarray]:
-    """A time column (rule 5) as timestamp[ms, UTC] and the mask of rows that are not RFC 3339 times."""
+def _times(values: Sequence[str | None]) -> tuple[pa.Array, np.ndarray]:
+    """A time column (rule 5) as timestamp[ms, UTC] and the mask of rows that are not RFC 3339 times (null there).
+
+    One regex pass and one cast to nanoseconds in the common case; value by value (microseconds, years 1-9999)
+    when a time is outside what nanoseconds hold (1677-2262) or is not one."""
     n = len(values)
     arr = pa.array(values, pa.string())
     if arr.null_count == n:
         return pa.nulls(n, TIME), np.zeros(n, dtype=bool)
-    ok = pc.match_substring_regex(arr, _TIME_PATTERN)
-    if pc.all(pc.or_kleene(ok, pc.is_null(arr))).as_py():
-        micro = pc.replace_substring_regex(arr, r"(\.[0-9]{1,6})[0-9]*", r"\1")
+    if pc.all(pc.match_substring_regex(arr, _TIME_PATTERN)).as_py() is not False:
         try:
-            us = pc.cast(micro, pa.timestamp("us", "UTC"))
+            ns = pc.cast(arr, pa.timestamp("ns", "UTC"))
         except pa.ArrowInvalid:
-            us = None
-        if us is not None:
-            raw = pc.cast(us, pa.int64()).to_numpy(zero_copy_only=False)
-            valid = us.is_valid().to_numpy(zero_copy_only=False)
-            ms = np.floor_divide(np.where(valid, raw, 0), 1000)
+            ns = None
+        if ns is not None:
+            raw = pc.cast(ns, pa.int64()).to_numpy(zero_copy_only=False)
+            valid = ns.is_valid().to_numpy(zero_copy_only=False)
+            ms = np.floor_divide(np.where(valid, raw, 0), 1_000_000)
             return pa.array(ms, pa.int64(), mask=~valid).cast(TIME), np.zeros(n, dtype=bool)
     out: list[int | None] = [None] * n
     bad = np.zeros(n, dtype=bool)
@@ -648,7 +699,7 @@ def _times(values: list[str | None]) -> tuple[pa.Array, np.ndarray]:
     return pa.array(out, pa.int64()).cast(TIME), bad
 
 
-def _dictionary(values: list[str | None]) -> pa.Array:
+def _dictionary(values: Sequence[str | None]) -> pa.Array:
     return pc.dictionary_encode(pa.array(values, pa.string()))
 
 
@@ -674,51 +725,52 @@ def _columns(
     n = len(rows)
     if n == 0:
         return empty_batch(), {}
+    column = dict(zip(_ROW, zip(*rows.scalars, strict=True), strict=True))
     problems: dict[int, str] = {}
     cols: dict[str, pa.Array] = {}
     bad_any = np.zeros(n, dtype=bool)
-    for name, column, text in (("src_ip", "src_addr", "an IP address"), ("dest_ip", "dst_addr", "an IP address")):
-        values = getattr(rows, name)
+    for name, out in (("src_ip", "src_addr"), ("dest_ip", "dst_addr")):
+        values = column[name]
         addr, bad = parse_addresses(pa.array(values, pa.string()), cache)
-        cols[column] = addr
+        cols[out] = addr
         if bad.any():
-            _note(problems, bad, name, values, f"expected {text}")
+            _note(problems, bad, name, values, "expected an IP address")
             bad_any |= bad
-    for name, column in (
+    for name, out in (
         ("src_port", "src_port"),
         ("dest_port", "dst_port"),
         ("protocol", "protocol"),
         ("packets", "packets"),
         ("bytes", "bytes"),
     ):
-        values = getattr(rows, name)
+        values = column[name]
         arr, bad = _numbers(values, _HIGH[name])
         if bad.any():
             _note(problems, bad, name, values, f"expected a number from 0 to {_HIGH[name]}")
             bad_any |= bad
-            arr = pc.if_else(pa.array(bad), pa.nulls(n, pa.int64()), arr)
-        cols[column] = arr
-    for name, column in (("start", "time_start"), ("end", "time_end")):
-        values = getattr(rows, name)
+        cols[out] = arr
+    for name, out in (("start", "time_start"), ("end", "time_end")):
+        values = column[name]
         arr, bad = _times(values)
         if bad.any():
             _note(problems, bad, name, values, "expected an RFC 3339 time such as 2024-06-01T12:00:00.123456789Z")
             bad_any |= bad
-            arr = pc.if_else(pa.array(bad), pa.nulls(n, TIME), arr)
-        cols[column] = arr
+        cols[out] = arr
     for name in ("account", "region", "zone", "vpc", "subnet", "interface"):
-        cols[name] = pa.array(getattr(rows, name), pa.string())
+        cols[name] = pa.array(column[name], pa.string())
     cols["instance"] = cols["interface"]
-    cols["reporter"] = _dictionary(rows.reporter)
-    cols["direction"] = _dictionary(rows.direction)
-    cols["action"] = _dictionary(rows.action)
+    reporter = _dictionary(column["reporter"])
+    cols["reporter"] = reporter
+    cols["direction"] = _directions(reporter)
+    cols["action"] = _dictionary(column["action"])
     cols["provider"] = constant("gcp", n, DICT_STRING)
     cols["source"] = constant(source, n, DICT_STRING)
     rate = options.get("sampling_rate")
     if rate is not None:
         cols["sampling_rate"] = constant(int(rate), n, pa.uint32())
+    keys = pa.array(rows.vocab.keys, pa.string()).take(pa.array(rows.codes, pa.int32()))
     cols["extra"] = pa.MapArray.from_arrays(
-        pa.array(rows.offsets, pa.int32()), pa.array(rows.keys, pa.string()), pa.array(rows.values, pa.string())
+        pa.array(rows.offsets, pa.int32()), keys, pa.array(rows.values, pa.string())
     )
     batch = assemble(n, cols)
     keep = ~bad_any
@@ -731,7 +783,13 @@ def _columns(
     return batch, problems
 
 
-def _note(problems: dict[int, str], bad: np.ndarray, name: str, values: list[Any], what: str) -> None:
+def _directions(reporter: pa.DictionaryArray) -> pa.Array:
+    """direction from the reporter column, mapped on its few distinct values (rule 3)."""
+    mapped = pa.array([_DIRECTION.get(v) for v in reporter.dictionary.to_pylist()], pa.string())
+    return pc.dictionary_encode(mapped.take(reporter.indices))
+
+
+def _note(problems: dict[int, str], bad: np.ndarray, name: str, values: Sequence[Any], what: str) -> None:
     for i in np.flatnonzero(bad):
         row = int(i)
         if row not in problems:
@@ -758,7 +816,7 @@ def _decode_line(data: bytes, rows: _Rows, where: int, shape: _Shape) -> str | N
             continue
         shape.bare = bare
         try:
-            _add(rows, entry, rec, where, [])
+            _add(rows, entry, rec, where, None)
         except _Bad as exc:
             return str(exc)
         return None
@@ -850,6 +908,7 @@ def parse_lines(
     stream = _Lines(chunks, offset)
     cache: dict[str, bytes | None] = {}
     shape = _Shape()
+    vocab = _Vocab()
     while True:
         # Enough to hold the line that crosses block_size, unless that line is longer than MAX_LINE.
         stream.fill(block_size + MAX_LINE + 1)
@@ -865,15 +924,18 @@ def parse_lines(
         else:  # the line crossing block_size goes past the buffer: longer than MAX_LINE
             end = buf.rfind(b"\n", 0, block_size - 1) + 1
             overlong = True
-        parts = buf[:end].split(b"\n", MAX_BATCH_ROWS)
+        block = buf[:end] if end < len(buf) else buf
+        parts = block.split(b"\n", MAX_BATCH_ROWS)
         if len(parts) > MAX_BATCH_ROWS:  # cut after the MAX_BATCH_ROWS-th line
             end -= len(parts.pop())
             overlong = False
+            block = block[:end]
         elif parts[-1] == b"":
             parts.pop()
         errors: list[ParseError] = []
-        rows = _Rows()
-        line = _block(parts, buf[:end].isascii(), rows, unit, line, errors, shape)
+        rows = _Rows(vocab)
+        line = _block(parts, block.isascii(), rows, unit, line, errors, shape)
+        del block
         stream.buf = buf[end:]
         offset += end
         if overlong:
@@ -883,7 +945,7 @@ def parse_lines(
             errors.append(ParseError(unit, line, f"line longer than {MAX_LINE} bytes: skipped", _quote(head)))
         batch, problems = _columns(rows, source, opts, cache)
         for index, reason in problems.items():
-            errors.append(ParseError(unit, rows.lines[index], reason, ""))
+            errors.append(ParseError(unit, rows.scalars[index][_LINE], reason, ""))
         errors.sort(key=lambda e: e.line or 0)
         yield ParseResult(batch, errors, {"offset": offset, "line": line}, lines=len(rows) + len(errors))
     yield ParseResult(empty_batch(), [], {"offset": offset, "line": line}, final=True)
@@ -929,7 +991,7 @@ def parse_entries(
     """Message bodies, each one LogEntry (or bare record), as one batch; errors name `names[i]` (a message id) as
     their unit. Also returns the indexes of the bodies that are bad (no flow and an error)."""
     opts = options or {}
-    rows = _Rows()
+    rows = _Rows(_Vocab())
     errors: list[ParseError] = []
     bad: list[int] = []
     shape = _Shape()
@@ -952,7 +1014,7 @@ def parse_entries(
             bad.append(i)
     batch, problems = _columns(rows, source, opts, {})
     for index, reason in problems.items():
-        i = rows.lines[index]
+        i = rows.scalars[index][_LINE]
         errors.append(ParseError(names[i], None, reason, _quote(bodies[i])))
         bad.append(i)
     bad.sort()
