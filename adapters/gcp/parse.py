@@ -58,6 +58,7 @@ names the field at fault; only lines that need it pay for it.
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -276,6 +277,9 @@ _WHOLE = {  # objects kept whole in extra (the other side's, and the locations)
         ("dest_location", _Location),
     )
 }
+_C_SRC_LOCATION = tuple(code for _, code, _ in _WHOLE["src_location"])
+_C_DEST_LOCATION = tuple(code for _, code, _ in _WHOLE["dest_location"])
+assert _Location.__struct_fields__ == ("continent", "country", "region", "city", "asn")  # the unrolled order in _add
 _GROUP = {side: _table(f"{side}_instance.managed_instance_group", _Group) for side in ("src", "dest")}
 _C_INSERT_ID = _k("insertId")
 _C_LABELS = {name: _k(f"resource.labels.{name}") for name in _Labels.__struct_fields__}
@@ -303,9 +307,9 @@ class _Rows:
 
     def __init__(self, vocab: _Vocab) -> None:
         self.scalars: list[tuple[Any, ...]] = []
-        self.codes: list[int] = []
+        self.codes = array("i")  # int32 buffers Arrow takes without a copy
         self.values: list[str] = []
-        self.offsets: list[int] = [0]
+        self.offsets = array("i", [0])
         self.vocab = vocab
 
     def __len__(self) -> int:
@@ -319,7 +323,7 @@ _ROW = (
 _LINE = len(_ROW) - 1
 
 
-def _flat(codes: list[int], values: list[str], table: Table, obj: Any) -> None:
+def _flat(codes: array[int], values: list[str], table: Table, obj: Any) -> None:
     for name, code, sub in table:
         value = getattr(obj, name)
         if value is None:
@@ -415,10 +419,26 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
             if labels.location is not None:
                 codes.append(_C_LABELS["location"])
                 values.append(labels.location)
-    if rec.src_location is not None:
-        _flat(codes, values, _WHOLE["src_location"], rec.src_location)
-    if rec.dest_location is not None:
-        _flat(codes, values, _WHOLE["dest_location"], rec.dest_location)
+    for loc, c in ((rec.src_location, _C_SRC_LOCATION), (rec.dest_location, _C_DEST_LOCATION)):
+        if loc is None:
+            continue
+        # Unrolled _flat: nearly every record has one location (the peer outside the VPC).
+        if loc.continent is not None:
+            codes.append(c[0])
+            values.append(loc.continent)
+        if loc.country is not None:
+            codes.append(c[1])
+            values.append(loc.country)
+        if loc.region is not None:
+            codes.append(c[2])
+            values.append(loc.region)
+        if loc.city is not None:
+            codes.append(c[3])
+            values.append(loc.city)
+        asn = loc.asn
+        if asn is not None:
+            codes.append(c[4])
+            values.append(asn if type(asn) is str else str(asn))
     rtt = rec.rtt_msec
     if rtt is not None:
         codes.append(_C_RTT)
@@ -768,10 +788,8 @@ def _columns(
     rate = options.get("sampling_rate")
     if rate is not None:
         cols["sampling_rate"] = constant(int(rate), n, pa.uint32())
-    keys = pa.array(rows.vocab.keys, pa.string()).take(pa.array(rows.codes, pa.int32()))
-    cols["extra"] = pa.MapArray.from_arrays(
-        pa.array(rows.offsets, pa.int32()), keys, pa.array(rows.values, pa.string())
-    )
+    keys = pa.array(rows.vocab.keys, pa.string()).take(_int32(rows.codes))
+    cols["extra"] = pa.MapArray.from_arrays(_int32(rows.offsets), keys, pa.array(rows.values, pa.string()))
     batch = assemble(n, cols)
     keep = ~bad_any
     projects = options.get("projects")
@@ -781,6 +799,10 @@ def _columns(
     if not keep.all():
         batch = batch.filter(pa.array(keep))
     return batch, problems
+
+
+def _int32(values: array[int]) -> pa.Array:
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
 
 
 def _directions(reporter: pa.DictionaryArray) -> pa.Array:
