@@ -930,7 +930,6 @@ def parse_lines(
     stream = _Lines(chunks, offset)
     cache: dict[str, bytes | None] = {}
     shape = _Shape()
-    vocab = _Vocab()
     while True:
         # Enough to hold the line that crosses block_size, unless that line is longer than MAX_LINE.
         stream.fill(block_size + MAX_LINE + 1)
@@ -955,7 +954,7 @@ def parse_lines(
         elif parts[-1] == b"":
             parts.pop()
         errors: list[ParseError] = []
-        rows = _Rows(vocab)
+        rows = _Rows(_Vocab())  # per batch: keys met in one batch, however many the object holds
         line = _block(parts, block.isascii(), rows, unit, line, errors, shape)
         del block
         stream.buf = buf[end:]
