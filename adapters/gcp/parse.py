@@ -36,23 +36,30 @@ The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.p
    70000, `"abc"` bytes, a reporter that is not a string, a `*_instance`, `*_vpc` or `*_gateway` that is not an
    object, or one whose fields named in rule 3 are not strings) makes the line one error naming the field's JSON
    path; no row.
-8. `extra` keeps every other key of the record under its own name, with its value as written: a string's text
-   (unescaped), otherwise the JSON text exactly as in the input (`src_location` -> `{"continent":"America",...}`,
-   `rtt_msec` -> `61`), nulls left out. So the other side's `dest_instance` / `dest_vpc` are kept whole, and the
-   reporting side's objects keep their other keys as `src_instance.managed_instance_group` and so on. Of the
-   LogEntry around the record, `insertId` (as `insertId`) and the `resource.labels` keys not used as a column
-   (`resource.labels.subnetwork_id`, `resource.labels.location`, ...) are kept.
+8. `extra` keeps every other leaf of the record, flattened to dotted paths: `rtt_msec`, `dest_location.country`,
+   `dest_instance.vm_name` (the other side's instance, VPC and gateway are kept whole this way),
+   `src_instance.managed_instance_group.name`, `src_gke_details.pod.pod_name`, `connection.src_nat_ip`. A string
+   leaf is its text; an integer is written in decimal (`15169`); any other number, a boolean and an array are their
+   JSON text as written in the input (`1.50`, `true`, `[80,443]`); nulls and empty objects are left out; an object
+   nested deeper than MAX_DEPTH levels is kept whole, as written, under its path at that depth. Of the reporting
+   side's objects, the leaves that became a column are not repeated; a fallback leaf that was not used, or that
+   differs from the column's value, is kept (`src_vpc.project_id` of a Shared VPC host project,
+   `src_vpc.subnetwork_region`, `src_gateway.type`). Of the LogEntry around the record, `insertId` (as `insertId`)
+   and `resource.labels`' other labels (`resource.labels.subnetwork_id`, `resource.labels.location`; and
+   `project_id` / `subnetwork_name` when they differ from the column) are kept. No key appears twice in a row;
+   the order of the pairs is not part of the contract.
 9. With the option `projects` (project ids), rows whose `account` is not among them are dropped (an
    organisation-level sink writes every project of the organisation into one bucket); they are not errors.
 
 Batches end at the first line end at or after BLOCK_SIZE bytes of input from the batch's start, or after
 MAX_BATCH_ROWS lines, whichever comes first: boundaries depend only on the content from the resume point.
 
-How it is fast: each line is decoded by msgspec into typed structs that name only the fields rules 3-6 map (every
-other key of the record kept as raw JSON), with no dict per record, and the columns are converted and validated
-column-wise in Arrow. A line the typed decoder refuses (an unknown key inside an object it maps, a wrong type,
-broken JSON) is decoded again by the general path (`_general`), which applies the same rules key by key and
-names the field at fault; only lines that need it pay for it.
+How it is fast: each line is decoded by msgspec into typed structs of the fields the documentation lists (no dict
+per record; the structs are kept out of the garbage collector), rows are tuples, extra keys are small integer codes
+(one Arrow take builds the key column), and numbers, times and addresses are converted and validated column-wise
+in Arrow. A line the typed decoder refuses (a key it does not know anywhere in the record, a value of another type,
+broken JSON) is decoded again by the general path (`_general`), which applies the same rules key by key, flattens
+what it does not know, and names the field at fault; only lines that need it pay for it.
 """
 
 from __future__ import annotations
