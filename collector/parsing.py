@@ -33,6 +33,15 @@ range again inside a longer batch. So `resume` may carry `cuts`: the progress ea
 there); a parser of a growing format ends a batch at each cut and counts the next from there, as a read resumed
 there would, so every sink skips exactly what it holds (adapters/units.py passes them).
 
+Resuming by seeking: a resumed read of a plain (not gzip) seekable stream (a local file, an object read with ranged
+requests) need not read the `offset` bytes before its resume point only to skip them, which for a large object
+means downloading most of it again after each restart. For a stream format that says so (`Format.seeks`), the
+format is still recognized from the object's first bytes, then the stream is sought to the resume point and the
+parser is given the option `stream_offset`: the decompressed offset its first chunk starts at (it skips
+`offset - stream_offset` bytes, none). Decompressed offsets are the raw ones there, less a UTF-8 byte order mark at
+the start (removed before the parser sees it). gzip streams cannot be entered in the middle: they are decompressed
+from the start and skipped as before, as are non-seekable streams (pipes) and formats that do not opt in.
+
 Sniffing order: formats that recognize a container by its raw magic bytes (Parquet's `PAR1`) first; then, on the
 first decompressed bytes, each stream format by its `order` (specific shapes first, the most lenient — AWS text,
 whose records are just numbers and words — last).
@@ -87,7 +96,9 @@ class Format:
     - `parse`: for "stream" formats `parse(chunks, unit=, source=, options=, resume=)` over decompressed chunks;
       for "file" formats `parse(fh, unit=, source=, options=, resume=)` with a seekable binary file.
     - `default`: the format of its provider used when `provider:` is given explicitly and nothing sniffs.
-    - `growing`: the parser honours the option `complete=False` (module docstring, "Growing objects")."""
+    - `growing`: the parser honours the option `complete=False` (module docstring, "Growing objects").
+    - `seeks`: the parser honours the option `stream_offset` (module docstring, "Resuming by seeking"): its
+      position's `offset` counts decompressed bytes of the whole stream, and its chunks may start past 0."""
 
     name: str
     provider: str
@@ -97,6 +108,7 @@ class Format:
     order: int = 100
     default: bool = False
     growing: bool = False
+    seeks: bool = False
 
 
 FORMATS: dict[str, Format] = {}
@@ -394,6 +406,16 @@ def open_stream(
     if not complete and not chosen.growing:
         yield _held_back(resume)
         return
+    offset = int(resume.get("offset", 0)) if resume else 0
+    if offset > 0 and chosen.seeks and magic[:2] != GZIP_MAGIC and fh.seekable():
+        # "Resuming by seeking" (module docstring): the head was only for recognizing the format.
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+        head_buf.chunks = []
+        fh.seek(offset + (len(UTF8_BOM) if magic[:3] == UTF8_BOM else 0))
+        rest = _plain(fh, counter)
+        opts = {**opts, "stream_offset": offset}
     for result in chosen.parse(head_buf.replay(rest), unit=unit, source=source, options=opts, resume=resume):
         result.provider = chosen.provider
         if result.final and problems:

@@ -13,7 +13,8 @@ text parser in the `aws_fields` order (default: the v2 default format).
 
 The parser option `aws_fields` is the field order of lines before any header line (CloudWatch events carry none);
 `--aws-format` on the command line gives it as text. `aws-text` reads growing objects (the option `complete`,
-collector/parsing.py): while one is incomplete, a trailing line without its line end is left for the next read.
+collector/parsing.py): while one is incomplete, a trailing line without its line end is left for the next read; and
+it resumes by seeking (the option `stream_offset`): a resumed plain object is read from its resume point on.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def _text(
 ) -> Iterator[ParseResult]:
     complete = bool(options.get("complete", True))
     return parse_text(
-        chunks, unit=unit, source=source, fields=options.get("aws_fields"), resume=resume, complete=complete
+        chunks,
+        unit=unit,
+        source=source,
+        fields=options.get("aws_fields"),
+        resume=resume,
+        complete=complete,
+        stream_offset=int(options.get("stream_offset", 0)),
     )
 
 
@@ -89,5 +96,7 @@ register_format(
 register_format(
     Format("aws-message-lines", "aws", lambda head, _: looks_like_message_lines(head), _message_lines, order=20)
 )
-register_format(Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True, growing=True))
+register_format(
+    Format("aws-text", "aws", looks_like_aws_text, _text, order=1000, default=True, growing=True, seeks=True)
+)
 register_option("aws_fields", parse_field_list)

@@ -110,13 +110,16 @@ def parse_text(
     max_rows: int = MAX_BATCH_ROWS,
     complete: bool = True,
     headers: bool = True,
+    stream_offset: int = 0,
 ) -> Iterator[ParseResult]:
     """Parse AWS flow log text (already decompressed) into batches of one block each: about `block_size` bytes of
     input, `max_rows` lines at most (however compressible the input, a batch stays bounded).
 
     `fields` is the field order for lines before any header (CloudWatch events carry none; default v2). `resume`
     is a position from an earlier ParseResult: that many bytes of the stream are skipped, and the field order in
-    force there is restored. `headers=False` for text that cannot hold header lines (CloudWatch event messages):
+    force there is restored. `stream_offset` is where `chunks` start in the stream (collector/parsing.py, "Resuming
+    by seeking": the caller sought to the resume point); only the bytes between it and the resume point are
+    skipped. `headers=False` for text that cannot hold header lines (CloudWatch event messages):
     every line is then a record.
 
     Lines end at LF (CRLF is accepted); a line with a lone CR, a control character or a byte outside ASCII (a UTF-8
@@ -140,7 +143,10 @@ def parse_text(
     discarding = False  # inside a line longer than MAX_LINE: drop bytes until it ends
     truncated = False
     if resume:
-        skip = state.offset = int(resume.get("offset", 0))
+        state.offset = int(resume.get("offset", 0))
+        skip = state.offset - stream_offset
+        if skip < 0:
+            raise ValueError(f"the stream starts at {stream_offset}, past the resume point {state.offset}")
         state.line = int(resume.get("line", 0))
         if resume.get("fields"):
             state.fields = tuple(resume["fields"])
