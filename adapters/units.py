@@ -61,6 +61,14 @@ from collector.pipeline import Delivery, Pipeline, PipelineFailed
 MAX_ERRORS_LOGGED = 10  # per unit; the rest are counted and summarized
 
 
+class RemoteReadError(Exception):
+    """An object could not be read (network, timeout, a denied request), as opposed to its content being bad.
+
+    Deliberately not an OSError: parsers report OSError and Arrow errors inside an object as damage to *that
+    object* and finish it, and a network failure must instead fail the unit so it is read again later. Every
+    remote store's reader (adapters/aws/s3io.py, adapters/gcp/gcsio.py) raises it, or a subclass."""
+
+
 class Outcome(enum.Enum):
     DONE = "done"  # every batch emitted (the checkpoint lands when every sink has acked)
     STOPPED = "stopped"  # the daemon is stopping: what was emitted is checkpointed, the rest comes next run

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from adapters.units import RemoteReadError
 from collector.parsing import ParseResult, open_stream
 
 log = logging.getLogger("flowcollector.aws.s3")
@@ -34,13 +35,6 @@ log = logging.getLogger("flowcollector.aws.s3")
 READ_SIZE = 1 << 20
 REOPEN_ATTEMPTS = 4
 T = TypeVar("T")
-
-
-class RemoteReadError(Exception):
-    """The object could not be read (network, timeout), as opposed to its content being bad.
-
-    Deliberately not an OSError: parsers report OSError and Arrow errors inside an object as damage to *that
-    object* and finish it, and a network failure must instead fail the unit so it is read again later."""
 
 
 class ObjectChanged(RemoteReadError):
