@@ -689,7 +689,9 @@ class Walker:
     def default(self, node: Node, value: Any, tp: Any, key: str) -> Any:
         """A field's default, made concrete like a read value: paths resolved, checks applied (`sources: ()`)."""
         base, markers, _ = _split(tp)
-        if base is Path and value is not None:
+        if value is None:
+            return None  # an optional field left unset: its markers check a value given, not the absence of one
+        if base is Path:
             value = self.base / value
         for marker in markers:
             check = getattr(marker, "check", None)
