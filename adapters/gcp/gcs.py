@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
+import google.auth.exceptions
 import requests
+from google.api_core import retry
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import storage
-from google.cloud.storage.retry import DEFAULT_RETRY
 
 from adapters.gcp import auth
 from adapters.gcp.config import GcsSourceConfig
@@ -48,8 +49,20 @@ log = logging.getLogger("flowcollector.source.gcp_gcs")
 
 PAGE_SIZE = 1000  # objects per listing request (the JSON API's maximum); tests page over fewer
 LIST_TIMEOUT = 60.0  # seconds per listing request
-# A listing is retried (429, 5xx, connection errors) for this long, then reported and tried again next poll.
-LIST_RETRY = DEFAULT_RETRY.with_timeout(120.0)
+
+
+def _transient(exc: BaseException) -> bool:
+    """What a listing request is retried on: 429, 5xx and broken connections, as the client library does, but not
+    a credential that cannot get a token (also a connection error when the token endpoint is out of reach): that is
+    reported at once and tried again next poll, instead of holding the poll for the retry's two minutes."""
+    if isinstance(exc, google.auth.exceptions.GoogleAuthError):
+        return False
+    return isinstance(exc, _TRANSIENT) or retry.if_transient_error(exc)
+
+
+_TRANSIENT = (ConnectionError, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# A listing is retried for this long, then reported and tried again next poll.
+LIST_RETRY = retry.Retry(predicate=_transient, initial=1.0, maximum=30.0, multiplier=2.0, timeout=120.0)
 OBJECT_FIELDS = "items(name,generation,size,updated,crc32c),prefixes,nextPageToken"
 T = TypeVar("T")
 
