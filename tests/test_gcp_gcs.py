@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from services import FakeGcs

@@ -103,3 +103,23 @@ def test_a_resume_at_the_end_gives_one_final_empty_result(tmp_path: Path) -> Non
     assert full[-1].position["offset"] == len(data)
     resumed, _ = parse(path, full[-1].position)
     assert summary(resumed) == [([], full[-1].position, True)]
+
+
+def test_gcp_lines_resume_at_their_offset(tmp_path: Path) -> None:
+    """The GCP LogEntry line parser opts in too: a log sink's Cloud Storage export (one LogEntry per line, shaped
+    like Google's documented VPC Flow Logs record; `bytes_sent` is a record id)."""
+    line = (
+        '{"insertId":"x%d","jsonPayload":{"bytes_sent":"%d","connection":{"dest_ip":"198.51.100.7","dest_port":443,'
+        '"protocol":6,"src_ip":"10.132.0.2","src_port":40000},"packets_sent":"3","reporter":"SRC",'
+        '"src_instance":{"project_id":"shop-prod-1","region":"europe-west1","vm_name":"web-1","zone":"europe-west1-b"},'
+        '"start_time":"2026-01-05T10:00:00.123Z","end_time":"2026-01-05T10:00:05.987Z"},'
+        '"logName":"projects/shop-prod-1/logs/compute.googleapis.com%%2Fvpc_flows"}\n'
+    )
+    path = tmp_path / "00:00:00_00:59:59_S0.json"
+    path.write_bytes(data := "".join(line % (i, i) for i in range(40_000)).encode())
+    full, _ = parse(path)
+    assert len(full) >= 3 and full[0].provider == "gcp"
+    resume = full[1].position
+    resumed, read = parse(path, resume)
+    assert summary(resumed) == summary(full[2:])
+    assert read == READ_SIZE + len(data) - resume["offset"]

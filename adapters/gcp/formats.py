@@ -35,6 +35,8 @@ def _rate(text: str) -> int:
     return value
 
 
-register_format(Format("gcp-logentry", "gcp", lambda head, _: looks_like_gcp(head), _lines, order=30, default=True))
+register_format(
+    Format("gcp-logentry", "gcp", lambda head, _: looks_like_gcp(head), _lines, order=30, default=True, seeks=True)
+)
 register_option("projects", _projects)
 register_option("sampling_rate", _rate)

@@ -52,7 +52,8 @@ The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.p
    organisation-level sink writes every project of the organisation into one bucket); they are not errors.
 
 Batches end at the first line end at or after BLOCK_SIZE bytes of input from the batch's start, or after
-MAX_BATCH_ROWS lines, whichever comes first: boundaries depend only on the content from the resume point.
+MAX_BATCH_ROWS lines, whichever comes first: boundaries depend only on the content from the resume point. A
+resumed plain object is read from its resume point on (option `stream_offset`, collector/parsing.py).
 
 How it is fast: each line is decoded by msgspec into typed structs of the fields the documentation lists (no dict
 per record; the structs are kept out of the garbage collector), rows are tuples, extra keys are small integer codes
@@ -934,7 +935,9 @@ def parse_lines(
     opts = options or {}
     offset = int(resume.get("offset", 0)) if resume else 0
     line = int(resume.get("line", 0)) if resume else 0
-    stream = _Lines(chunks, offset)
+    # The seam may have sought to the resume point (collector/parsing.py, "Resuming by seeking"): skip only what
+    # lies between where the chunks start and it.
+    stream = _Lines(chunks, offset - int(opts.get("stream_offset", 0)))
     cache: dict[str, bytes | None] = {}
     shape = _Shape()
     while True:
