@@ -222,9 +222,9 @@ def test_example_config_commented_sections_are_valid(monkeypatch, tmp_path):
         monkeypatch.setenv(var, "x")
     text = (REPO / "config.example.yaml").read_text()
     sections = commented_sections(text)
-    assert {"vpc-flows", "vpc-flows-queue", "vpc-cwl", "to-nfcapd"} <= set(sections)
+    assert {"vpc-flows", "vpc-flows-queue", "vpc-cwl", "gcp-flows", "to-nfcapd"} <= set(sections)
     for name, body in sections.items():
-        kind = "sources" if "type: aws" in body or "type: local" in body else "sinks"
+        kind = "sources" if any(f"type: {p}" in body for p in ("aws", "gcp", "local")) else "sinks"
         other = "sinks:\n  - {name: o, type: stdout}" if kind == "sources" else "sources:\n  - {name: l, type: local}"
         doc = f"{kind}:\n{body}\n{other}\n"
         try:
