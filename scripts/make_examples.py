@@ -3,8 +3,10 @@
     .venv/bin/python scripts/make_examples.py            # write the files, the README, then parse them back
     .venv/bin/python scripts/make_examples.py --check    # only parse the committed files and compare the counts
 
-The records are written from FORMATS.md ("AWS VPC flow logs"): private 10.x / 172.31.x addresses talking to the
-documentation ranges (198.51.100.0/24, 203.0.113.0/24, 192.0.2.0/24, 2001:db8::/32), so no real address appears.
+The AWS records are written from FORMATS.md ("AWS VPC flow logs"), the GCP ones from Google's VPC Flow Logs record
+format and Cloud Logging's LogEntry as a log sink exports it to Cloud Storage (adapters/gcp/parse.py): private
+10.x / 172.31.x addresses talking to the documentation ranges (198.51.100.0/24, 203.0.113.0/24, 192.0.2.0/24,
+2001:db8::/32), so no real address appears; project ids are made up.
 Every file is parsed back with the collector's own parsers and the counts are compared with what was written; the
 counts also go into examples/README.md, which tests and users read to know what to expect.
 """
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,6 +110,9 @@ class Expected:
     packets: int = 0
     bytes: int = 0
     packets_lost: int = 0
+    reporters: dict[str, int] = field(default_factory=dict)  # GCP: rows by reporter
+    accounts: dict[str, int] = field(default_factory=dict)  # GCP: rows by project
+    provider: str = "aws"
     errors: dict[int, str] = field(default_factory=dict)  # line -> what is wrong
     notes: list[str] = field(default_factory=list)  # for the README, not compared
 
@@ -524,6 +531,292 @@ def make_tgw(rng: random.Random) -> tuple[str, Expected, str]:
     return TGW_KEY, exp, text
 
 
+# -- GCP: a log sink's Cloud Storage export ------------------------------------------------------------------------
+# An organisation-level log sink exporting `compute.googleapis.com/vpc_flows` to one bucket (`gcp/` is the bucket
+# root): one object per hour and shard, one LogEntry per line, every project of the organisation mixed in.
+GCP_PROJECT = "example-shop-prod-4821"
+GCP_PROJECT_2 = "example-data-dev-1937"
+GCP_KEY = "gcp/compute.googleapis.com/vpc_flows/2026/11/22/06:00:00_06:59:59_S0.json"
+GCP_KEY_2 = "gcp/compute.googleapis.com/vpc_flows/2026/11/22/07:00:00_07:59:59_S0.json"
+GCP_LOG = "compute.googleapis.com%2Fvpc_flows"
+# Where the damaged lines of the 06:00 object go (1-based; there is no header line).
+GCP_BAD_LINES = {9: "truncated", 27: "bytes", 44: "port"}
+
+
+@dataclass(frozen=True, slots=True)
+class Vm:
+    """A GCE instance's NIC as VPC Flow Logs describe it (InstanceDetails + VpcDetails), with its subnet's id."""
+
+    project: str
+    name: str
+    ip: str
+    vpc: str
+    subnet: str
+    subnet_id: str
+    region: str
+    zone: str
+    ip6: str | None = None
+    group: str | None = None  # managed instance group
+
+    def instance(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"project_id": self.project, "region": self.region, "vm_name": self.name,
+                               "zone": self.zone}  # fmt: skip
+        if self.group:
+            out["managed_instance_group"] = {"name": self.group, "region": self.region}
+        return out
+
+    def vpc_details(self) -> dict[str, Any]:
+        return {"project_id": self.project, "subnetwork_name": self.subnet, "subnetwork_region": self.region,
+                "vpc_name": self.vpc}  # fmt: skip
+
+
+GCP_WEB = (
+    Vm(GCP_PROJECT, "web-euw1-7x2k", "10.128.0.11", "shop-vpc", "web-euw1", "4821000000000000011", "europe-west1",
+       "europe-west1-b", "2001:db8:4821:10::b", "web-euw1"),
+    Vm(GCP_PROJECT, "web-euw1-9p4m", "10.128.0.12", "shop-vpc", "web-euw1", "4821000000000000011", "europe-west1",
+       "europe-west1-c", None, "web-euw1"),
+)  # fmt: skip
+GCP_APP = Vm(GCP_PROJECT, "app-euw1-1", "10.128.16.21", "shop-vpc", "app-euw1", "4821000000000000012",
+             "europe-west1", "europe-west1-b")  # fmt: skip
+GCP_ETL = (
+    Vm(GCP_PROJECT_2, "etl-usc1-1", "10.132.0.5", "data-vpc", "etl-usc1", "1937000000000000021", "us-central1",
+       "us-central1-a"),
+    Vm(GCP_PROJECT_2, "etl-usc1-2", "10.132.0.6", "data-vpc", "etl-usc1", "1937000000000000021", "us-central1",
+       "us-central1-f"),
+)  # fmt: skip
+# A Cloud VPN tunnel of the shop VPC to an on-premises network (198.51.100.64/26 here).
+GCP_VPN = {"location": "europe-west1", "name": "vpn-onprem-1", "project_id": GCP_PROJECT, "type": "VPN_TUNNEL",
+           "vpc": {"project_id": GCP_PROJECT, "vpc_name": "shop-vpc"}}  # fmt: skip
+GCP_PLACES = (
+    {"asn": 64496, "city": "Amsterdam", "continent": "Europe", "country": "nld", "region": "North Holland"},
+    {"asn": 64500, "city": "Frankfurt am Main", "continent": "Europe", "country": "deu", "region": "Hesse"},
+    {"asn": 64511, "city": "Chicago", "continent": "America", "country": "usa", "region": "Illinois"},
+)  # ASNs from the documentation range (RFC 5398)
+
+
+class GcpFlows:
+    """LogEntry lines as a log sink writes them: int64 values (bytes, packets, rtt) as JSON strings, ports and
+    protocol as numbers, times in RFC 3339 with nanoseconds; keys sorted, compact, as the export writes them."""
+
+    def __init__(self, rng: random.Random, hour: int) -> None:
+        self.rng = rng
+        self.hour = hour
+
+    def _time(self, seconds: float) -> str:
+        base = datetime(2026, 11, 22, self.hour, tzinfo=UTC).timestamp() + seconds
+        whole = int(base)
+        ns = self.rng.randrange(0, 1_000_000_000)
+        return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+    def _interval(self) -> tuple[float, float]:
+        start = self.rng.uniform(0, 3500)
+        return start, start + self.rng.uniform(0.5, 5.0)  # the default aggregation interval is 5 s
+
+    def entry(self, vm: Vm, record: dict[str, Any], end: float, *, vpn: bool = False) -> dict[str, Any]:
+        """The LogEntry around a record, reported by `vm`'s subnet (a gateway report: the VPN tunnel's region)."""
+        received = end + self.rng.uniform(5, 40)
+        labels = {"location": vm.region if vpn else vm.zone, "project_id": vm.project, "subnetwork_id": vm.subnet_id,
+                  "subnetwork_name": vm.subnet}  # fmt: skip
+        return {
+            "insertId": "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(14)),
+            "jsonPayload": record,
+            "logName": f"projects/{vm.project}/logs/{GCP_LOG}",
+            "receiveTimestamp": self._time(received),
+            "resource": {"labels": labels, "type": "gce_subnetwork"},
+            "timestamp": self._time(end + self.rng.uniform(0.1, 2)),
+        }
+
+    def record(self, src: str, dst: str, sport: int | None, dport: int | None, proto: int, reporter: str,
+               packets: int, size: int) -> tuple[dict[str, Any], float]:  # fmt: skip
+        start, end = self._interval()
+        conn: dict[str, Any] = {"dest_ip": dst, "protocol": proto, "src_ip": src}
+        if sport is not None and dport is not None:
+            conn.update({"dest_port": dport, "src_port": sport})
+        rec = {
+            "bytes_sent": str(packets * size),
+            "connection": conn,
+            "end_time": self._time(end),
+            "packets_sent": str(packets),
+            "reporter": reporter,
+            "start_time": self._time(start),
+        }
+        return rec, end
+
+    def internet(self, vm: Vm, peer: str, port: int, *, inbound: bool, v6: bool = False) -> list[dict[str, Any]]:
+        """A TCP connection between a VM and the internet: the VM reports both directions (DEST for what it
+        receives, SRC with rtt_msec for what it sends); the peer side has a GeographicDetails location."""
+        local = vm.ip6 if v6 else vm.ip
+        assert local is not None
+        eph = self.rng.randrange(32768, 61000)
+        client, server, cport, sport = (peer, local, eph, port) if inbound else (local, peer, eph, port)
+        place = self.rng.choice(GCP_PLACES)
+        out = []
+        for src, dst, a, b in ((client, server, cport, sport), (server, client, sport, cport)):
+            sending = src == local
+            packets = self.rng.randint(2, 400)
+            rec, end = self.record(src, dst, a, b, 6, "SRC" if sending else "DEST", packets, self.rng.randint(52, 1400))
+            side = "src" if sending else "dest"
+            rec[f"{side}_instance"] = vm.instance()
+            rec[f"{side}_vpc"] = vm.vpc_details()
+            rec[f"{'dest' if sending else 'src'}_location"] = place
+            if sending:
+                rec["rtt_msec"] = str(self.rng.randint(1, 180))
+            out.append(self.entry(vm, rec, end))
+        return out
+
+    def between(self, a: Vm, b: Vm, port: int) -> list[dict[str, Any]]:
+        """A connection from VM a to VM b, each direction reported by both VMs (SRC by the sender, DEST by the
+        receiver; both carry both instances and VPCs). The two reports of one direction are sampled separately,
+        so their counts differ a little."""
+        eph = self.rng.randrange(32768, 61000)
+        out = []
+        for src, dst, sport, dport in ((a, b, eph, port), (b, a, port, eph)):
+            packets = self.rng.randint(5, 300)
+            size = self.rng.randint(60, 1400)
+            for reporter, vm in (("SRC", src), ("DEST", dst)):
+                seen = max(1, packets + self.rng.randint(-3, 3))
+                rec, end = self.record(src.ip, dst.ip, sport, dport, 6, reporter, seen, size)
+                rec.update({"dest_instance": dst.instance(), "dest_vpc": dst.vpc_details(),
+                            "src_instance": src.instance(), "src_vpc": src.vpc_details()})  # fmt: skip
+                if reporter == "SRC":
+                    rec["rtt_msec"] = str(self.rng.randint(1, 4))
+                out.append(self.entry(vm, rec, end))
+        return out
+
+    def ping(self, vm: Vm, peer: str) -> dict[str, Any]:
+        """An echo request from the internet: ICMP, so `connection` has no ports."""
+        v6 = ":" in peer
+        n = self.rng.randint(1, 10)
+        local = vm.ip6 if v6 else vm.ip
+        assert local is not None
+        rec, end = self.record(peer, local, None, None, 58 if v6 else 1, "DEST", n, 84)
+        rec.update({"dest_instance": vm.instance(), "dest_vpc": vm.vpc_details(),
+                    "src_location": self.rng.choice(GCP_PLACES)})  # fmt: skip
+        return self.entry(vm, rec, end)
+
+    def vpn(self, vm: Vm, onprem: str, port: int) -> list[dict[str, Any]]:
+        """On-premises client -> VM through the VPN tunnel: the tunnel reports the request as SRC_GATEWAY and the
+        reply as DEST_GATEWAY (its gateway is the reporting side), the VM reports DEST and SRC."""
+        eph = self.rng.randrange(32768, 61000)
+        out = []
+        for src, dst, sport, dport, to_vm in ((onprem, vm.ip, eph, port, True), (vm.ip, onprem, port, eph, False)):
+            packets = self.rng.randint(4, 200)
+            size = self.rng.randint(60, 1400)
+            for reporter in ("SRC_GATEWAY", "DEST") if to_vm else ("SRC", "DEST_GATEWAY"):
+                rec, end = self.record(src, dst, sport, dport, 6, reporter, packets, size)
+                vm_side, gw_side = ("dest", "src") if to_vm else ("src", "dest")
+                rec[f"{vm_side}_instance"] = vm.instance()
+                rec[f"{vm_side}_vpc"] = vm.vpc_details()
+                rec[f"{gw_side}_gateway"] = GCP_VPN
+                out.append(self.entry(vm, rec, end, vpn="GATEWAY" in reporter))
+        return out
+
+
+def _gcp_line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
+
+
+def _gcp_expected(
+    entries: Sequence[dict[str, Any]], lines: Sequence[str], skip: frozenset[int] | set[int] = frozenset()
+) -> Expected:
+    exp = Expected(provider="gcp")
+    for e in entries:
+        rec = e["jsonPayload"]
+        exp.rows += 1
+        exp.flows += 1
+        exp.ipv6 += ":" in rec["connection"]["src_ip"]
+        exp.egress += rec["reporter"].startswith("SRC")
+        exp.ingress += rec["reporter"].startswith("DEST")
+        exp.packets += int(rec["packets_sent"])
+        exp.bytes += int(rec["bytes_sent"])
+        exp.reporters[rec["reporter"]] = exp.reporters.get(rec["reporter"], 0) + 1
+        project = e["resource"]["labels"]["project_id"]
+        exp.accounts[project] = exp.accounts.get(project, 0) + 1
+    exp.reporters = dict(sorted(exp.reporters.items()))
+    exp.accounts = dict(sorted(exp.accounts.items()))
+
+    def where(test: Callable[[dict[str, Any]], bool]) -> str:
+        found = []
+        for i, text in enumerate(lines, 1):
+            if i in skip:
+                continue
+            if test(json.loads(text)["jsonPayload"]):
+                found.append(str(i))
+        return f"line{'s' if len(found) > 1 else ''} {', '.join(found)}" if found else ""
+
+    exp.notes.append("reporters: " + ", ".join(f"{n} {r}" for r, n in exp.reporters.items()))
+    exp.notes.append("projects: " + ", ".join(f"{p} {n}" for p, n in exp.accounts.items()))
+    six = where(lambda r: ":" in r["connection"]["src_ip"])
+    if six:
+        exp.notes.append(f"IPv6 flows on {six}")
+    icmp = where(lambda r: "src_port" not in r["connection"])
+    if icmp:
+        exp.notes.append(f"ICMP (no ports in `connection`) on {icmp}")
+    gateway = where(lambda r: r["reporter"].endswith("_GATEWAY"))
+    if gateway:
+        exp.notes.append(f"VPN tunnel reports (SRC_GATEWAY / DEST_GATEWAY, `src_gateway` / `dest_gateway`) on "
+                         f"{gateway}")  # fmt: skip
+    both = where(lambda r: "src_instance" in r and "dest_instance" in r)
+    if both:
+        exp.notes.append(f"VM-to-VM flows, each direction reported by both VMs (SRC and DEST) on {both}")
+    return exp
+
+
+def make_gcp(rng: random.Random) -> tuple[str, Expected, str]:
+    """06:00 hour, both projects mixed as an organisation sink writes them: 60 entries and 3 damaged lines."""
+    flows = GcpFlows(rng, 6)
+    entries: list[dict[str, Any]] = []
+    entries += flows.between(GCP_WEB[0], GCP_APP, 8080)
+    while len(entries) < 40:
+        web = rng.choice(GCP_WEB)
+        entries += flows.internet(web, _remote(rng, rng.choice(("198.51.100", "203.0.113"))), 443, inbound=True)
+    entries += flows.internet(GCP_WEB[0], "2001:db8:ffff:10::7", 443, inbound=True, v6=True)
+    entries.append(flows.ping(GCP_WEB[1], _remote(rng, "192.0.2")))
+    entries += flows.vpn(GCP_APP, "198.51.100.70", 5432)
+    entries += flows.between(GCP_ETL[0], GCP_ETL[1], 9000)
+    while len(entries) < 60:
+        entries += flows.internet(rng.choice(GCP_ETL), _remote(rng, "192.0.2"), 443, inbound=False)
+    entries = entries[:60]
+    lines = [_gcp_line(e) for e in entries]
+    exp = _gcp_expected(entries, lines)
+    bad: dict[int, str] = {}
+    template = entries[5]
+    for lineno, what in sorted(GCP_BAD_LINES.items()):
+        damaged = json.loads(json.dumps(template))
+        if what == "truncated":
+            text = _gcp_line(damaged)[:300]  # a line cut short: not JSON
+            bad[lineno] = "line cut short: not JSON"
+        elif what == "bytes":
+            damaged["jsonPayload"]["bytes_sent"] = "12k"
+            text = _gcp_line(damaged)
+            bad[lineno] = '`bytes_sent` "12k" is not a number'
+        else:
+            damaged["jsonPayload"]["connection"]["dest_port"] = 70000
+            text = _gcp_line(damaged)
+            bad[lineno] = "`connection.dest_port` 70000 is out of range"
+        lines.insert(lineno - 1, text)
+    exp.errors = bad
+    exp.notes = _gcp_expected(entries, lines, skip=set(bad)).notes  # line numbers after the damaged lines went in
+    return GCP_KEY, exp, "".join(line + "\n" for line in lines)
+
+
+def make_gcp_2(rng: random.Random) -> tuple[str, Expected, str]:
+    """07:00 hour: 24 entries, mostly the data project; IPv6 and an ICMPv6 ping; no damage."""
+    flows = GcpFlows(rng, 7)
+    entries: list[dict[str, Any]] = []
+    while len(entries) < 16:
+        entries += flows.internet(rng.choice(GCP_ETL), _remote(rng, rng.choice(("192.0.2", "198.51.100"))), 443,
+                                  inbound=False)  # fmt: skip
+    entries += flows.internet(GCP_WEB[0], "2001:db8:ffff:22::1b", 443, inbound=True, v6=True)
+    entries.append(flows.ping(GCP_WEB[0], "2001:db8:cafe::42"))
+    entries += flows.between(GCP_ETL[1], GCP_ETL[0], 5432)
+    while len(entries) < 24:
+        entries += flows.internet(rng.choice(GCP_WEB), _remote(rng, "203.0.113"), 443, inbound=True)
+    entries = entries[:24]
+    lines = [_gcp_line(e) for e in entries]
+    return GCP_KEY_2, _gcp_expected(entries, lines), "".join(line + "\n" for line in lines)
+
+
 # -- verification --------------------------------------------------------------------------------------------------
 def parse_counts(path: Path) -> Expected:
     """Parse a file back with the collector's parsers and count what came out."""
@@ -533,7 +826,12 @@ def parse_counts(path: Path) -> Expected:
 
     from adapters.aws.parse import parse_parquet, parse_text
 
-    if path.suffix == ".parquet":
+    if path.suffix == ".json":  # GCP: through the parsing seam's detection, as the `local` source reads it
+        from collector.parsing import open_unit
+
+        results = list(open_unit(path, unit=path.name, source="examples"))
+        assert {r.provider for r in results if r.batch.num_rows} == {"gcp"}, path
+    elif path.suffix == ".parquet":
         results = list(parse_parquet(str(path), unit=path.name, source="examples"))
     else:
         data = isal.igzip.decompress(path.read_bytes())
@@ -564,10 +862,26 @@ def parse_counts(path: Path) -> Expected:
     for m in table.column("extra").to_pylist():
         lost += sum(int(v) for k, v in (m or []) if k.startswith("packets-lost-"))
     got.packets_lost = lost
+    if path.suffix == ".json":
+        got.reporters = dict(sorted(Counter(table.column("reporter").to_pylist()).items()))
+        got.accounts = dict(sorted(Counter(table.column("account").to_pylist()).items()))
     return got
 
 
-COMPARED = ("rows", "flows", "accept", "reject", "nodata", "skipdata", "ipv6", "packets", "bytes", "packets_lost")
+COMPARED = (
+    "rows",
+    "flows",
+    "accept",
+    "reject",
+    "nodata",
+    "skipdata",
+    "ipv6",
+    "packets",
+    "bytes",
+    "packets_lost",
+    "reporters",
+    "accounts",
+)
 
 
 def check(key: str, exp: Expected) -> list[str]:
@@ -587,13 +901,20 @@ def check(key: str, exp: Expected) -> list[str]:
 # -- README --------------------------------------------------------------------------------------------------------
 def summary(exp: Expected) -> list[str]:
     """What a file holds, one fact a line (the README's bullets and the script's output)."""
-    out = [f"records: {exp.rows} = {exp.flows} flows + {exp.nodata} NODATA + {exp.skipdata} SKIPDATA"]
-    if exp.accept + exp.reject:
+    if exp.provider == "gcp":  # GCP has no status records
+        out = [f"records: {exp.rows} flows"]
+    else:
+        out = [f"records: {exp.rows} = {exp.flows} flows + {exp.nodata} NODATA + {exp.skipdata} SKIPDATA"]
+    if exp.provider == "gcp" and not exp.accept + exp.reject:
+        out.append("flows: no `disposition` field (action is null)")
+    elif exp.accept + exp.reject:
         out.append(f"flows: {exp.accept} ACCEPT, {exp.reject} REJECT")
     else:
         out.append("flows: no action field (action is null)")
     out.append(f"IPv6 flows: {exp.ipv6}")
-    if exp.ingress + exp.egress:
+    if exp.provider == "gcp":
+        out.append(f"direction (from the reporter): {exp.ingress} ingress, {exp.egress} egress")
+    elif exp.ingress + exp.egress:
         out.append(f"flow-direction: {exp.ingress} ingress, {exp.egress} egress")
     out.append(f"packets: {exp.packets}, bytes: {exp.bytes} (sums over the flows)")
     if exp.packets_lost:
@@ -623,12 +944,14 @@ README_HEAD = """\
 
 Generated by `scripts/make_examples.py` (fixed seed and times: running it again writes the same records). Every
 record is synthetic: private `10.x` / `172.31.x` addresses talking to the documentation ranges `198.51.100.0/24`,
-`203.0.113.0/24`, `192.0.2.0/24` and `2001:db8::/32`; accounts, interfaces and IDs are made up. The layout mirrors
-an S3 bucket (`aws/` is the bucket root), so the `local` source or `aws s3 sync` can replay it.
+`203.0.113.0/24`, `192.0.2.0/24` and `2001:db8::/32` (ASNs from `64496-64511`); accounts, projects, interfaces and
+IDs are made up. The layout mirrors an S3 bucket (`aws/` is the bucket root) and the Cloud Storage bucket of a GCP
+log sink (`gcp/` is the bucket root), so the `local` source, `aws s3 sync` or `gcloud storage cp -r` can replay it.
 
 Counts below are *records the parser returns* (flows plus NODATA/SKIPDATA status rows), and the parser's verdict on
-the malformed lines; `python scripts/make_examples.py --check` parses the files and compares. Line numbers are
-1-based and count the header line (line 1). Packets and bytes are sums over the flows.
+the malformed lines; `python scripts/make_examples.py --check` parses the files, compares the counts and checks
+that the committed text files and this README are what the script writes. Line numbers are 1-based; in AWS text
+they count the header line (line 1); GCP objects have no header. Packets and bytes are sums over the flows.
 """
 
 
@@ -641,6 +964,20 @@ def readme(objects: list[tuple[str, str, Expected]]) -> str:
 
 
 DESCRIPTIONS = {
+    GCP_KEY: (
+        "GCP VPC Flow Logs as an organisation-level log sink exports them to Cloud Storage: one Cloud Logging "
+        "LogEntry per line (`insertId`, `jsonPayload`, `logName`, `receiveTimestamp`, `resource` of type "
+        "`gce_subnetwork` with its labels, `timestamp`), two projects (`example-shop-prod-4821` in europe-west1, "
+        "`example-data-dev-1937` in us-central1) mixed in one object. int64 values (`bytes_sent`, `packets_sent`, "
+        "`rtt_msec`) are JSON strings, times RFC 3339 with nanoseconds. Internet peers have `src_location` / "
+        "`dest_location`; a VPN tunnel reports as `SRC_GATEWAY` / `DEST_GATEWAY` with `src_gateway` / "
+        "`dest_gateway`. Three lines are damaged on purpose; the parser reports each as an error with its line "
+        "number and keeps every other line."
+    ),
+    GCP_KEY_2: (
+        "The next hour's object of the same sink: mostly the data project's egress, IPv6 and an ICMPv6 ping to a web "
+        "VM of the shop project, and a VM-to-VM connection of the data project."
+    ),
     V2_KEY: (
         "Default format (version 2, the 14 v2 fields), gzip text with a header line, as S3 delivers it. us-east-1, "
         "account 123456789012, 5 interfaces (web servers, a bastion, an app server, a NAT gateway interface without "
@@ -677,6 +1014,8 @@ def build() -> list[tuple[str, Expected, Any]]:
         make_v5,
         make_parquet,
         make_tgw,
+        make_gcp,
+        make_gcp_2,
     )
     return [make(random.Random(SEED * 10 + salt)) for salt, make in enumerate(makers, 1)]
 
@@ -687,11 +1026,35 @@ def write(objects: Sequence[tuple[str, Expected, Any]]) -> None:
     for key, _exp, content in objects:
         path = DATA / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, str):
+        if isinstance(content, str) and key.endswith(".json"):
+            path.write_text(content)  # a log sink writes plain JSON lines
+        elif isinstance(content, str):
             _write_gzip(path, content)
         else:
             pq.write_table(content, path, compression="snappy")
-    (DATA.parent / "README.md").write_text(readme([(k, DESCRIPTIONS[k], e) for k, e, _ in objects]))
+    (DATA.parent / "README.md").write_text(readme_of(objects))
+
+
+def readme_of(objects: Sequence[tuple[str, Expected, Any]]) -> str:
+    return readme([(k, DESCRIPTIONS[k], e) for k, e, _ in objects])
+
+
+def stale_content(objects: Sequence[tuple[str, Expected, Any]]) -> list[str]:
+    """Committed text objects and README that differ from what this script writes (Parquet is left out: its
+    footer names the pyarrow version that wrote it)."""
+    import isal.igzip
+
+    problems = []
+    for key, _exp, content in objects:
+        path = DATA / key
+        if isinstance(content, str) and path.exists():
+            data = path.read_bytes()
+            text = (data if key.endswith(".json") else isal.igzip.decompress(data)).decode()
+            if text != content:
+                problems.append(f"{path.name}: content differs from what the script writes")
+    if (DATA.parent / "README.md").read_text() != readme_of(objects):
+        problems.append("examples/README.md differs from what the script writes")
+    return problems
 
 
 def stale_files(objects: Sequence[tuple[str, Expected, Any]]) -> Iterator[Path]:
@@ -712,6 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, exp, _ in objects:
         print(key, *summary(exp), sep="\n    ")
         problems += check(key, exp)
+    problems += stale_content(objects)
     for path in stale_files(objects):
         print(f"note: {path.relative_to(ROOT)} is not written by this script")
     if problems:

@@ -65,22 +65,23 @@ def test_daemon_serves_source_and_sink_counters(tmp_path: Path) -> None:
                 seen = scrape(port)
             except OSError:
                 seen = {}
-            if seen.get('flowcollector_source_units_total{source="samples"}') == 4:
+            if seen.get('flowcollector_source_units_total{source="samples"}') == 6:
                 break
             time.sleep(0.2)
-        # The bundled samples (examples/README.md): 4 files, 280 rows of which 5 status rows, 3 malformed lines.
-        assert seen['flowcollector_source_units_total{source="samples"}'] == 4
-        assert seen['flowcollector_source_records_total{source="samples"}'] == 280
+        # The bundled samples (examples/README.md): 4 AWS files (280 rows of which 5 status rows, 3 malformed lines)
+        # and 2 GCP objects (60 + 24 rows, 3 malformed lines).
+        assert seen['flowcollector_source_units_total{source="samples"}'] == 6
+        assert seen['flowcollector_source_records_total{source="samples"}'] == 364
         assert seen['flowcollector_source_status_rows_total{source="samples"}'] == 5
-        assert seen['flowcollector_source_errors_total{source="samples"}'] == 3
+        assert seen['flowcollector_source_errors_total{source="samples"}'] == 6
         assert seen['flowcollector_source_units_failed_total{source="samples"}'] == 0
-        assert seen['flowcollector_sink_records_total{sink="archive"}'] == 280
+        assert seen['flowcollector_sink_records_total{sink="archive"}'] == 364
         assert seen['flowcollector_sink_filtered_total{sink="archive"}'] == 0
         assert seen['flowcollector_sink_rejected_total{sink="archive"}'] == 0
         rejects = _rejects(tmp_path / "in")
-        assert 0 < rejects < 280
+        assert 0 < rejects < 364
         assert seen['flowcollector_sink_records_total{sink="rejects"}'] == rejects
-        assert seen['flowcollector_sink_filtered_total{sink="rejects"}'] == 280 - rejects
+        assert seen['flowcollector_sink_filtered_total{sink="rejects"}'] == 364 - rejects
         assert seen["flowcollector_in_flight_batches"] == 0
         assert seen["flowcollector_start_time_seconds"] > time.time() - 120
     finally:
