@@ -603,10 +603,10 @@ class GcpFlows:
         self.hour = hour
 
     def _time(self, seconds: float) -> str:
-        base = datetime(2026, 11, 22, self.hour, tzinfo=UTC).timestamp() + seconds
-        whole = int(base)
-        ns = self.rng.randrange(0, 1_000_000_000)
-        return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+        """`seconds` after the hour, to the nanosecond (so a start is never after its end)."""
+        whole, ns = divmod(int(seconds * 1_000_000_000), 1_000_000_000)
+        when = datetime(2026, 11, 22, self.hour, tzinfo=UTC).timestamp() + whole
+        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
 
     def _interval(self) -> tuple[float, float]:
         start = self.rng.uniform(0, 3500)
@@ -627,8 +627,13 @@ class GcpFlows:
         }
 
     def record(self, src: str, dst: str, sport: int | None, dport: int | None, proto: int, reporter: str,
-               packets: int, size: int) -> tuple[dict[str, Any], float]:  # fmt: skip
+               packets: int, size: int, around: float | None = None) -> tuple[dict[str, Any], float]:  # fmt: skip
+        """One flow record; `around` (seconds after the hour) puts the reports of one connection in about the same
+        aggregation interval."""
         start, end = self._interval()
+        if around is not None:
+            start = around + self.rng.uniform(0, 0.2)
+            end = start + self.rng.uniform(0.5, 5.0)
         conn: dict[str, Any] = {"dest_ip": dst, "protocol": proto, "src_ip": src}
         if sport is not None and dport is not None:
             conn.update({"dest_port": dport, "src_port": sport})
@@ -650,11 +655,13 @@ class GcpFlows:
         eph = self.rng.randrange(32768, 61000)
         client, server, cport, sport = (peer, local, eph, port) if inbound else (local, peer, eph, port)
         place = self.rng.choice(GCP_PLACES)
+        t0 = self.rng.uniform(0, 3490)
         out = []
         for src, dst, a, b in ((client, server, cport, sport), (server, client, sport, cport)):
             sending = src == local
             packets = self.rng.randint(2, 400)
-            rec, end = self.record(src, dst, a, b, 6, "SRC" if sending else "DEST", packets, self.rng.randint(52, 1400))
+            size = self.rng.randint(52, 1400)
+            rec, end = self.record(src, dst, a, b, 6, "SRC" if sending else "DEST", packets, size, t0)
             side = "src" if sending else "dest"
             rec[f"{side}_instance"] = vm.instance()
             rec[f"{side}_vpc"] = vm.vpc_details()
@@ -669,13 +676,14 @@ class GcpFlows:
         receiver; both carry both instances and VPCs). The two reports of one direction are sampled separately,
         so their counts differ a little."""
         eph = self.rng.randrange(32768, 61000)
+        t0 = self.rng.uniform(0, 3490)
         out = []
         for src, dst, sport, dport in ((a, b, eph, port), (b, a, port, eph)):
             packets = self.rng.randint(5, 300)
             size = self.rng.randint(60, 1400)
             for reporter, vm in (("SRC", src), ("DEST", dst)):
                 seen = max(1, packets + self.rng.randint(-3, 3))
-                rec, end = self.record(src.ip, dst.ip, sport, dport, 6, reporter, seen, size)
+                rec, end = self.record(src.ip, dst.ip, sport, dport, 6, reporter, seen, size, t0)
                 rec.update({"dest_instance": dst.instance(), "dest_vpc": dst.vpc_details(),
                             "src_instance": src.instance(), "src_vpc": src.vpc_details()})  # fmt: skip
                 if reporter == "SRC":
@@ -698,12 +706,13 @@ class GcpFlows:
         """On-premises client -> VM through the VPN tunnel: the tunnel reports the request as SRC_GATEWAY and the
         reply as DEST_GATEWAY (its gateway is the reporting side), the VM reports DEST and SRC."""
         eph = self.rng.randrange(32768, 61000)
+        t0 = self.rng.uniform(0, 3490)
         out = []
         for src, dst, sport, dport, to_vm in ((onprem, vm.ip, eph, port, True), (vm.ip, onprem, port, eph, False)):
             packets = self.rng.randint(4, 200)
             size = self.rng.randint(60, 1400)
             for reporter in ("SRC_GATEWAY", "DEST") if to_vm else ("SRC", "DEST_GATEWAY"):
-                rec, end = self.record(src, dst, sport, dport, 6, reporter, packets, size)
+                rec, end = self.record(src, dst, sport, dport, 6, reporter, packets, size, t0)
                 vm_side, gw_side = ("dest", "src") if to_vm else ("src", "dest")
                 rec[f"{vm_side}_instance"] = vm.instance()
                 rec[f"{vm_side}_vpc"] = vm.vpc_details()
@@ -722,6 +731,7 @@ def _gcp_expected(
     exp = Expected(provider="gcp")
     for e in entries:
         rec = e["jsonPayload"]
+        assert rec["start_time"] <= rec["end_time"] <= e["timestamp"] <= e["receiveTimestamp"], e  # same format
         exp.rows += 1
         exp.flows += 1
         exp.ipv6 += ":" in rec["connection"]["src_ip"]

@@ -2,15 +2,17 @@
 4.0 as the packet-level oracle (tests/services.py starts them; skipped loudly when missing, failed under CI=true).
 
 First the helpers are proven with hand-built packets (`struct`, one template + IPv4 data records), so a failure
-of the sink tests below is the sink's, not the harness's. Then AWS flow logs (the conformance fixtures, the bundled
-examples and tests/fixtures/netflow/aws-edge-cases.log) go through `NetflowSink` to each collector, and every
-record read back is compared field by field with the source rows, as multisets (order is not promised).
+of the sink tests below is the sink's, not the harness's. Then AWS and GCP flow logs (the conformance fixtures, the
+bundled examples and tests/fixtures/netflow/aws-edge-cases.log) go through `NetflowSink` to each collector, and every
+record read back is compared field by field with the source rows, as multisets (order is not promised); the GCP
+conformance records also with hand-checked values.
 
 What each collector can show (found on Debian 12; see the reply of the services work and SERVICES.md):
 - nfdump decodes addresses, ports (ICMP: type/code from the destination port, no source port), protocol, TCP
   flags, packets, bytes (u64), in/out interface, flowDirection and the times (IPFIX 152/153 in ms; v9 FIRST/LAST
   from sysUptime). forwardingStatus (89) and firewallEvent (233) only over v9: over IPFIX nfdump 1.7.1 drops them,
-  so there the action is checked through tshark, and only the record's arrival through nfdump.
+  so there the action is checked through tshark, and only the record's arrival through nfdump. samplingInterval
+  (34) in data records is ignored by nfdump 1.7.1 (`"sampled": 0`, counters not scaled): checked through tshark.
 - nfacctd aggregates by its key (duplicates are summed) and has no direction or action primitive.
 - tshark decodes every field and every header: sequences, templates, options records.
 """
@@ -38,7 +40,11 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE_AWS = sorted((ROOT / "tests" / "fixtures" / "conformance" / "raw" / "aws").glob("*.log"))
-EXAMPLES = sorted(p for p in (ROOT / "examples" / "data" / "aws").rglob("*") if p.is_file())
+# GCP LogEntry lines (obsrvbl-oss/gcp-flowlogs-reader's SAMPLE_PAYLOADS, see tests/fixtures/conformance/SOURCES.md),
+# parsed with the source option `sampling_rate` so that it is seen reaching samplingInterval.
+CONFORMANCE_GCP = sorted((ROOT / "tests" / "fixtures" / "conformance" / "raw" / "gcp").glob("*.logentries.jsonl"))
+GCP_SAMPLING = 4
+EXAMPLES = sorted(p for p in (ROOT / "examples" / "data").rglob("*") if p.is_file())  # AWS and GCP
 EDGE_CASES = ROOT / "tests" / "fixtures" / "netflow" / "aws-edge-cases.log"
 DAY_MS = 86_400_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,6 +72,7 @@ class Flow(NamedTuple):
     direction: int | None = None
     forwarding: int | None = None  # forwardingStatus (89) octet
     fw_event: int | None = None  # firewallEvent (233)
+    sampling: int | None = None  # samplingInterval (34)
 
 
 def address(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -98,7 +105,8 @@ def expected_flows(batches: Iterable[pa.RecordBatch]) -> list[Flow]:
     NODATA/SKIPDATA rows and rows without both addresses or without any time are not flows; a missing start or
     end takes the other; null counters/ports/flags are 0; an IPv4 pair is IPv4, anything else IPv6 (mapped);
     direction ingress 0 / egress 1 / unknown 255; the logging interface is ingressInterface except for egress;
-    accept -> (forwardingStatus 64, firewallEvent 1), reject -> (129, 3), no action -> (0, 0)."""
+    accept -> (forwardingStatus 64, firewallEvent 1), reject -> (129, 3), no action -> (0, 0); samplingInterval
+    the row's sampling rate, 1 when null."""
     out = []
     for batch in batches:
         for row in batch.to_pylist():
@@ -130,6 +138,7 @@ def expected_flows(batches: Iterable[pa.RecordBatch]) -> list[Flow]:
                     direction=direction,
                     forwarding=forwarding,
                     fw_event=fw_event,
+                    sampling=row["sampling_rate"] or 1,
                 )
             )
     return out
@@ -138,7 +147,8 @@ def expected_flows(batches: Iterable[pa.RecordBatch]) -> list[Flow]:
 def as_nfdump_shows(flow: Flow, version: int) -> Flow:
     """nfdump 1.7.1 hides ICMP source ports and flags (it shows type/code: over IPFIX from the destination port,
     over v9 only from icmpTypeCode 32 / 139, which the sink sends for that reason) and over IPFIX drops
-    forwardingStatus / firewallEvent."""
+    forwardingStatus / firewallEvent; samplingInterval in data records it ignores."""
+    flow = flow._replace(sampling=None)
     if flow.protocol in ICMP:
         flow = flow._replace(src_port=None, tcp_flags=None)
     if version == 10:
@@ -314,6 +324,7 @@ def from_tshark(r: dict[str, Any], packet: CflowPacket) -> Flow:
         direction=int(r["cflow.direction"]),
         forwarding=forwarding,
         fw_event=int(r["cflow.firewall_event"]),
+        sampling=int(r["cflow.sampling_interval"]) if "cflow.sampling_interval" in r else None,
     )
 
 
@@ -495,8 +506,9 @@ def test_nfacctd_reads_one_ipfix_options_template_per_set_only(tmp_path: Path) -
 
 
 def source_batches() -> list[pa.RecordBatch]:
-    """Parsed AWS flow logs, one observation domain per source: the conformance fixtures (parse_text), the
-    bundled examples (collector.parsing.open_unit: gzip and Parquet too) and the edge cases."""
+    """Parsed flow logs, one observation domain per source: the AWS conformance fixtures (parse_text), the GCP ones
+    (parse_lines, with a sampling rate), the bundled AWS and GCP examples (collector.parsing.open_unit: gzip,
+    Parquet and GCP LogEntry lines as the `local` source reads them) and the edge cases."""
     from adapters.aws.parse import parse_text
     from collector.parsing import open_unit
 
@@ -504,11 +516,23 @@ def source_batches() -> list[pa.RecordBatch]:
     for path in [*CONFORMANCE_AWS, EDGE_CASES]:
         source = "edge-cases" if path == EDGE_CASES else "conformance"
         batches += [r.batch for r in parse_text([path.read_bytes()], unit=path.name, source=source)]
+    batches += gcp_conformance_batches()
     for path in EXAMPLES:
         batches += [r.batch for r in open_unit(path, unit=path.name, source="examples")]
     batches = [b for b in batches if b.num_rows]
-    assert len(CONFORMANCE_AWS) >= 10 and len(EXAMPLES) >= 4 and sum(b.num_rows for b in batches) > 300
+    assert len(CONFORMANCE_AWS) >= 10 and len(EXAMPLES) >= 6 and sum(b.num_rows for b in batches) > 380
+    assert {b.column("provider")[0].as_py() for b in batches} == {"aws", "gcp"}
     return batches
+
+
+def gcp_conformance_batches() -> list[pa.RecordBatch]:
+    from adapters.gcp.parse import parse_lines
+
+    assert CONFORMANCE_GCP
+    return [r.batch for path in CONFORMANCE_GCP
+            for r in parse_lines([path.read_bytes()], unit=path.name, source="gcp-conformance",
+                                 options={"sampling_rate": GCP_SAMPLING})
+            if r.batch.num_rows]  # fmt: skip
 
 
 async def deliver(port: int, version: int, batches: list[pa.RecordBatch]) -> Any:
@@ -557,7 +581,7 @@ async def test_sink_to_nfcapd_every_record_field_by_field(tmp_path: Path, versio
 
     # tshark: clean messages, sequences, templates first, and every field (action over IPFIX too).
     by_domain = check_stream(packets, version)
-    names = {"conformance", "examples", "edge-cases"}
+    names = {"conformance", "gcp-conformance", "examples", "edge-cases"}
     assert set(by_domain) == {_domain_id(n) for n in names}
     data = [from_tshark(r, p) for p in packets for r in p.records if r["set_id"] in (256, 257)]
     assert_same_flows(data, want, f"tshark v{version}")
@@ -578,6 +602,75 @@ async def test_sink_to_nfcapd_every_record_field_by_field(tmp_path: Path, versio
         domain_names = {int(r["cflow.od_id"]): r["cflow.observation_domain_name"]
                         for p in packets for r in p.records if r["set_id"] == 259}  # fmt: skip
         assert domain_names == {_domain_id(n): n for n in names}
+
+
+def _gcp_hand_checked(version: int) -> list[Flow]:
+    """GCP flows as nfdump must show them, written from the LogEntry lines by hand: the conformance sample's four
+    records, and from examples/.../06:00:00_06:59:59_S0.json the two reports of one VM-to-VM direction (lines 1,
+    2), an IPv6 flow (line 43) and an ICMP ping without ports (line 46). SRC -> egress (1, the reporting VM as
+    egressInterface), DEST -> ingress (0, as ingressInterface); times floored to ms; a missing start_time takes
+    end_time; no tcp flags in GCP records (0); no disposition: forwardingStatus 0 / firewallEvent 0 over v9."""
+    ip = ipaddress.ip_address
+    v9 = 0 if version == 9 else None
+
+    def flow(src: str, dst: str, sport: int | None, dport: int, proto: int, packets: int, octets: int,
+             first: str, last: str, vm: str, egress: bool) -> Flow:  # fmt: skip
+        index = _interface_index(vm)
+        return Flow(ip(src), ip(dst), sport, dport, proto, None if proto in ICMP else 0, packets, octets,
+                    nfdump_ms(first), nfdump_ms(last), 0 if egress else index, index if egress else 0,
+                    1 if egress else 0, v9, v9)  # fmt: skip
+
+    return [
+        flow("198.51.100.75", "192.0.2.2", 49444, 3389, 6, 4, 491, "2018-04-03T13:47:37.301",
+             "2018-04-03T13:47:38.401", "vm-instance-01", False),
+        flow("192.0.2.2", "198.51.100.75", 3389, 49444, 6, 6, 756, "2018-04-03T13:47:32.805",
+             "2018-04-03T13:47:33.937", "vm-instance-01", True),
+        flow("192.0.2.2", "192.0.2.3", 3389, 65535, 6, 20, 1020, "2018-04-03T13:47:31.805",
+             "2018-04-03T13:48:33.937", "vm-instance-01", True),
+        flow("192.0.2.2", "192.0.2.3", None, 0, 1, 20, 1020, "2018-04-03T13:48:33.937",
+             "2018-04-03T13:48:33.937", "vm-instance-01", True),
+        flow("10.128.0.11", "10.128.16.21", 50854, 8080, 6, 212, 130592, "2026-11-22T06:12:07.541",
+             "2026-11-22T06:12:09.845", "web-euw1-7x2k", True),
+        flow("10.128.0.11", "10.128.16.21", 50854, 8080, 6, 208, 128128, "2026-11-22T06:12:07.423",
+             "2026-11-22T06:12:09.736", "app-euw1-1", False),
+        flow("2001:db8:ffff:10::7", "2001:db8:4821:10::b", 47437, 443, 6, 279, 364653, "2026-11-22T06:08:35.150",
+             "2026-11-22T06:08:37.619", "web-euw1-7x2k", False),
+        flow("192.0.2.156", "10.128.0.12", None, 0, 1, 5, 420, "2026-11-22T06:46:02.667",
+             "2026-11-22T06:46:05.308", "web-euw1-9p4m", False),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [10, 9])
+async def test_gcp_flows_to_nfcapd_hand_checked(tmp_path: Path, version: int) -> None:
+    """GCP only: the conformance sample (with the source option sampling_rate 4) and the bundled GCP examples go
+    through the sink; nfdump shows every one of them, the hand-checked ones with the values written above, and
+    tshark shows samplingInterval 4 on the conformance records and 1 (null: sent as 1) on the others."""
+    from collector.parsing import open_unit
+
+    gcp_examples = [p for p in EXAMPLES if p.suffix == ".json"]
+    batches = gcp_conformance_batches()
+    for path in gcp_examples:
+        batches += [r.batch for r in open_unit(path, unit=path.name, source="examples") if r.batch.num_rows]
+    assert len(gcp_examples) == 2
+    assert [b.num_rows for b in batches] == [4, 60, 24]  # examples/README.md: 60 and 24 records
+    with nfcapd(tmp_path) as (port, read), tshark_capture(port, tmp_path) as decode:
+        sink = await deliver(port, version, batches)
+        await asyncio.sleep(0.2)
+        packets = decode()
+        records = read()
+    assert (sink.metrics.records, sink.metrics.skipped_rows, sink.metrics.send_errors) == (88, 0, 0)
+    got = [from_nfdump(r, version) for r in records]
+    assert len(got) == read.stats["flows"] == 88
+    assert {r["sampled"] for r in records} == {0}  # nfdump 1.7.1 does not read samplingInterval from data records
+    hand = _gcp_hand_checked(version)
+    missing = Counter(hand) - Counter(got)
+    assert not missing, f"hand-checked flows not shown by nfdump: {list(missing)}"
+    assert_same_flows(got, [as_nfdump_shows(f, version) for f in expected_flows(batches)], f"nfdump v{version}")
+    data = [from_tshark(r, p) for p in packets for r in p.records if r["set_id"] in (256, 257)]
+    assert Counter(f.sampling for f in data) == {GCP_SAMPLING: 4, 1: 84}
+    conformance = {(f.src, f.dst, f.protocol, f.packets, f.bytes) for f in hand[:4]}
+    assert {f.sampling for f in data if (f.src, f.dst, f.protocol, f.packets, f.bytes) in conformance} == {4}
+    assert_same_flows(data, expected_flows(batches), f"tshark v{version}")
 
 
 @pytest.mark.parametrize("version", [10, 9])
