@@ -22,6 +22,7 @@ examples:
   flowcollector check -c config.yaml                 validate a config without starting anything
   flowcollector parse flows.log.gz                   normalized flows as JSON Lines on stdout
   flowcollector parse --aws-format '${version} ${srcaddr} ${dstaddr}' cw-export.txt
+  flowcollector parse --projects shop-prod-1 --sampling-rate 2 06:00:00_06:59:59_S0.json
 
 The config file may also be given by $FLOWCOLLECTOR_CONFIG. Every option is documented in config.example.yaml.
 """
@@ -116,6 +117,19 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the v2 default format)",
     )
     parse.add_argument(
+        "--projects",
+        metavar="IDS",
+        help="GCP: keep only the flows of these project ids (comma-separated), by the reporting side's project; "
+        "the others are dropped, not counted as errors",
+    )
+    parse.add_argument(
+        "--sampling-rate",
+        metavar="N",
+        help="GCP: the flow logs' sampling, as a rate (1 in N flows kept; a subnet logged with "
+        "--logging-flow-sampling=0.5 is 2), put into every flow's sampling_rate; GCP records do not carry it "
+        "(default: null)",
+    )
+    parse.add_argument(
         "--format",
         dest="output",
         choices=["jsonl", "conformance"],
@@ -199,11 +213,15 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from collector.parsing import convert_option, open_unit
 
     options = {}
-    if args.aws_format:
+    given = (("aws_fields", "--aws-format", args.aws_format), ("projects", "--projects", args.projects),
+             ("sampling_rate", "--sampling-rate", args.sampling_rate))  # fmt: skip
+    for name, flag, text in given:
+        if text is None:
+            continue
         try:
-            options["aws_fields"] = convert_option("aws_fields", args.aws_format)
+            options[name] = convert_option(name, text)
         except ValueError as exc:
-            print(f"flowcollector: --aws-format: {exc}", file=sys.stderr)
+            print(f"flowcollector: {flag}: {exc}", file=sys.stderr)
             return 2
     out = sys.stdout.buffer
     files = records = errors = unreadable = 0

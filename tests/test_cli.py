@@ -41,7 +41,9 @@ def test_version_and_help() -> None:
     helptext = flowcollector("--help").stdout
     for word in ("run", "check", "parse", "examples:", "FLOWCOLLECTOR_CONFIG"):
         assert word in helptext
-    assert "--aws-format" in flowcollector("parse", "--help").stdout
+    parse_help = flowcollector("parse", "--help").stdout
+    for option in ("--aws-format", "--projects", "--sampling-rate"):
+        assert option in parse_help
 
 
 def test_parse_prints_flows_errors_and_summary(tmp_path: Path) -> None:
@@ -71,6 +73,56 @@ def test_parse_custom_aws_format_and_unreadable_file(tmp_path: Path) -> None:
     assert (row["interface"], row["src_addr"], row["src_port"], row["action"]) == ("eni-1", "10.0.0.1", 443, "accept")
     assert f"{tmp_path / 'missing'}: cannot read: No such file or directory" in res.stderr
     assert res.stderr.splitlines()[-1] == "flowcollector parse: 1 files, 1 records, 0 errors, 1 unreadable"
+
+
+# Two GCP LogEntry lines (Google's VPC Flow Logs record format, int64 values as strings, as a log sink writes them):
+# a DEST report in project shop-prod-1 and a SRC report in project shop-dev-2.
+GCP = (
+    '{"insertId":"a1","jsonPayload":{"bytes_sent":"491","connection":{"dest_ip":"10.128.0.11","dest_port":443,'
+    '"protocol":6,"src_ip":"198.51.100.75","src_port":49444},"dest_instance":{"project_id":"shop-prod-1",'
+    '"region":"europe-west1","vm_name":"web-1","zone":"europe-west1-b"},"dest_vpc":{"project_id":"shop-prod-1",'
+    '"subnetwork_name":"web","vpc_name":"shop"},"end_time":"2026-11-22T06:00:01.999999999Z","packets_sent":"4",'
+    '"reporter":"DEST","start_time":"2026-11-22T06:00:00.123456789Z"},'
+    '"resource":{"labels":{"project_id":"shop-prod-1"},"type":"gce_subnetwork"}}\n'
+    '{"insertId":"b2","jsonPayload":{"bytes_sent":"756","connection":{"dest_ip":"192.0.2.9","dest_port":443,'
+    '"protocol":6,"src_ip":"10.132.0.5","src_port":50000},"end_time":"2026-11-22T06:00:03Z","packets_sent":"6",'
+    '"reporter":"SRC","src_instance":{"project_id":"shop-dev-2","vm_name":"etl-1"}},'
+    '"resource":{"labels":{"project_id":"shop-dev-2"},"type":"gce_subnetwork"}}\n'
+)
+
+
+def test_parse_gcp_with_projects_and_sampling_rate(tmp_path: Path) -> None:
+    f = tmp_path / "06:00:00_06:59:59_S0.json"
+    f.write_text(GCP)
+    res = flowcollector("parse", str(f))
+    assert res.returncode == 0, res.stderr
+    rows = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["provider"], r["account"], r["reporter"], r["direction"], r["sampling_rate"]) for r in rows] == [
+        ("gcp", "shop-prod-1", "DEST", "ingress", None),
+        ("gcp", "shop-dev-2", "SRC", "egress", None),
+    ]
+    res = flowcollector("parse", "--projects", "shop-prod-1, other-3", "--sampling-rate", "2", str(f))
+    assert res.returncode == 0, res.stderr
+    (row,) = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert (row["account"], row["interface"], row["instance"], row["vpc"], row["subnet"], row["region"],
+            row["zone"]) == ("shop-prod-1", "web-1", "web-1", "shop", "web", "europe-west1", "europe-west1-b")  # fmt: skip
+    assert (row["src_addr"], row["src_port"], row["dst_addr"], row["dst_port"], row["protocol"]) == (
+        "198.51.100.75", 49444, "10.128.0.11", 443, 6)  # fmt: skip
+    assert (row["packets"], row["bytes"], row["sampling_rate"]) == (4, 491, 2)
+    assert (row["time_start"], row["time_end"]) == ("2026-11-22T06:00:00.123Z", "2026-11-22T06:00:01.999Z")
+    assert res.stderr.splitlines() == ["flowcollector parse: 1 files, 1 records, 0 errors"]  # dropped, not errors
+    # The bundled example: an organisation sink's object, 13 of its 60 flows from the data project.
+    example = ROOT / "examples/data/gcp/compute.googleapis.com/vpc_flows/2026/11/22/06:00:00_06:59:59_S0.json"
+    res = flowcollector("parse", "--projects", "example-data-dev-1937", str(example))
+    assert {orjson.loads(line)["account"] for line in res.stdout.splitlines()} == {"example-data-dev-1937"}
+    assert res.stderr.splitlines()[-1] == "flowcollector parse: 1 files, 13 records, 3 errors"
+    for bad, flag, message in (
+        ("0", "--sampling-rate", "expected a whole number of at least 1, got '0'"),
+        ("two", "--sampling-rate", "expected a whole number of at least 1, got 'two'"),
+        (" , ", "--projects", "expected project ids separated by commas"),
+    ):
+        res = flowcollector("parse", flag, bad, str(f))
+        assert (res.returncode, res.stdout, res.stderr) == (2, "", f"flowcollector: {flag}: {message}\n")
 
 
 def test_parse_conformance_format(tmp_path: Path) -> None:

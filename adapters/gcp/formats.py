@@ -29,9 +29,10 @@ def _projects(text: str) -> frozenset[str]:
 
 
 def _rate(text: str) -> int:
-    value = int(text)
+    digits = text.strip()
+    value = int(digits) if digits.isascii() and digits.isdigit() else 0
     if value < 1:
-        raise ValueError("expected a whole number of at least 1")
+        raise ValueError(f"expected a whole number of at least 1, got {text!r}")
     return value
 
 
