@@ -244,8 +244,8 @@ def test_gateway_reporter():
         "dest_instance": {"project_id": "app", "vm_name": "app-1", "region": "europe-west1", "zone": "europe-west1-b"},
     }
     (row,) = rows(line(rec))
-    assert (row["direction"], row["account"], row["interface"], row["region"], row["vpc"]) == (
-        "egress", "net-hub", "tunnel-a", "europe-west1", "hub-vpc",
+    assert (row["direction"], row["account"], row["interface"], row["instance"], row["region"], row["vpc"]) == (
+        "egress", "net-hub", "tunnel-a", None, "europe-west1", "hub-vpc",
     )  # fmt: skip
     assert row["extra"] == [
         ("src_gateway.type", "VPN_TUNNEL"),

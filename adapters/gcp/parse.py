@@ -18,9 +18,9 @@ The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.p
    The reporting side is `src_*` for SRC*, `dest_*` for DEST*. For a VM: its instance `project_id` / `vm_name` /
    `region` / `zone` and its VPC `vpc_name` / `subnetwork_name` give `account` / `interface` and `instance` (both
    the VM name) / `region` / `zone` / `vpc` / `subnet`. For a gateway (`*_gateway`): its `project_id`, `name` (as
-   interface), `location` (as region) and `vpc.vpc_name`. Fallbacks, in order: account <- the VPC's `project_id`
-   <- `resource.labels.project_id`; subnet <- `resource.labels.subnetwork_name`; region <- the VPC's
-   `subnetwork_region`.
+   interface; `instance` stays null: a gateway is no VM), `location` (as region) and `vpc.vpc_name`. Fallbacks,
+   in order: account <- the VPC's `project_id` <- `resource.labels.project_id`; subnet <-
+   `resource.labels.subnetwork_name`; region <- the VPC's `subnetwork_region`.
 4. `connection.src_ip` / `dest_ip` -> src_addr / dst_addr (IPv4 or IPv6 text, else an error); `src_port`,
    `dest_port` (0-65535), `protocol` (0-255), `packets_sent`, `bytes_sent` (0 to 2^63-1) are numbers: a JSON
    integer, a JSON number with an integral value (`3389.0`, `1e3`), or a string of ASCII decimal digits
@@ -326,7 +326,7 @@ class _Rows:
 
 _ROW = (
     "src_ip", "dest_ip", "src_port", "dest_port", "protocol", "packets", "bytes", "start", "end", "reporter", "action",
-    "account", "interface", "region", "zone", "vpc", "subnet", "line",
+    "account", "interface", "instance", "region", "zone", "vpc", "subnet", "line",
 )  # fmt: skip
 _LINE = len(_ROW) - 1
 
@@ -348,14 +348,15 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
     codes, values = rows.codes, rows.values
     reporter = rec.reporter
     side = _SIDE.get(reporter) if reporter is not None else None
-    account = interface = region = zone = vpc_name = subnet = vpc_project = None
+    account = interface = vm = region = zone = vpc_name = subnet = vpc_project = None
     if side is not None:
         if side == "src":
             inst, vpc, gw = rec.src_instance, rec.src_vpc, rec.src_gateway
         else:
             inst, vpc, gw = rec.dest_instance, rec.dest_vpc, rec.dest_gateway
         if inst is not None:
-            account, interface, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
+            account, vm, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
+            interface = vm
             if inst.managed_instance_group is not None:
                 _flat(codes, values, _GROUP[side], inst.managed_instance_group)
         if vpc is not None:
@@ -468,12 +469,13 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
     if conn is None:
         rows.scalars.append(
             (None, None, None, None, None, rec.packets_sent, rec.bytes_sent, rec.start_time, rec.end_time, reporter,
-             action, account, interface, region, zone, vpc_name, subnet, where)
+             action, account, interface, vm, region, zone, vpc_name, subnet, where)
         )  # fmt: skip
     else:
         rows.scalars.append(
             (conn.src_ip, conn.dest_ip, conn.src_port, conn.dest_port, conn.protocol, rec.packets_sent, rec.bytes_sent,
-             rec.start_time, rec.end_time, reporter, action, account, interface, region, zone, vpc_name, subnet, where)
+             rec.start_time, rec.end_time, reporter, action, account, interface, vm, region, zone, vpc_name, subnet,
+             where)
         )  # fmt: skip
 
 
@@ -784,9 +786,8 @@ def _columns(
             _note(problems, bad, name, values, "expected an RFC 3339 time such as 2024-06-01T12:00:00.123456789Z")
             bad_any |= bad
         cols[out] = arr
-    for name in ("account", "region", "zone", "vpc", "subnet", "interface"):
+    for name in ("account", "region", "zone", "vpc", "subnet", "interface", "instance"):
         cols[name] = pa.array(column[name], pa.string())
-    cols["instance"] = cols["interface"]
     reporter = _dictionary(column["reporter"])
     cols["reporter"] = reporter
     cols["direction"] = _directions(reporter)
