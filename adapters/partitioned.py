@@ -44,7 +44,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -157,6 +157,40 @@ def shard(index: int, count: int) -> Callable[[str], bool]:
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} is not in 0..{count - 1}")
     return lambda key: zlib.crc32(key.encode()) % count == index
+
+
+async def first_day(
+    subdirs: Callable[[str], Awaitable[list[str]]],
+    prefix: str,
+    value_of: Callable[[int, str], str | None] = lambda _level, name: name,
+) -> date | None:
+    """The earliest YYYY/MM/DD folder under `prefix` (a backfill's first day), by delimiter listings, smallest first.
+
+    A folder that leads to no valid date (a stray `2019/notes.json`, a month `13/`, a `0/` day) is passed over and
+    the next candidate tried: taking only the smallest name at each level would end the search there, and a source
+    without `start_from` would then never read anything, silently. `value_of(level, name)` is the number a folder
+    name stands for (S3's Hive layout: `year=2026`), None for a folder that is no date part."""
+
+    async def walk(at: str, level: int, parts: tuple[int, ...]) -> date | None:
+        candidates = []
+        for name in await subdirs(at):
+            value = value_of(level, name)
+            if value is not None and value.isdigit():
+                candidates.append((int(value), name))
+        for value, name in sorted(candidates):
+            if level == 2:
+                try:
+                    return date(parts[0], parts[1], value)
+                except ValueError:
+                    continue
+            if not (1 <= value <= 9999 if level == 0 else 1 <= value <= 12):
+                continue
+            found = await walk(f"{at}{name}/", level + 1, (*parts, value))
+            if found is not None:
+                return found
+        return None
+
+    return await walk(prefix, 0, ())
 
 
 def day_end(day: date) -> datetime:

@@ -473,3 +473,35 @@ def test_the_poller_is_provider_neutral() -> None:
     tops = {m.split(".")[0] for m in loaded.stdout.split()}
     assert not tops & {"aiobotocore", "botocore", "boto3", "aiohttp"}
     assert not [m for m in loaded.stdout.split() if m.startswith("adapters.aws")]
+
+
+def test_first_day_passes_over_folders_that_lead_to_no_date():
+    """A stray `2019/notes.json`, a month `13/` or a day `0/` must not end a backfill's search (review of #11: the
+    smallest name at each level was taken, so such a folder made the source read nothing, silently)."""
+    from adapters.partitioned import first_day
+
+    tree = {
+        "p/": ["2019", "2020", "logs"],
+        "p/2019/": [],  # only a file (notes.json) below 2019: no month folders
+        "p/2020/": ["00", "13", "02", "03"],
+        "p/2020/00/": ["01"],
+        "p/2020/13/": ["01"],
+        "p/2020/02/": ["30", "31"],  # no such days
+        "p/2020/03/": ["x", "05", "04"],
+    }
+
+    async def subdirs(prefix: str) -> list[str]:
+        return tree.get(prefix, [])
+
+    assert asyncio.run(first_day(subdirs, "p/")) == date(2020, 3, 4)
+    assert asyncio.run(first_day(subdirs, "q/")) is None
+    hive = {"h/": ["year=2021"], "h/year=2021/": ["month=7"], "h/year=2021/month=7/": ["day=9", "day=10"]}
+
+    async def hive_subdirs(prefix: str) -> list[str]:
+        return hive.get(prefix, [])
+
+    def value_of(level: int, name: str) -> str | None:
+        key, _, value = name.partition("=")
+        return value if key == ("year", "month", "day")[level] else None
+
+    assert asyncio.run(first_day(hive_subdirs, "h/", value_of)) == date(2021, 7, 9)

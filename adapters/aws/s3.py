@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from adapters.aws.config import S3SourceConfig, auth_of
 from adapters.aws.s3io import ObjectReader, RemoteReadError, S3Object, bare_etag
 from adapters.aws.session import Identity, describe_error, identities
-from adapters.partitioned import Listed, OpenResults, PartitionedPoller, Report
+from adapters.partitioned import Listed, OpenResults, PartitionedPoller, Report, first_day
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
 from collector.metrics import Metrics
@@ -111,23 +111,13 @@ class _Bucket:
         return self._roots
 
     async def earliest_day(self, root: Root) -> date | None:
-        """Three delimiter listings (years, months, days), taking the smallest each time."""
         client = await root.identity.client("s3")
-        parts = []
-        prefix = root.prefix
-        for name in ("year", "month", "day"):
-            subdirs = await self._subdirs(client, prefix)
-            values = [(_component(s, name) if root.layout == _HIVE else s, s) for s in subdirs]
-            values = [(v, s) for v, s in values if v is not None and v.isdigit()]
-            if not values:
-                return None
-            value, sub = min(values, key=lambda vs: int(vs[0]))
-            parts.append(int(value))
-            prefix = f"{prefix}{sub}/"
-        try:
-            return date(*parts)
-        except ValueError:
-            return None
+        names = ("year", "month", "day")
+
+        def value_of(level: int, sub: str) -> str | None:
+            return _component(sub, names[level]) if root.layout == _HIVE else sub
+
+        return await first_day(lambda prefix: self._subdirs(client, prefix), root.prefix, value_of)
 
     async def existing_days(self, root: Root, since: date, until: date) -> set[date]:
         """Delimiter listings of the years, then of the months and days in range (one request each)."""

@@ -38,7 +38,7 @@ from google.cloud import storage
 from adapters.gcp import auth
 from adapters.gcp.config import GcsSourceConfig
 from adapters.gcp.gcsio import GcsObject, ObjectReader, session
-from adapters.partitioned import Listed, OpenResults, PartitionedPoller, Report
+from adapters.partitioned import Listed, OpenResults, PartitionedPoller, Report, first_day
 from adapters.units import RemoteReadError
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore
@@ -147,20 +147,7 @@ class _Bucket:
         return [self.root]
 
     async def earliest_day(self, root: Root) -> date | None:
-        """Three delimiter listings (years, months, days), taking the smallest each time."""
-        parts = []
-        prefix = root.prefix
-        for _ in range(3):
-            subdirs = [s for s in await self._subdirs(prefix) if s.isdigit()]
-            if not subdirs:
-                return None
-            sub = min(subdirs, key=int)
-            parts.append(int(sub))
-            prefix = f"{prefix}{sub}/"
-        try:
-            return date(*parts)
-        except ValueError:
-            return None
+        return await first_day(self._subdirs, root.prefix)
 
     async def existing_days(self, root: Root, since: date, until: date) -> set[date]:
         """Delimiter listings of the years, then of the months and days in range (one request each)."""
