@@ -25,6 +25,15 @@ if [ -s scripts/apt-packages.txt ]; then
   fi
 fi
 
+# Google's Pub/Sub emulator (gcp_pubsub tests) comes from Google's apt repository as google-cloud-cli-pubsub-emulator,
+# which is not among Debian's packages, so it is not in apt-packages.txt: install it from
+# https://cloud.google.com/sdk/docs/install#deb (or `gcloud components install pubsub-emulator`). Without it those
+# tests skip loudly, and fail under CI=true.
+if [ "$(dpkg-query -W -f='${Status}' google-cloud-cli-pubsub-emulator 2>/dev/null)" != "install ok installed" ]; then
+  echo "WARNING: google-cloud-cli-pubsub-emulator is not installed: the gcp_pubsub tests will skip (fail with" \
+    "CI=true). Install it from Google's apt repository (https://cloud.google.com/sdk/docs/install#deb)." >&2
+fi
+
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ -x "$VENV/bin/flowcollector" ]; then
   exit 0
 fi

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from services import FakeGcs, Moto, fake_gcs_server, moto_server
+from services import FakeGcs, Moto, PubSubEmulator, fake_gcs_server, moto_server, pubsub_emulator
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +47,22 @@ def fake_gcs(fake_gcs_session: FakeGcs, monkeypatch: pytest.MonkeyPatch) -> Fake
     for name in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     return fake_gcs_session
+
+
+# --- Google Pub/Sub emulator ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    with pubsub_emulator(tmp_path_factory.mktemp("pubsub")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def pubsub(pubsub_emulator_session: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> PubSubEmulator:
+    """The session's Pub/Sub emulator, with PUBSUB_EMULATOR_HOST set for the test (its clients and collectors).
+    The emulator keeps topics between tests: each test names its own."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator_session.host)
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    return pubsub_emulator_session

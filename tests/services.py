@@ -894,3 +894,85 @@ def fake_gcs_server(tmpdir: Path | str) -> Iterator[FakeGcs]:
         failures.append(proc.describe())
         proc.kill()
     unavailable("fake-gcs-server did not start:\n" + "\n---\n".join(failures))
+
+
+# --- Google Pub/Sub emulator ------------------------------------------------------------------------------------
+
+PUBSUB_EMULATOR_PACKAGE = "google-cloud-cli-pubsub-emulator"
+PUBSUB_EMULATOR_LAUNCHER = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+
+class PubSubEmulator(NamedTuple):
+    """A running Pub/Sub emulator: `host` is what PUBSUB_EMULATOR_HOST takes (`127.0.0.1:PORT`, no scheme)."""
+
+    host: str
+    process: Process
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}"
+
+
+def pubsub_emulator_launcher() -> str | None:
+    """The launcher the Debian package installs (`dpkg -L` lists it; the usual path when dpkg cannot tell)."""
+    try:
+        listed = subprocess.run(
+            ["dpkg", "-L", PUBSUB_EMULATOR_PACKAGE], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        listed = []
+    for path in [*listed, PUBSUB_EMULATOR_LAUNCHER]:
+        if path.endswith("/bin/cloud-pubsub-emulator") and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+class _GroupProcess(Process):
+    """A Process stopped by its process group: the launcher is a shell script that starts `java` (today by exec,
+    in other versions as a child), and a stray JVM would keep the port and 300 MB."""
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)  # start_new_session=True: the group id is our PID
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        self._signal_group(sig)
+        try:
+            return super().stop(sig, timeout)
+        finally:
+            self._signal_group(signal.SIGKILL)  # whatever of the group outlived the launcher
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        super().kill()
+
+
+@contextlib.contextmanager
+def pubsub_emulator(tmpdir: Path | str) -> Iterator[PubSubEmulator]:
+    """Google's Pub/Sub emulator (Java) on a free TCP port; ready when GET /v1/projects/P/topics answers (~10 s)."""
+    launcher = pubsub_emulator_launcher()
+    if launcher is None:
+        unavailable(
+            f"the Pub/Sub emulator (Debian package {PUBSUB_EMULATOR_PACKAGE}, launcher bin/cloud-pubsub-emulator) "
+            "is not installed"
+        )
+    if which("java") is None:
+        unavailable("java is not installed (the Pub/Sub emulator needs a Java 11+ runtime)")
+    failures = []
+    for _ in range(3):
+        port = free_tcp_port()
+        host = f"{LOOPBACK}:{port}"
+        proc = _GroupProcess(
+            "pubsub-emulator",
+            [launcher, f"--host={LOOPBACK}", f"--port={port}"],
+            Path(tmpdir) / f"pubsub-emulator-{port}.log",
+        )
+        if proc.wait_until(lambda h=host: _http_ok(f"http://{h}/v1/projects/flowcollector/topics"), timeout=90):
+            try:
+                yield PubSubEmulator(host, proc)
+            finally:
+                proc.stop()
+            return
+        failures.append(proc.describe())
+        proc.kill()
+    unavailable("the Pub/Sub emulator did not start:\n" + "\n---\n".join(failures))

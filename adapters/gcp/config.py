@@ -63,15 +63,26 @@ class GcsSourceConfig(GcpAuth):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PubSubSourceConfig(GcpAuth):
-    """`type: gcp_pubsub`: LogEntry messages of a log sink's topic, or Cloud Storage notifications naming objects."""
+    """`type: gcp_pubsub`: LogEntry messages of a log sink's topic, or Cloud Storage notifications naming objects
+    (README "gcp_pubsub"). `endpoint` is Pub/Sub's (an emulator: `http://HOST:PORT`, or PUBSUB_EMULATOR_HOST);
+    `storage_endpoint` is where the objects notifications name are read (fake-gcs-server, or STORAGE_EMULATOR_HOST)."""
 
     name: Annotated[str, NonEmpty]
     type: str = "gcp_pubsub"
     subscription: Annotated[str, NonEmpty, SubscriptionPath]
     projects: tuple[Annotated[str, ProjectId], ...] = ()
+    # Objects a notification names outside this prefix are not flow logs: counted as ignored and acked.
+    prefix: str = DEFAULT_PREFIX
+    storage_endpoint: Annotated[str | None, HttpUrl] = None
     # Pub/Sub takes 10 s to 600 s.
     ack_deadline: Annotated[float, Duration, Min(10), _AtMost(600)] = 60.0
+    # How long a message that cannot be parsed, or whose object cannot be read, stays away before Pub/Sub hands it
+    # out again (its ack deadline is set to this: Pub/Sub has no per-message delay). 600 s is Pub/Sub's maximum.
+    retry_after: Annotated[float, Duration, Min(1), _AtMost(600)] = 300.0
+    # A pull waits this long for messages (a --once run ends at the first pull that finds nothing).
+    wait_time: Annotated[float, Duration, Min(1), _AtMost(600)] = 20.0
     max_messages: Annotated[int, Min(1)] = 1000
+    max_outstanding_messages: Annotated[int, Min(1)] = 100_000
     max_concurrency: Annotated[int, Min(1)] = 4
     sampling_rate: Annotated[int | None, Min(1)] = None
 

@@ -1,0 +1,1033 @@
+"""`gcp_pubsub` source: VPC flow logs from a Pub/Sub subscription, in either of the two shapes GCP sends them.
+
+- **LogEntry messages**: a log sink whose destination is a Pub/Sub topic publishes every flow as one message, its
+  body the LogEntry JSON. Many messages (one pull, up to `max_messages`) become one batch, parsed by
+  `adapters.gcp.parse.parse_entries`: a batch per message would cost a pipeline ticket, a sink write and a
+  checkpoint commit per flow.
+- **Cloud Storage notifications**: a bucket's notification configuration publishes a message per object event,
+  its attributes naming the object (`eventType`, `bucketId`, `objectId`, `objectGeneration`). An OBJECT_FINALIZE
+  names a flow log object to read, exactly as `gcp_gcs` reads objects (through the parsing seam,
+  `collector.parsing.open_stream`); other events (OBJECT_DELETE, OBJECT_ARCHIVE, OBJECT_METADATA_UPDATE) are
+  acked and counted as ignored. A message with an `eventType` attribute is a notification; any other is a
+  LogEntry.
+
+Why it is built this way:
+- The client is the generated asyncio client (`SubscriberAsyncClient`, gRPC aio) with unary Pull, not the
+  streaming-pull `Subscriber`. Unary Pull asks for exactly as many messages as this collector can take now (a
+  message fetched but not worked on is held from the other collectors for nothing), and leaves every ack deadline
+  to this module: the streaming Subscriber leases messages by itself on background threads and would keep
+  extending a message we mean to let expire (a poison message). The async client also needs no thread per call.
+- A message is acked only once its flows are checkpointed, i.e. every sink has durably taken them
+  (`Pipeline.when_committed`): for a LogEntry batch, its unit (the batch) committed; for a notification, the
+  object committed as done. Until then its ack deadline is extended (ModifyAckDeadline to `ack_deadline`, every
+  third of it); a message pulled is first extended before the shortest deadline a subscription can have (10 s)
+  runs out, so a batch the sinks commit within seconds costs no extension at all. A collector that dies stops
+  extending: its messages go to any collector within `ack_deadline`.
+- A LogEntry batch is a unit named by a digest of its message ids (`messages:<hex>`), so its identity (and every
+  sink's idempotent insert token) is that set of messages, never reused for other content. Its checkpoint row
+  lists the message ids and stays until the ack has gone through: a collector restarted after a crash between
+  commit and ack (or a --once run whose sink committed only at close) acks those messages when they come back,
+  without delivering them twice. Rows of acked batches are deleted at once; rows found at start, after
+  FORGET_BATCHES_AFTER. Messages Pub/Sub redelivers while this collector still holds them (a deadline extension
+  lost) join the batch in progress instead of being delivered again.
+- An object is done by (bucket/name, generation): a notification of an object already delivered is acked without
+  reading it; a new generation is a new unit. An object whose announced generation no longer exists while a
+  newer one does was replaced (its own notification announces the new one): acked as superseded. One that does
+  not exist at all is not skipped: reads are consistent, so it was deleted after it was announced, and the
+  message stays as evidence for the dead-letter policy.
+- A message that cannot be used (a body that is not a flow log record, a notification without its attributes, an
+  object that cannot be read) is logged with its message id (and delivery attempt, when the subscription has a
+  dead-letter policy), counted, and never acked. Pub/Sub has no per-message delay and a nack (deadline 0) hands
+  the message out again at once, a tight loop across every collector; so its ack deadline is set to `retry_after`
+  (default 5 min, at most 600 s) and no longer extended: it comes back after that, and after the subscription's
+  `max_delivery_attempts` it goes to the dead-letter topic. Without a dead-letter policy it comes back every
+  `retry_after` for the subscription's retention (logged each time).
+- Several collectors share one subscription: Pub/Sub hands a message to one of them at a time. Each has its own
+  state directory. While notifications are arriving, a pull asks for no more messages than there are free object
+  slots (`max_concurrency`); LogEntry pulls ask for `max_messages`, within `max_outstanding_messages` held.
+- Objects are read in a thread pool of this source's own (`max_concurrency` threads): the Cloud Storage client is
+  synchronous and blocks its thread on the network, which must not starve the shared parse executor. LogEntry
+  batches are parsed in the shared executor (pure CPU).
+- A missing subscription, a denied one, or credentials that do not work fail this source loudly, by subscription
+  name (logged at every pull, counted in `units_failed`), retried with backoff (1 s doubling to 5 min); the other
+  sources go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Awaitable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from google.api_core import exceptions as gexc
+from google.api_core import retry_async
+from google.auth.exceptions import GoogleAuthError
+
+from adapters.gcp.config import PubSubSourceConfig
+from adapters.gcp.parse import parse_entries
+from adapters.units import MAX_ERRORS_LOGGED, Outcome, deliver_unit
+from collector.aio import sleep_or_stop
+from collector.checkpoints import CheckpointStore
+from collector.metrics import Metrics
+from collector.parsing import ParseResult, open_stream
+from collector.pipeline import Delivery, Pipeline, PipelineFailed
+
+log = logging.getLogger("flowcollector.source.gcp_pubsub")
+
+T = TypeVar("T")
+ACK_IDS_PER_REQUEST = 1000  # what Google's own subscriber sends per Acknowledge / ModifyAckDeadline
+MIN_DEADLINE = 10.0  # the shortest ack deadline a subscription can have: a pulled message is extended before it
+FIRST_EXTENSION = MIN_DEADLINE / 2
+LEASE_TICK = 1.0  # how often held messages are looked at for extension
+COMMIT_GRACE = 10.0  # seconds a --once run, or a stopping daemon, waits for the sinks to commit what was read
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 300.0
+BATCH_PREFIX = "messages:"
+BATCH_VERSION = "1"
+FORGET_BATCHES_AFTER = 3600.0  # rows of batches found at start: their messages come back within the hour or never
+FORGET_OBJECTS_AFTER = 32 * 86400.0  # Pub/Sub keeps a message at most 31 days: older object checkpoints are no use
+READ_SIZE = 1 << 20
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+_NOTIFICATION_EVENTS = ("OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.Unknown,
+    gexc.ResourceExhausted,
+)
+
+
+class PubSubSetupError(Exception):
+    """The source cannot talk to Pub/Sub at all (credentials that cannot be loaded)."""
+
+
+# -- credentials and clients ---------------------------------------------------------------------------------------
+
+
+def _emulator(endpoint: str | None, env: str) -> str | None:
+    """The `host:port` of an emulator: an `http://` endpoint, or the environment variable the client libraries read
+    (PUBSUB_EMULATOR_HOST, STORAGE_EMULATOR_HOST). Emulators take no credentials."""
+    if endpoint:
+        return endpoint.split("://", 1)[1].rstrip("/") if endpoint.startswith("http://") else None
+    value = os.environ.get(env, "").strip()
+    return value.split("://", 1)[-1].rstrip("/") or None
+
+
+def credentials(config: PubSubSourceConfig, anonymous: bool) -> Any:
+    """The source's credentials: anonymous for an emulator, the service-account key `credentials_file`, or
+    Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's, the metadata server).
+
+    Minimal until adapters/gcp/auth.py (the gcp_gcs source's) lands; PubSubSetupError says what is wrong."""
+    from google.auth import credentials as gcreds
+    from google.auth import default
+    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
+    if anonymous:
+        return gcreds.AnonymousCredentials()
+    try:
+        if config.credentials_file is not None:
+            from google.oauth2 import service_account
+
+            return service_account.Credentials.from_service_account_file(str(config.credentials_file), scopes=SCOPES)
+        return default(scopes=SCOPES)[0]
+    except DefaultCredentialsError as exc:
+        raise PubSubSetupError(f"no credentials: {exc}") from None
+    except (OSError, ValueError, KeyError, GoogleAuthError) as exc:
+        raise PubSubSetupError(f"credentials_file {config.credentials_file}: {exc}") from None
+
+
+def _subscriber(config: PubSubSourceConfig) -> Any:
+    from google.pubsub_v1.services.subscriber import SubscriberAsyncClient
+
+    host = _emulator(config.endpoint, "PUBSUB_EMULATOR_HOST")
+    if host is not None:
+        import grpc
+        from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
+
+        channel = grpc.aio.insecure_channel(host)
+        return SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=channel))
+    options = {"api_endpoint": config.endpoint.split("://", 1)[1].rstrip("/")} if config.endpoint else None
+    return SubscriberAsyncClient(credentials=credentials(config, False), client_options=options)
+
+
+def _storage(config: PubSubSourceConfig, project: str) -> Any:
+    from google.cloud import storage
+
+    host = _emulator(config.storage_endpoint, "STORAGE_EMULATOR_HOST")
+    endpoint = config.storage_endpoint or (f"http://{host}" if host else None)
+    return storage.Client(
+        project=project,
+        credentials=credentials(config, host is not None),
+        client_options={"api_endpoint": endpoint} if endpoint else None,
+    )
+
+
+# -- Cloud Storage objects (until the gcp_gcs source's object reader lands) -----------------------------------------
+
+
+class ObjectReadError(Exception):
+    """An object could not be read (HTTP status, network), as opposed to its content being bad. Not an OSError:
+    parsers report OSError inside an object as damage to that object, and this must fail the unit instead."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class GcsObject:
+    """One object a notification names; `generation` as GCS writes it (decimal text)."""
+
+    bucket: str
+    name: str
+    generation: str
+    size: int | None
+
+    @property
+    def unit(self) -> str:
+        return f"{self.bucket}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"gs://{self.bucket}/{self.name}#{self.generation}"
+
+
+class _GcsObjectFile(io.RawIOBase):
+    """One generation of an object as a read-only file, one ranged GET per read (up to READ_SIZE): streamed, never
+    held whole. Reading a generation, not the live object, means an object replaced meanwhile fails (404) instead
+    of splicing two versions into one stream."""
+
+    def __init__(self, blob: Any, size: int) -> None:
+        super().__init__()
+        self._blob = blob
+        self.size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        want = min(len(buffer), READ_SIZE, self.size - self._pos)
+        if want <= 0:
+            return 0
+        try:
+            data = self._blob.download_as_bytes(
+                start=self._pos, end=self._pos + want - 1, raw_download=True, checksum=None
+            )
+        except gexc.GoogleAPICallError as exc:
+            raise ObjectReadError(f"{exc.code} {exc.message}", int(exc.code or 0)) from None
+        except Exception as exc:  # requests / google.auth transport errors: the network, not the content
+            raise ObjectReadError(f"{type(exc).__name__}: {exc}") from None
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        if n == 0:
+            raise ObjectReadError(f"the object ended at byte {self._pos} of {self.size}")
+        return n
+
+
+class ObjectOpener:
+    """`open_results(resume)` for `deliver_unit`: the object's generation streamed and parsed by `open_stream` in
+    the worker thread that calls it. `missing` tells a read that failed because that generation is gone (404)."""
+
+    def __init__(self, client: Any, obj: GcsObject, source: str, options: dict[str, Any]) -> None:
+        self.client = client
+        self.obj = obj
+        self.source = source
+        self.options = options
+        self.bytes_read = [0]
+        self.missing = False
+
+    def __call__(self, resume: dict[str, Any] | None) -> Iterator[ParseResult]:
+        obj = self.obj
+        blob = self.client.bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
+        size = obj.size
+        if size is None:
+            try:
+                blob.reload()
+            except gexc.NotFound:
+                self.missing = True
+                raise ObjectReadError("404 not found", 404) from None
+            except gexc.GoogleAPICallError as exc:
+                raise ObjectReadError(f"{exc.code} {exc.message}", int(exc.code or 0)) from None
+            size = int(blob.size or 0)
+        fh = io.BufferedReader(_GcsObjectFile(blob, size), buffer_size=READ_SIZE)
+        try:
+            yield from open_stream(
+                fh,
+                unit=obj.label,
+                source=self.source,
+                options=self.options,
+                resume=resume,
+                bytes_read=self.bytes_read,
+                size=size,
+            )
+        except ObjectReadError as exc:
+            self.missing = exc.status == 404
+            raise
+        finally:
+            fh.close()
+
+
+def live_generation(client: Any, obj: GcsObject) -> str | None:
+    """The generation the object has now, None if it does not exist (runs in a worker thread)."""
+    blob = client.bucket(obj.bucket).get_blob(obj.name)
+    return None if blob is None else str(blob.generation)
+
+
+# -- what a message says --------------------------------------------------------------------------------------------
+
+
+class NotUsable(ValueError):
+    """A message this source cannot take: said why, with its id, and left for the dead-letter policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    event: str
+    obj: GcsObject | None  # None for events that announce nothing to read
+
+
+def is_notification(attributes: Any) -> bool:
+    return "eventType" in attributes
+
+
+def decode_notification(attributes: Any, body: bytes) -> Notification:
+    """A Cloud Storage notification (attributes as GCS publishes them; the body, with payloadFormat JSON_API_V1,
+    is the object's metadata, of which only `size` is used). NotUsable if the attributes are incomplete."""
+    event = str(attributes.get("eventType", ""))
+    if event != "OBJECT_FINALIZE":
+        return Notification(event, None)
+    bucket, name, generation = (str(attributes.get(k, "")) for k in ("bucketId", "objectId", "objectGeneration"))
+    if not bucket or not name:
+        raise NotUsable("a Cloud Storage OBJECT_FINALIZE notification without bucketId or objectId")
+    if not generation.isdigit():
+        raise NotUsable(f"a Cloud Storage notification whose objectGeneration is not a number: {generation!r}")
+    size = None
+    if body and attributes.get("payloadFormat") == "JSON_API_V1":
+        with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
+            meta = orjson.loads(body)
+            if isinstance(meta, dict) and str(meta.get("generation", generation)) == generation:
+                size = int(meta["size"]) if "size" in meta else None
+    return Notification(event, GcsObject(bucket, name, generation, size))
+
+
+def batch_unit(message_ids: Sequence[str]) -> str:
+    """A LogEntry batch's unit: a digest of its message ids (unique per topic), so a unit name is never reused for
+    other content (a sink's insert token is built from it)."""
+    digest = hashlib.blake2b("\n".join(message_ids).encode(), digest_size=12).hexdigest()
+    return f"{BATCH_PREFIX}{digest}"
+
+
+# -- bookkeeping ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Held:
+    """A message pulled and not yet acked or let go: when its deadline must next be extended (monotonic)."""
+
+    message_id: str
+    due: float
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A LogEntry batch with the sinks: the messages to ack once it is committed."""
+
+    unit: str
+    ack_ids: list[str]
+    message_ids: list[str]
+    newest: float  # publish time (epoch seconds) of its newest message
+
+
+@dataclass
+class SubscriptionStats:
+    """What happened to the messages, for the end-of-run log line and tests."""
+
+    messages: int = 0  # pulled (a message pulled again counts again)
+    acked: int = 0
+    entries: int = 0  # LogEntry messages delivered (or left out by `projects`)
+    batches: int = 0  # LogEntry batches emitted
+    objects: int = 0  # objects read to their end
+    duplicates: int = 0  # messages, or objects, delivered before and announced again: acked without delivering
+    ignored: int = 0  # notifications of other events, and objects outside `prefix`: acked
+    superseded: int = 0  # objects replaced before they could be read: acked (the new generation has its message)
+    poison: int = 0  # messages that cannot be parsed: left for the dead-letter policy
+    left: int = 0  # notifications whose object could not be read: retried after `retry_after`
+    pull_errors: int = 0
+
+
+class PubSubSource:
+    def __init__(
+        self, config: PubSubSourceConfig, store: CheckpointStore, metrics: Metrics, executor: Executor | None = None
+    ) -> None:
+        self.config = config
+        self.name: str = config.name
+        self.subscription: str = config.subscription
+        self.project = config.subscription.split("/")[1]
+        self.store = store
+        self.counters = metrics.sources[config.name]
+        self.stats = SubscriptionStats()
+        self.executor = executor  # the shared parse executor: LogEntry batches (pure CPU)
+        self.deadline = int(config.ack_deadline)
+        self.retry_after = int(config.retry_after)
+        options: dict[str, Any] = {}
+        if config.projects:
+            options["projects"] = frozenset(config.projects)
+        if config.sampling_rate is not None:
+            options["sampling_rate"] = config.sampling_rate
+        self.options = options
+        self._client: Any = None
+        self._storage: Any = None
+        self._held: dict[str, _Held] = {}  # ack id -> its lease
+        self._pending: dict[str, _Batch] = {}  # message id -> the batch with the sinks that holds it
+        self._done_ids: dict[str, str] = {}  # message id -> batch unit, committed but perhaps not acked
+        self._forget: list[str] = []  # batch units acked: their rows go at the next lease tick
+        self._reading: dict[str, asyncio.Event] = {}  # object unit -> set when its reader is done
+        self._emitted: dict[str, str] = {}  # object unit -> generation read to the end, commit pending
+        self._busy = 0  # notifications being handled (each takes an object slot)
+        self._objects_mode = False  # the last pull held notifications: pull no more than free slots
+        self._changed = asyncio.Event()  # a slot or room was freed
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    # -- the pull loop
+
+    async def run(self, pipeline: Pipeline, once: bool, stop: asyncio.Event) -> None:
+        # A restarted run (the daemon restarts a source that crashed) starts with nothing held.
+        self._held.clear()
+        self._pending.clear()
+        self._reading.clear()
+        self._tasks.clear()
+        self._busy = 0
+        self._slots = asyncio.Semaphore(self.config.max_concurrency)
+        readers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"pubsub-{self.name}")
+        closing = asyncio.Event()
+        started = time.time()
+        try:
+            await self._load_done_batches()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._keep_leased(closing, started), name=f"source:{self.name}:leases")
+                try:
+                    await self._pull_loop(readers, pipeline, tasks, once, stop)
+                    if self._tasks:
+                        await asyncio.wait(self._tasks)
+                finally:
+                    closing.set()
+        except* PipelineFailed as group:
+            raise group.exceptions[0] from None
+        finally:
+            readers.shutdown(wait=False, cancel_futures=True)
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.transport.close()
+            s = self.stats
+            log.info(
+                "source=%s subscription=%s messages=%d acked=%d entries=%d batches=%d objects=%d duplicates=%d "
+                "ignored=%d superseded=%d poison=%d left=%d pull_errors=%d",
+                self.name,
+                self.subscription,
+                s.messages,
+                s.acked,
+                s.entries,
+                s.batches,
+                s.objects,
+                s.duplicates,
+                s.ignored,
+                s.superseded,
+                s.poison,
+                s.left,
+                s.pull_errors,
+            )
+
+    async def _load_done_batches(self) -> None:
+        """Batches committed before a crash (or a --once exit) whose acks may not have gone through: their messages,
+        if they come back, are acked without being delivered again."""
+        units = await asyncio.to_thread(self.store.units_with_prefix, self.name, BATCH_PREFIX)
+        for unit in units:
+            ckpt = await asyncio.to_thread(self.store.get, self.name, unit)
+            if ckpt is not None and ckpt.done and ckpt.position:
+                for mid in ckpt.position.get("ids", ()):
+                    self._done_ids[str(mid)] = unit
+        if self._done_ids:
+            log.info(
+                "source=%s %d messages of %d batches committed before the last stop are acked if they come back",
+                self.name,
+                len(self._done_ids),
+                len(units),
+            )
+
+    async def _pull_loop(
+        self, readers: Executor, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event
+    ) -> None:
+        delay = BACKOFF_FIRST
+        while not stop.is_set():
+            count = min(self.config.max_messages, self.config.max_outstanding_messages - len(self._held))
+            if self._objects_mode:
+                count = min(count, self.config.max_concurrency - self._busy)
+            if count <= 0:
+                self._changed.clear()
+                await _first(self._changed.wait(), stop.wait())
+                continue
+            pulled_at = time.monotonic()
+            try:
+                if self._client is None:
+                    self._client = _subscriber(self.config)
+                response = await _first(self._pull(count), stop.wait())
+            except (gexc.GoogleAPIError, GoogleAuthError, PubSubSetupError, OSError) as exc:
+                self.stats.pull_errors += 1
+                self.counters.units_failed += 1  # seen in the summary, and `run --once` exits non-zero
+                self._report_pull_error(exc, None if once else delay)
+                if once or await sleep_or_stop(stop, delay):
+                    return
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            delay = BACKOFF_FIRST
+            if response is None:  # stopping
+                return
+            received = list(response.received_messages)
+            if not received:
+                if not once:
+                    continue
+                if not self._busy:
+                    return  # --once: a pull found nothing and no object is being read
+                while self._busy:  # an object being read may fail and come back later: look again after it
+                    self._changed.clear()
+                    await self._changed.wait()
+                continue
+            self.stats.messages += len(received)
+            entries, notes = [], []
+            for m in received:
+                self._held[m.ack_id] = _Held(m.message.message_id, pulled_at + FIRST_EXTENSION)
+                (notes if is_notification(m.message.attributes) else entries).append(m)
+            self._objects_mode = bool(notes)
+            for m in notes:
+                self._busy += 1
+                task = tasks.create_task(self._handle_notification(readers, pipeline, m, once, stop))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if entries:
+                await self._deliver_entries(pipeline, tasks, entries, once, stop)
+
+    async def _pull(self, count: int) -> Any:
+        """One Pull of up to `count` messages, waiting up to `wait_time` for some; an answer past the deadline is
+        an empty one. Returns the raw protobuf response (the proto-plus wrappers cost a lot per message)."""
+        from google.pubsub_v1.types import PullResponse
+
+        retry = retry_async.AsyncRetry(
+            initial=0.25,
+            maximum=5.0,
+            multiplier=2.0,
+            timeout=30.0,
+            predicate=retry_async.if_exception_type(*_TRANSIENT),
+        )
+        try:
+            response = await self._client.pull(
+                subscription=self.subscription, max_messages=count, retry=retry, timeout=self.config.wait_time
+            )
+        except gexc.DeadlineExceeded:
+            return PullResponse.pb(PullResponse())
+        return PullResponse.pb(response)
+
+    def _report_pull_error(self, exc: BaseException, retry_in: float | None) -> None:
+        then = f"retrying in {retry_in:.0f}s" if retry_in is not None else "giving up (--once)"
+        if isinstance(exc, gexc.RetryError) and exc.cause is not None:
+            exc = exc.cause
+        if isinstance(exc, gexc.NotFound):
+            log.error(
+                "source=%s subscription=%s does not exist (404 from Pub/Sub): check the name "
+                "(projects/PROJECT/subscriptions/NAME); %s",
+                self.name,
+                self.subscription,
+                then,
+            )
+        elif isinstance(exc, gexc.PermissionDenied | gexc.Unauthenticated | gexc.Forbidden | gexc.Unauthorized):
+            log.error(
+                "source=%s subscription=%s: CREDENTIALS REJECTED: %s. The source's identity needs "
+                "roles/pubsub.subscriber on the subscription (and roles/storage.objectViewer on the buckets its "
+                "notifications name); %s",
+                self.name,
+                self.subscription,
+                _describe(exc),
+                then,
+            )
+        elif isinstance(exc, PubSubSetupError):
+            log.error("source=%s subscription=%s: %s; %s", self.name, self.subscription, exc, then)
+        else:
+            log.error(
+                "source=%s subscription=%s: pull failed: %s; %s", self.name, self.subscription, _describe(exc), then
+            )
+
+    # -- LogEntry messages
+
+    async def _deliver_entries(
+        self, pipeline: Pipeline, tasks: asyncio.TaskGroup, received: list[Any], once: bool, stop: asyncio.Event
+    ) -> None:
+        """One batch of every LogEntry message of a pull that is not delivered already; acked when committed."""
+        fresh: list[Any] = []
+        seen: set[str] = set()
+        again: list[str] = []  # ack ids of messages delivered before, committed: ack them now
+        for m in received:
+            mid = m.message.message_id
+            if mid in self._done_ids:
+                again.append(m.ack_id)
+                self._done_ids.pop(mid)
+            elif (batch := self._pending.get(mid)) is not None:
+                batch.ack_ids.append(m.ack_id)  # redelivered while its batch is with the sinks: acked with it
+                self.stats.duplicates += 1
+            elif mid in seen:
+                fresh.append(m)  # the same message twice in one pull: parsed once, both acked
+            else:
+                seen.add(mid)
+                fresh.append(m)
+        if again:
+            self.stats.duplicates += len(again)
+            await self._ack(again)
+        if not fresh:
+            return
+        first: dict[str, int] = {}
+        bodies, ids, order = [], [], []
+        for i, m in enumerate(fresh):
+            mid = m.message.message_id
+            if mid not in first:
+                first[mid] = len(ids)
+                bodies.append(m.message.data)
+                ids.append(mid)
+            order.append((i, first[mid]))
+        unit = batch_unit(ids)
+        loop = asyncio.get_running_loop()
+        parse = functools.partial(parse_entries, bodies, unit=unit, source=self.name, names=ids, options=self.options)
+        result, bad = await loop.run_in_executor(self.executor, parse)
+        bad_set = set(bad)
+        self._report_parse_errors(result, fresh, order, bad_set)
+        good_acks = [fresh[i].ack_id for i, j in order if j not in bad_set]
+        if bad_set:
+            self.stats.poison += len(bad_set)
+            await self._let_go([fresh[i].ack_id for i, j in order if j in bad_set])
+        good_ids = [mid for j, mid in enumerate(ids) if j not in bad_set]
+        self.stats.entries += len(good_ids)
+        self.stats.duplicates += len(fresh) - len(ids)
+        newest = max((_publish_time(fresh[i]) for i, j in order if j not in bad_set), default=0.0)
+        n = result.batch.num_rows
+        self.counters.errors += len(result.errors)
+        if not good_ids:
+            return
+        if n == 0:  # every flow left out by `projects`: nothing for the sinks, the messages are done
+            await self._ack(good_acks)
+            self._lag(newest)
+            return
+        batch = _Batch(unit, good_acks, good_ids, newest)
+        for mid in good_ids:
+            self._pending[mid] = batch
+        watch = pipeline.when_committed(self.name, unit, BATCH_VERSION)
+        position = {"messages": len(good_ids), "ids": good_ids}
+        try:
+            await pipeline.emit(Delivery(self.name, unit, BATCH_VERSION, result.batch, position, True, n, len(ids), 0))
+        except BaseException:
+            pipeline.forget_watch(self.name, unit, watch)
+            self._drop_pending(batch)
+            raise
+        self.stats.batches += 1
+        self.counters.records += n
+        self.counters.bytes_read += sum(len(b) for b in bodies)
+        task = tasks.create_task(self._ack_when_committed(batch, watch, once, stop))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _report_parse_errors(
+        self, result: ParseResult, fresh: list[Any], order: list[tuple[int, int]], bad: set[int]
+    ) -> None:
+        attempts = {j: fresh[i].delivery_attempt for i, j in order}
+        for k, err in enumerate(result.errors):
+            if k >= MAX_ERRORS_LOGGED:
+                log.warning("source=%s %d more errors in this pull not shown", self.name, len(result.errors) - k)
+                break
+            log.warning("source=%s message %s", self.name, err)
+        if bad:
+            ids = sorted(fresh[i].message.message_id for i, j in order if j in bad)
+            tries = sorted({attempts[j] for j in bad})
+            log.error(
+                "source=%s subscription=%s: %d messages cannot be parsed (%s%s; delivery attempt %s): not acked, "
+                "they come back after retry_after (%ds) and go to the subscription's dead-letter topic after its "
+                "max_delivery_attempts",
+                self.name,
+                self.subscription,
+                len(ids),
+                ", ".join(ids[:10]),
+                ", ..." if len(ids) > 10 else "",
+                _attempts(tries),
+                self.retry_after,
+            )
+
+    async def _ack_when_committed(
+        self, batch: _Batch, watch: asyncio.Future[None], once: bool, stop: asyncio.Event
+    ) -> None:
+        try:
+            if await _committed([watch], once, stop):
+                ids = list(batch.message_ids)
+                if await self._ack(batch.ack_ids):
+                    self._forget.append(batch.unit)
+                else:  # they come back: acked then without delivering them again
+                    for mid in ids:
+                        self._done_ids[mid] = batch.unit
+                self._lag(batch.newest)
+            else:
+                log.info(
+                    "source=%s %d messages read, not yet committed by the sinks: not acked (they come back after "
+                    "the ack deadline)",
+                    self.name,
+                    len(batch.ack_ids),
+                )
+                self._unhold(batch.ack_ids)
+        finally:
+            self._drop_pending(batch)
+
+    def _drop_pending(self, batch: _Batch) -> None:
+        for mid in batch.message_ids:
+            if self._pending.get(mid) is batch:
+                del self._pending[mid]
+
+    # -- Cloud Storage notifications
+
+    async def _handle_notification(
+        self, readers: Executor, pipeline: Pipeline, m: Any, once: bool, stop: asyncio.Event
+    ) -> None:
+        """Read the object the notification names, wait for the sinks, ack; leave the message otherwise."""
+        mid = m.message.message_id
+        busy = True
+
+        def release() -> None:
+            """The notification's object slot is free: reading is over (waiting for the sinks holds none)."""
+            nonlocal busy
+            if busy:
+                busy = False
+                self._busy -= 1
+                self._changed.set()
+
+        try:
+            assert self._slots is not None
+            async with self._slots:
+                try:
+                    note = decode_notification(m.message.attributes, m.message.data)
+                except NotUsable as exc:
+                    self.stats.poison += 1
+                    self.counters.errors += 1
+                    log.error(
+                        "source=%s subscription=%s message %s: %s; not acked: it comes back after retry_after "
+                        "(%ds), then goes to the dead-letter topic (delivery attempt %s)",
+                        self.name,
+                        self.subscription,
+                        mid,
+                        exc,
+                        self.retry_after,
+                        _attempts([m.delivery_attempt]),
+                    )
+                    await self._let_go([m.ack_id])
+                    return
+                obj = note.obj
+                if obj is None or not obj.name.startswith(self.config.prefix):
+                    self.stats.ignored += 1
+                    await self._ack([m.ack_id])
+                    return
+                watch = await self._read_object(readers, pipeline, obj, mid, m.delivery_attempt, stop)
+            release()
+            if watch is None:
+                await self._ack([m.ack_id])  # done before, or superseded
+                return
+            if isinstance(watch, Outcome):
+                if watch is Outcome.FAILED:
+                    self.stats.left += 1
+                    await self._let_go([m.ack_id])
+                return  # STOPPED: it comes back after its deadline (this collector resumes from its checkpoint)
+            if not await _committed([watch], once, stop):
+                log.info("source=%s message %s: %s read, not yet committed; not acked", self.name, mid, obj.label)
+                return
+            await self._ack([m.ack_id])
+            self._lag(_publish_time(m))
+        except PipelineFailed:
+            raise
+        except Exception:  # a bug must not take the other messages down: the message comes back later
+            self.counters.errors += 1
+            log.exception("source=%s message %s failed unexpectedly; not acked", self.name, mid)
+            await self._let_go([m.ack_id])
+        finally:
+            release()
+            self._unhold([m.ack_id])
+
+    async def _read_object(
+        self,
+        readers: Executor,
+        pipeline: Pipeline,
+        obj: GcsObject,
+        mid: str,
+        attempt: int,
+        stop: asyncio.Event,
+    ) -> asyncio.Future[None] | Outcome | None:
+        """Deliver one object: the future of its commit, None when there is nothing to deliver (done before,
+        superseded), or Outcome.FAILED / STOPPED (not acked)."""
+        unit, version = obj.unit, obj.generation
+        while (other := self._reading.get(unit)) is not None:
+            await other.wait()  # the same object from another message: one reader, then look at the checkpoint
+        self._reading[unit] = mine = asyncio.Event()
+        try:
+            watch = pipeline.when_committed(self.name, unit, version)  # before the store: a commit may land between
+            if await self._done(unit, version):
+                pipeline.forget_watch(self.name, unit, watch)
+                self.stats.duplicates += 1
+                return None
+            if self._emitted.get(unit) == version:
+                return watch  # read to the end for another message; its commit is on the way
+            if self._storage is None:
+                try:
+                    self._storage = await asyncio.to_thread(_storage, self.config, self.project)
+                except PubSubSetupError as exc:
+                    pipeline.forget_watch(self.name, unit, watch)
+                    self.counters.units_failed += 1
+                    log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, exc)
+                    return Outcome.FAILED
+            opener = ObjectOpener(self._storage, obj, self.name, self.options)
+            while True:
+                outcome = await deliver_unit(
+                    pipeline,
+                    source=self.name,
+                    unit=unit,
+                    version=version,
+                    label=obj.label,
+                    open_results=opener,
+                    store=self.store,
+                    counters=self.counters,
+                    executor=readers,
+                    stop=stop,
+                    log=log,
+                    bytes_read=opener.bytes_read,
+                    read_errors=(ObjectReadError,),
+                )
+                if outcome is not Outcome.DEFERRED:
+                    break
+                # An earlier read's batches (a redelivered message) are still with the sinks: wait for them.
+                await _first(pipeline.settled(self.name, unit), stop.wait())
+                if stop.is_set():
+                    outcome = Outcome.STOPPED
+                    break
+                pipeline.forget_watch(self.name, unit, watch)
+                watch = pipeline.when_committed(self.name, unit, version)
+                if await self._done(unit, version):
+                    pipeline.forget_watch(self.name, unit, watch)
+                    self.stats.duplicates += 1
+                    return None
+            if outcome is Outcome.DONE:
+                self.stats.objects += 1
+                self._emitted[unit] = version
+                watch.add_done_callback(functools.partial(self._forget_emitted, unit, version))
+                return watch
+            pipeline.forget_watch(self.name, unit, watch)
+            if outcome is Outcome.FAILED and opener.missing:
+                return await self._missing(readers, obj, mid, attempt)
+            if outcome is Outcome.FAILED:
+                log.warning(
+                    "source=%s message %s not acked: %s is retried after retry_after (%ds; delivery attempt %s)",
+                    self.name,
+                    mid,
+                    obj.label,
+                    self.retry_after,
+                    _attempts([attempt]),
+                )
+            return outcome
+        finally:
+            del self._reading[unit]
+            mine.set()
+
+    async def _missing(self, readers: Executor, obj: GcsObject, mid: str, attempt: int) -> Outcome | None:
+        """The announced generation is gone: superseded if a newer one exists, else the object was deleted after
+        it was announced (or the notification is wrong), which is not skipped."""
+        loop = asyncio.get_running_loop()
+        try:
+            live = await loop.run_in_executor(readers, live_generation, self._storage, obj)
+        except Exception as exc:
+            live = None
+            log.warning("source=%s unit=%s: cannot look up its live generation: %s", self.name, obj.label, exc)
+        if live is not None and live.isdigit() and int(live) > int(obj.generation):
+            self.stats.superseded += 1
+            log.warning(
+                "source=%s unit=%s was replaced (generation %s) before it could be read; the new generation is "
+                "announced by its own notification",
+                self.name,
+                obj.label,
+                live,
+            )
+            return None
+        log.error(
+            "source=%s message %s: %s does not exist (%s); not acked: retried after retry_after (%ds), then the "
+            "dead-letter topic keeps the notification (delivery attempt %s)",
+            self.name,
+            mid,
+            obj.label,
+            "no live generation" if live is None else f"live generation {live}",
+            self.retry_after,
+            _attempts([attempt]),
+        )
+        return Outcome.FAILED
+
+    async def _done(self, unit: str, version: str) -> bool:
+        ckpt = await asyncio.to_thread(self.store.get, self.name, unit)
+        return ckpt is not None and ckpt.done and ckpt.version == version
+
+    def _forget_emitted(self, unit: str, version: str, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None and self._emitted.get(unit) == version:
+            del self._emitted[unit]
+
+    def _lag(self, publish_time: float) -> None:
+        self.counters.newest_object_time = max(self.counters.newest_object_time, publish_time)
+
+    # -- acks and deadlines
+
+    def _unhold(self, ack_ids: list[str]) -> None:
+        """No longer extended (acked, let go, or left to expire); makes room for the next pull."""
+        for ack_id in ack_ids:
+            self._held.pop(ack_id, None)
+        self._changed.set()
+
+    async def _ack(self, ack_ids: list[str]) -> bool:
+        """Acknowledge; False if it failed (the messages come back, and are then found delivered)."""
+        self._unhold(ack_ids)
+        ok = True
+        for start in range(0, len(ack_ids), ACK_IDS_PER_REQUEST):
+            chunk = ack_ids[start : start + ACK_IDS_PER_REQUEST]
+            try:
+                await self._client.acknowledge(subscription=self.subscription, ack_ids=chunk, timeout=60.0)
+            except gexc.GoogleAPIError as exc:
+                ok = False
+                self.counters.units_failed += 1
+                log.warning(
+                    "source=%s subscription=%s: acknowledging %d messages failed: %s (they come back and are acked "
+                    "then without being delivered again)",
+                    self.name,
+                    self.subscription,
+                    len(chunk),
+                    _describe(exc),
+                )
+                continue
+            self.stats.acked += len(chunk)
+        return ok
+
+    async def _let_go(self, ack_ids: list[str]) -> None:
+        """Stop holding messages not to be acked: they come back after `retry_after`, never at once (a nack would
+        hand them out again immediately, to every collector in turn)."""
+        self._unhold(ack_ids)
+        await self._modify(ack_ids, self.retry_after, "setting the retry delay of")
+
+    async def _modify(self, ack_ids: list[str], seconds: int, what: str) -> None:
+        for start in range(0, len(ack_ids), ACK_IDS_PER_REQUEST):
+            chunk = ack_ids[start : start + ACK_IDS_PER_REQUEST]
+            try:
+                await self._client.modify_ack_deadline(
+                    subscription=self.subscription, ack_ids=chunk, ack_deadline_seconds=seconds, timeout=60.0
+                )
+            except gexc.GoogleAPIError as exc:
+                log.warning(
+                    "source=%s subscription=%s: %s %d messages failed: %s",
+                    self.name,
+                    self.subscription,
+                    what,
+                    len(chunk),
+                    _describe(exc),
+                )
+
+    async def _keep_leased(self, closing: asyncio.Event, started: float) -> None:
+        """Extend the deadline of every held message that is due (every third of `ack_deadline`, the first time
+        before the shortest subscription deadline ends), and delete the rows of acked batches."""
+        interval = self.deadline / 3
+        forgot_start = False
+        while not await sleep_or_stop(closing, LEASE_TICK):
+            now = time.monotonic()
+            due = [ack_id for ack_id, h in self._held.items() if h.due <= now]
+            if due:
+                for ack_id in due:
+                    self._held[ack_id].due = now + interval
+                await self._modify(due, self.deadline, "extending the ack deadline of")
+            if self._forget:
+                units, self._forget = self._forget, []
+                await asyncio.to_thread(self.store.forget_units, self.name, units, time.time() + 1)
+            if not forgot_start and time.time() - started > FORGET_BATCHES_AFTER:
+                forgot_start = True
+                await self._forget_old(started)
+
+    async def _forget_old(self, started: float) -> None:
+        """Rows of batches committed before this run started (their messages came back by now, or never will), and
+        checkpoints of objects older than Pub/Sub's longest retention."""
+        batches = await asyncio.to_thread(self.store.units_with_prefix, self.name, BATCH_PREFIX)
+        await asyncio.to_thread(self.store.forget_units, self.name, batches, started)
+        self._done_ids.clear()
+        forgotten = await asyncio.to_thread(self.store.forget_before, self.name, time.time() - FORGET_OBJECTS_AFTER)
+        if forgotten:
+            log.info("source=%s forgot %d object checkpoints older than 32 days", self.name, forgotten)
+
+
+def _publish_time(m: Any) -> float:
+    t = m.message.publish_time
+    return float(t.seconds) + t.nanos / 1e9
+
+
+def _attempts(values: Sequence[int]) -> str:
+    """Delivery attempts as Pub/Sub reports them: 0 means the subscription has no dead-letter policy."""
+    if not values or all(v == 0 for v in values):
+        return "unknown: the subscription has no dead-letter policy, so it comes back for its whole retention"
+    return ", ".join(str(v) for v in values)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return f"{exc.code} {exc.message}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _committed(futures: list[asyncio.Future[None]], once: bool, stop: asyncio.Event) -> bool:
+    """Wait until the commits land. A daemon waits as long as the sinks take, until it is told to stop; a --once
+    run, or a stopping daemon, waits COMMIT_GRACE more: what is not committed by then is not acked."""
+    if not once:
+        await _first(asyncio.wait(futures), stop.wait())
+    if not all(f.done() for f in futures):
+        await asyncio.wait(futures, timeout=COMMIT_GRACE)
+    for f in futures:
+        if f.done():
+            f.result()  # PipelineFailed if a sink failed for good
+    return all(f.done() for f in futures)
+
+
+async def _first(main: Awaitable[T], other: Awaitable[Any]) -> T | None:
+    """Run `main` until it ends or `other` does (a stop): its result, or None if `other` came first (then `main` is
+    cancelled)."""
+    main_task = asyncio.ensure_future(main)
+    other_task = asyncio.ensure_future(other)
+    try:
+        done, _ = await asyncio.wait({main_task, other_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (other_task, main_task):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    return main_task.result() if main_task in done else None
