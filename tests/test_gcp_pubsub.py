@@ -17,8 +17,12 @@ objectId, objectGeneration, payloadFormat=JSON_API_V1, and the object's metadata
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
 import logging
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -194,9 +198,14 @@ def publish(topic: str, bodies: list[bytes], attributes: list[dict[str, str]] | 
 
 
 def pull_now(subscription: str, wait: float = 1.0) -> list[Any]:
-    """What the subscription hands out now (acked at once, so the caller sees each message once)."""
+    """What the subscription hands out within `wait` seconds (acked at once: the caller sees each message once)."""
+    from google.api_core.exceptions import DeadlineExceeded
+
     _, sub = clients()
-    response = sub.pull(subscription=subscription, max_messages=1000, timeout=wait + 1, return_immediately=wait == 0)
+    try:
+        response = sub.pull(subscription=subscription, max_messages=1000, timeout=max(wait, 0.5))
+    except DeadlineExceeded:
+        return []
     messages = list(response.received_messages)
     if messages:
         sub.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in messages])
@@ -367,3 +376,117 @@ async def test_log_entries_are_delivered_in_one_batch_and_acked_once_committed(
     # Acked: nothing comes back, even after the subscription's 10 s deadline.
     assert pull_now(s.subscription, wait=12) == []
     assert len(ids) == 4
+
+
+class Running(NamedTuple):
+    source: Any
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def running_source(tmp: Path, text: str) -> Any:
+    """The source run as a daemon (not --once) in this process, with a real pipeline; stopped on exit."""
+    from adapters.gcp.pubsub import PubSubSource
+    from collector.checkpoints import CheckpointStore
+    from collector.pipeline import Pipeline
+    from collector.registry import create_sink
+
+    config = parse_config(text, tmp / "config.yaml")
+    store = CheckpointStore(config.state_dir)
+    metrics = Metrics()
+    sinks = [create_sink(s) for s in config.sinks]
+    pipeline = Pipeline(sinks, store, metrics, flush_intervals={s.name: s.flush_interval for s in config.sinks})
+    await pipeline.start()
+    source = PubSubSource(config.sources[0], store, metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(pipeline, False, stop))
+    try:
+        yield Running(source, task)
+    finally:
+        stop.set()
+        await task
+        await pipeline.close()
+        store.close()
+
+
+async def until(what: str, ready: Any, task: asyncio.Task[None] | None = None, timeout: float = 90) -> None:
+    async with asyncio.timeout(timeout):
+        while not ready():
+            assert task is None or not task.done(), f"the source ended before {what}: {task}"
+            await asyncio.sleep(0.05)
+
+
+async def test_poison_messages_are_counted_not_acked_and_dead_lettered_without_a_tight_loop(
+    pubsub: PubSubEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two bodies that are no flow record (broken JSON; a port of 70000) among a good one. Each is logged with its
+    message id and delivery attempt, counted, and never acked; it comes back only after `retry_after` (its ack
+    deadline is set to it: no nack, which would hand it out again at once), and after the subscription's 5
+    delivery attempts Pub/Sub moves it to the dead-letter topic."""
+    caplog.set_level(logging.INFO, logger="flowcollector")
+    s = make_subscription("poison", max_delivery_attempts=5)
+    bad_port = json.loads(body(EGRESS))
+    bad_port["jsonPayload"]["connection"]["dest_port"] = 70000
+    good, broken, port = publish(s.topic, [body(EGRESS), b'{"jsonPayload": {"connection": ', body(bad_port)])
+    assert s.dead_letter is not None
+    dead: list[Any] = []
+    async with running_source(tmp_path, config_text(tmp_path, pubsub, s.subscription, retry_after="1s")) as run:
+        await until("both poison messages to be dead-lettered", lambda: dead.extend(pull_now(s.dead_letter, 0)) or len(dead) == 2, run.task)  # fmt: skip
+        stats = run.source.stats
+
+    assert [r["extra"]["insertId"] for r in output(tmp_path / "out")] == ["egress-1"]
+    # The dead-letter topic republishes them (new message ids), the source subscription's delivery count attached.
+    assert sorted(m.message.data for m in dead) == sorted([b'{"jsonPayload": {"connection": ', body(bad_port)])
+    assert {m.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] for m in dead} == {"5"}
+    assert (stats.poison, stats.acked, stats.entries) == (10, 1, 1)
+    # Every receipt of a poison message is one error line naming it; the same message is received again only
+    # after retry_after (1 s), with the next delivery attempt.
+    seen: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
+    for r in caplog.records:
+        m = re.search(r"messages cannot be parsed \(([^;]*); delivery attempt ([\d, ]+)\)", r.getMessage())
+        if m:
+            ids, attempts = m.group(1).split(", "), [int(a) for a in m.group(2).split(", ")]
+            for mid in ids:
+                seen[mid].append((r.created, max(attempts) if len(ids) > 1 else attempts[0]))
+    assert sorted(seen) == sorted([broken, port])
+    for mid, receipts in seen.items():
+        assert len(receipts) == 5, (mid, receipts)
+        times = [t for t, _ in receipts]
+        assert all(b - a >= 1.0 for a, b in zip(times, times[1:], strict=False)), (mid, times)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "message " in r.getMessage()]
+    assert any(broken in e for e in errors) and any(port in e and "dest_port" in e for e in errors), errors
+
+
+async def test_a_subscription_that_does_not_exist_fails_that_source_by_name(
+    pubsub: PubSubEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other source of the config (a local directory of GCP flow logs) is delivered all the same."""
+    missing = f"projects/{PROJECT}/subscriptions/no-such-subscription"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "flows.json").write_bytes(body(EGRESS) + b"\n")
+    text = config_text(tmp_path, pubsub, missing).replace(
+        "sinks:\n", f"  - name: files\n    type: local\n    path: {tmp_path}/logs\nsinks:\n"
+    )
+    metrics = await run_once(tmp_path, text)
+    assert (metrics.sources["ps"].units_failed, metrics.sources["ps"].records) == (1, 0)
+    assert metrics.sources["files"].records == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"source=ps subscription={missing} does not exist" in e for e in errors), errors
+
+
+async def test_credentials_that_cannot_be_loaded_fail_that_source_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    subscription = f"projects/{PROJECT}/subscriptions/flows"
+    text = f"""
+state_dir: {tmp_path}/state
+sources:
+  - {{name: ps, type: gcp_pubsub, subscription: {subscription}, credentials_file: {tmp_path}/missing-key.json}}
+sinks:
+  - {{name: j, type: file, path: {tmp_path}/out, format: jsonl}}
+"""
+    metrics = await run_once(tmp_path, text)
+    assert metrics.sources["ps"].units_failed == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"subscription={subscription}" in e and "missing-key.json" in e for e in errors), errors
