@@ -443,7 +443,7 @@ async def test_poison_messages_are_counted_not_acked_and_dead_lettered_without_a
     # after retry_after (1 s), with the next delivery attempt.
     seen: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
     for r in caplog.records:
-        m = re.search(r"messages cannot be parsed \(([^;]*); delivery attempt ([\d, ]+)\)", r.getMessage())
+        m = re.search(r"messages cannot be parsed \(([^)]*)\).*; delivery attempt ([\d, ]+):", r.getMessage())
         if m:
             ids, attempts = m.group(1).split(", "), [int(a) for a in m.group(2).split(", ")]
             for mid in ids:
@@ -490,3 +490,82 @@ sinks:
     assert metrics.sources["ps"].units_failed == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"subscription={subscription}" in e and "missing-key.json" in e for e in errors), errors
+
+
+def lines(*entries: dict[str, Any]) -> bytes:
+    """Objects as a log sink writes them to Cloud Storage: one LogEntry per line."""
+    return b"".join(body(e) + b"\n" for e in entries)
+
+
+OBJECT = PREFIX + "2024/06/01/12:00:00_12:59:59_S0.json"
+
+
+async def test_storage_notifications_name_objects_that_are_read_once(
+    pubsub: PubSubEmulator, gcs: Gcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OBJECT_FINALIZE notifications: the object is read and the message acked once it is committed; the same
+    notification again (Pub/Sub and GCS are at-least-once) is acked without reading; other events and objects
+    outside `prefix` are acked as ignored; a notification without its object is poison. Then a new generation of
+    the object is a new unit, and a late notification of the old generation is superseded."""
+    caplog.set_level(logging.INFO, logger="flowcollector")
+    bucket = f"flows-{uuid.uuid4().hex[:8]}"
+    s = make_subscription("notes")
+    blob = upload(gcs, bucket, OBJECT, lines(EGRESS, INGRESS, ICMP))
+    readme = upload(gcs, bucket, "README.txt", b"not flow logs\n")
+    finalize = notification(blob)
+    no_object = (finalize[0], {k: v for k, v in finalize[1].items() if k != "objectId"})
+    published = [finalize, finalize, notification(blob, "OBJECT_DELETE"), notification(readme), no_object]
+    publish(s.topic, [b for b, _ in published], [a for _, a in published])
+    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=gcs.endpoint, max_concurrency=2)
+
+    metrics = await run_once(tmp_path, text)
+
+    assert by_insert_id(output(tmp_path / "out")) == EXPECTED
+    stats = summary(caplog)
+    assert {k: stats[k] for k in ("messages", "acked", "objects", "duplicates", "ignored", "poison", "left")} == {
+        "messages": 5, "acked": 4, "objects": 1, "duplicates": 1, "ignored": 2, "poison": 1, "left": 0,
+    }  # fmt: skip
+    c = metrics.sources["ps"]
+    assert (c.records, c.errors, c.units, c.units_failed) == (3, 1, 1, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("without bucketId or objectId" in e for e in errors), errors
+
+    # A new generation of the object: a new unit, read in full.
+    caplog.clear()
+    newer_entry = {**EGRESS, "insertId": "egress-2"}
+    newer = upload(gcs, bucket, OBJECT, lines(newer_entry))
+    assert newer.generation != blob.generation
+    publish(s.topic, [notification(newer)[0]], [notification(newer)[1]])
+    await run_once(tmp_path, text)
+    assert [r["extra"]["insertId"] for r in output(tmp_path / "out")].count("egress-2") == 1
+    assert summary(caplog)["objects"] == 1
+
+    # The old generation announced again (a late redelivery): it cannot be read any more, and a newer generation
+    # exists, so it is acked as superseded.
+    caplog.clear()
+    publish(s.topic, [finalize[0]], [finalize[1]])
+    await run_once(tmp_path, text)
+    stats = summary(caplog)
+    assert (stats["superseded"], stats["acked"], stats["objects"]) == (1, 1, 0)
+    assert len(output(tmp_path / "out")) == 4
+
+
+async def test_a_deleted_object_is_not_skipped(
+    pubsub: PubSubEmulator, gcs: Gcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reads are consistent, so an announced object that is gone was deleted after it was announced (or the
+    notification is wrong): logged with its gs:// name, counted, not acked; it comes back after retry_after."""
+    caplog.set_level(logging.INFO, logger="flowcollector")
+    bucket = f"flows-{uuid.uuid4().hex[:8]}"
+    s = make_subscription("deleted")
+    blob = upload(gcs, bucket, OBJECT, lines(EGRESS))
+    note = notification(blob)
+    blob.delete()
+    (mid,) = publish(s.topic, [note[0]], [note[1]])
+    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=gcs.endpoint, retry_after="2s")
+    metrics = await run_once(tmp_path, text)
+    assert output(tmp_path / "out") == []
+    assert (summary(caplog)["left"], summary(caplog)["acked"], metrics.sources["ps"].units_failed) == (1, 0, 1)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(mid in e and f"gs://{bucket}/{OBJECT}#{blob.generation} does not exist" in e for e in errors), errors
+    assert [m.message.message_id for m in pull_now(s.subscription, wait=5)] == [mid]  # back after retry_after

@@ -671,18 +671,17 @@ class PubSubSource:
             log.warning("source=%s message %s", self.name, err)
         if bad:
             ids = sorted(fresh[i].message.message_id for i, j in order if j in bad)
-            tries = sorted({attempts[j] for j in bad})
+            tries = [attempts[j] for j in bad]
             log.error(
-                "source=%s subscription=%s: %d messages cannot be parsed (%s%s; delivery attempt %s): not acked, "
-                "they come back after retry_after (%ds) and go to the subscription's dead-letter topic after its "
-                "max_delivery_attempts",
+                "source=%s subscription=%s: %d messages cannot be parsed (%s%s): not acked, they come back after "
+                "retry_after (%ds); %s",
                 self.name,
                 self.subscription,
                 len(ids),
                 ", ".join(ids[:10]),
                 ", ..." if len(ids) > 10 else "",
-                _attempts(tries),
                 self.retry_after,
+                _fate(tries),
             )
 
     async def _ack_when_committed(
@@ -740,13 +739,13 @@ class PubSubSource:
                     self.counters.errors += 1
                     log.error(
                         "source=%s subscription=%s message %s: %s; not acked: it comes back after retry_after "
-                        "(%ds), then goes to the dead-letter topic (delivery attempt %s)",
+                        "(%ds); %s",
                         self.name,
                         self.subscription,
                         mid,
                         exc,
                         self.retry_after,
-                        _attempts([m.delivery_attempt]),
+                        _fate([m.delivery_attempt]),
                     )
                     await self._let_go([m.ack_id])
                     return
@@ -802,6 +801,7 @@ class PubSubSource:
                 self.stats.duplicates += 1
                 return None
             if self._emitted.get(unit) == version:
+                self.stats.duplicates += 1
                 return watch  # read to the end for another message; its commit is on the way
             if self._storage is None:
                 try:
@@ -851,12 +851,12 @@ class PubSubSource:
                 return await self._missing(readers, obj, mid, attempt)
             if outcome is Outcome.FAILED:
                 log.warning(
-                    "source=%s message %s not acked: %s is retried after retry_after (%ds; delivery attempt %s)",
+                    "source=%s message %s not acked: %s is retried after retry_after (%ds); %s",
                     self.name,
                     mid,
                     obj.label,
                     self.retry_after,
-                    _attempts([attempt]),
+                    _fate([attempt]),
                 )
             return outcome
         finally:
@@ -883,14 +883,13 @@ class PubSubSource:
             )
             return None
         log.error(
-            "source=%s message %s: %s does not exist (%s); not acked: retried after retry_after (%ds), then the "
-            "dead-letter topic keeps the notification (delivery attempt %s)",
+            "source=%s message %s: %s does not exist (%s); not acked: it comes back after retry_after (%ds); %s",
             self.name,
             mid,
             obj.label,
             "no live generation" if live is None else f"live generation {live}",
             self.retry_after,
-            _attempts([attempt]),
+            _fate([attempt]),
         )
         return Outcome.FAILED
 
@@ -994,11 +993,12 @@ def _publish_time(m: Any) -> float:
     return float(t.seconds) + t.nanos / 1e9
 
 
-def _attempts(values: Sequence[int]) -> str:
-    """Delivery attempts as Pub/Sub reports them: 0 means the subscription has no dead-letter policy."""
-    if not values or all(v == 0 for v in values):
-        return "unknown: the subscription has no dead-letter policy, so it comes back for its whole retention"
-    return ", ".join(str(v) for v in values)
+def _fate(attempts: Sequence[int]) -> str:
+    """What becomes of a message not acked, from the delivery attempts Pub/Sub reports (0: no dead-letter policy)."""
+    if not attempts or all(v == 0 for v in attempts):
+        return "the subscription has no dead-letter policy: it comes back every retry_after for its whole retention"
+    tries = ", ".join(str(v) for v in sorted(set(attempts)))
+    return f"delivery attempt {tries}: the dead-letter topic takes it after the subscription's max_delivery_attempts"
 
 
 def _describe(exc: BaseException) -> str:
