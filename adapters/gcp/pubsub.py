@@ -77,7 +77,7 @@ from adapters.gcp.config import PubSubSourceConfig
 from adapters.gcp.parse import parse_entries
 from adapters.units import MAX_ERRORS_LOGGED, Outcome, deliver_unit
 from collector.aio import sleep_or_stop
-from collector.checkpoints import CheckpointStore
+from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
 from collector.parsing import ParseResult, open_stream
 from collector.pipeline import Delivery, Pipeline, PipelineFailed
@@ -427,7 +427,7 @@ class PubSubSource:
         closing = asyncio.Event()
         started = time.time()
         try:
-            await self._load_done_batches()
+            await self._load_done_batches(pipeline)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._keep_leased(closing, started), name=f"source:{self.name}:leases")
                 try:
@@ -466,21 +466,57 @@ class PubSubSource:
                 s.pull_errors,
             )
 
-    async def _load_done_batches(self) -> None:
-        """Batches committed before a crash (or a --once exit) whose acks may not have gone through: their messages,
-        if they come back, are acked without being delivered again."""
+    async def _load_done_batches(self, pipeline: Pipeline) -> None:
+        """Batches of an earlier run whose messages may come back: their ids are acked then without being delivered
+        again. A batch's row is written (not done) before it goes to the sinks and made done by the commit, so a
+        row is one of:
+        - done: committed, the ack perhaps not through (a crash in between, a --once run whose sink committed
+          only at close);
+        - not done, and every sink recorded all of it: delivered, the commit did not land (a crash in between);
+          committed now;
+        - not done otherwise: not delivered (the sinks cut back what they had not recorded), so its messages are
+          delivered again when they come back; a sink that had recorded it (with several sinks) gets them twice."""
         units = await asyncio.to_thread(self.store.units_with_prefix, self.name, BATCH_PREFIX)
+        sinks = {w.sink.name for w in pipeline.workers}
+        commits, partial = [], []
         for unit in units:
+            if pipeline.has_pending(self.name, unit):  # a restarted run: still with the sinks, committed by them
+                continue
             ckpt = await asyncio.to_thread(self.store.get, self.name, unit)
-            if ckpt is not None and ckpt.done and ckpt.position:
-                for mid in ckpt.position.get("ids", ()):
-                    self._done_ids[str(mid)] = unit
+            if ckpt is None or not ckpt.position:
+                continue
+            ids = [str(mid) for mid in ckpt.position.get("ids", ())]
+            n = int(ckpt.position.get("messages", len(ids)))
+            if not ckpt.done:
+                held = await asyncio.to_thread(self.store.sink_progress, self.name, unit)
+                holding = {s for s, (v, p) in held.items() if s in sinks and v == ckpt.version and p >= n}
+                if holding != sinks:
+                    if holding:
+                        partial.append(f"{unit} ({', '.join(sorted(holding))})")
+                    ids = []
+                commits.append(
+                    Commit(self.name, unit, ckpt.version, {"messages": n, "ids": ids}, True, ckpt.records, n)
+                )
+                if not ids:
+                    self._forget.append(unit)
+            for mid in ids:
+                self._done_ids[mid] = unit
+        if commits:
+            await asyncio.to_thread(self.store.commit, commits)
+        if partial:
+            log.warning(
+                "source=%s %d batches were with some sinks only when the collector stopped: those sinks receive their "
+                "messages again when they come back: %s",
+                self.name,
+                len(partial),
+                "; ".join(partial[:10]),
+            )
         if self._done_ids:
             log.info(
-                "source=%s %d messages of %d batches committed before the last stop are acked if they come back",
+                "source=%s %d messages of earlier batches, delivered, are acked without delivering them if they come "
+                "back",
                 self.name,
                 len(self._done_ids),
-                len(units),
             )
 
     async def _pull_loop(
@@ -648,7 +684,13 @@ class PubSubSource:
         watch = pipeline.when_committed(self.name, unit, BATCH_VERSION)
         position = {"messages": len(good_ids), "ids": good_ids}
         try:
-            await pipeline.emit(Delivery(self.name, unit, BATCH_VERSION, result.batch, position, True, n, len(ids), 0))
+            # Its ids, before any sink has it: a restart tells a batch the sinks had from one they did not
+            # (`_load_done_batches`).
+            await asyncio.to_thread(
+                self.store.commit, [Commit(self.name, unit, BATCH_VERSION, position, False, 0, len(good_ids))]
+            )
+            done = Delivery(self.name, unit, BATCH_VERSION, result.batch, position, True, n, len(good_ids), 0)
+            await pipeline.emit(done)
         except BaseException:
             pipeline.forget_watch(self.name, unit, watch)
             self._drop_pending(batch)
