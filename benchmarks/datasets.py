@@ -25,6 +25,7 @@ class Dataset:
     fields: tuple[str, ...]
     records: int | None = None  # exact count, or
     raw_bytes: int | None = None  # stop after this much text (the last block completes)
+    made_by_case: bool = False  # not a file: the case makes its input itself (the Pub/Sub case publishes messages)
 
     @property
     def path(self) -> Path:
@@ -49,4 +50,8 @@ V2_1G = Dataset("v2_1g.log.gz", F.V2_FIELDS, raw_bytes=1_000_000_000)
 V2_200K = Dataset("v2_200k.log.gz", F.V2_FIELDS, records=200_000)
 V5_200K = Dataset("v5_200k.log.gz", V5_FIELDS, records=200_000)
 
-BY_NAME = {ds.name: ds for ds in (V2_2M, V5_2M, V2_1G, V2_200K, V5_200K)}
+# Pub/Sub LogEntry messages, published by the case to the emulator (not timed).
+GCP_PUBSUB_200K = Dataset("gcp-pubsub-200k", (), records=200_000, made_by_case=True)
+GCP_PUBSUB_20K = Dataset("gcp-pubsub-20k", (), records=20_000, made_by_case=True)
+
+BY_NAME = {ds.name: ds for ds in (V2_2M, V5_2M, V2_1G, V2_200K, V5_200K, GCP_PUBSUB_200K, GCP_PUBSUB_20K)}

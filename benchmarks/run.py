@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -109,6 +110,9 @@ CASES: tuple[Case, ...] = (
         Target("relative", 0.7, "daemon: local source -> file parquet"),
         "s3",
     ),
+    # Two `flowcollector run --once` processes sharing one subscription of the Pub/Sub emulator, LogEntry messages
+    # into JSON Lines: CPU is the two collectors' (the emulator's JVM is not counted), wall is until both end.
+    Case("daemon: gcp_pubsub, 2 collectors, emulator -> file jsonl", "pubsub", D.GCP_PUBSUB_200K, D.GCP_PUBSUB_20K),
 )
 
 
@@ -300,7 +304,98 @@ def work_daemon(path: Path, arg: str) -> dict[str, Any]:
         return {"records": c.records, "errors": c.errors, "cpu": cpu, "wall": wall}
 
 
+PUBSUB_LAUNCHER = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+
+def work_pubsub(path: Path, arg: str) -> dict[str, Any]:
+    """LogEntry messages (the GCP parser test's VM record, `bytes_sent` made unique) published to the emulator, then
+    read by two collector processes sharing the subscription. Publishing is not timed; the collectors' CPU is
+    theirs alone (RUSAGE_CHILDREN of the two), the emulator runs in its own JVM."""
+    import json as _json
+    import signal
+    import socket
+    import urllib.request
+
+    count = D.BY_NAME[path.name].records or 0
+    launcher = PUBSUB_LAUNCHER
+    if not os.access(launcher, os.X_OK):
+        return {"skipped": "skipped (Pub/Sub emulator not installed: google-cloud-cli-pubsub-emulator)"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    host = f"127.0.0.1:{port}"
+    emulator = subprocess.Popen([launcher, "--host=127.0.0.1", f"--port={port}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{host}/v1/projects/bench/topics", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Pub/Sub emulator did not start") from None
+                time.sleep(0.2)
+        os.environ["PUBSUB_EMULATOR_HOST"] = host
+        from google.cloud import pubsub_v1
+
+        topic, subscription = "projects/bench/topics/flows", "projects/bench/subscriptions/flows"
+        pub = pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1000))
+        pub.create_topic(name=topic)
+        pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+        entry = {
+            "insertId": "bench", "logName": "projects/web-prod/logs/compute.googleapis.com%2Fvpc_flows",
+            "resource": {"type": "gce_subnetwork", "labels": {"project_id": "web-prod", "subnetwork_name": "web",
+                                                                "subnetwork_id": "4455", "location": "us-central1-a"}},
+            "timestamp": "2024-06-01T12:00:31.1Z",
+            "jsonPayload": {
+                "bytes_sent": "BYTES", "packets_sent": "20", "reporter": "SRC", "rtt_msec": "61",
+                "connection": {"src_ip": "10.128.0.7", "dest_ip": "203.0.113.9", "src_port": 51234, "dest_port": 443,
+                               "protocol": 6},
+                "src_instance": {"project_id": "web-prod", "vm_name": "web-1", "region": "us-central1",
+                                 "zone": "us-central1-a"},
+                "src_vpc": {"project_id": "web-prod", "vpc_name": "prod", "subnetwork_name": "web"},
+                "dest_location": {"continent": "America", "country": "usa", "region": "California"},
+                "start_time": "2024-06-01T12:00:00.000Z", "end_time": "2024-06-01T12:00:05.123Z",
+            },
+        }  # fmt: skip
+        head, _, tail = _json.dumps(entry, separators=(",", ":")).encode().partition(b"BYTES")
+        futures = [pub.publish(topic, head + str(i).encode() + tail) for i in range(1, count + 1)]
+        for f in futures:
+            f.result()
+        with tempfile.TemporaryDirectory(prefix="bench-pubsub-") as tmp_name:
+            tmp = Path(tmp_name)
+            procs = []
+            for tag in ("a", "b"):
+                cfg = tmp / f"{tag}.yaml"
+                cfg.write_text(
+                    f"state_dir: {tmp}/state-{tag}\nprogress_interval: 0\nsources:\n"
+                    f"  - {{name: bench, type: gcp_pubsub, subscription: {subscription}, endpoint: 'http://{host}',"
+                    " wait_time: 2s}\n"
+                    f"sinks:\n  - {{name: out, type: file, path: {tmp}/out-{tag}, format: jsonl}}\n"
+                )
+                procs.append(cfg)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall0 = time.perf_counter()
+            running = []
+            for c in procs:
+                argv = [sys.executable, "-m", "collector.cli", "run", "-c", str(c), "--once"]
+                running.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for p in running:
+                p.wait()
+            wall = time.perf_counter() - wall0
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            records = sum(f.read_bytes().count(b"\n") for f in tmp.glob("out-*/*.jsonl"))
+        cpu = (ru.ru_utime - ru0.ru_utime) + (ru.ru_stime - ru0.ru_stime)
+        return {"records": records, "cpu": cpu, "wall": wall, "published": count}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(emulator.pid, signal.SIGKILL)
+        emulator.wait()
+
+
 WORKERS: dict[str, Callable[[Path, str], dict[str, Any]]] = {
+    "pubsub": work_pubsub,
     "daemon": work_daemon,
     "netflow": work_netflow,
     "parse": work_parse,
@@ -443,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     datasets = {(c.quick if args.quick else c.full) for c in cases}
     for ds in sorted(datasets, key=lambda d: d.name):
+        if ds.made_by_case:
+            print(f"data {ds.name}: {ds.records:,} records, made by the case")
+            continue
         t0 = time.perf_counter()
         meta = D.cached(ds)
         if meta is None:

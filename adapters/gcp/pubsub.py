@@ -93,6 +93,8 @@ COMMIT_GRACE = 10.0  # seconds a --once run, or a stopping daemon, waits for the
 BACKOFF_FIRST = 1.0
 BACKOFF_CAP = 300.0
 BATCH_PREFIX = "messages:"
+PULLS = 3  # pulls in flight at most (one, the leader, while the subscription is quiet)
+MAX_BATCH_MESSAGES = 10_000  # LogEntry messages in one batch at most
 BATCH_VERSION = "1"
 FORGET_BATCHES_AFTER = 3600.0  # rows of batches found at start: their messages come back within the hour or never
 FORGET_OBJECTS_AFTER = 32 * 86400.0  # Pub/Sub keeps a message at most 31 days: older object checkpoints are no use
@@ -412,6 +414,12 @@ class PubSubSource:
         self._changed = asyncio.Event()  # a slot or room was freed
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._inbox: list[Any] = []  # LogEntry messages pulled, waiting for the batcher
+        self._inbox_added = asyncio.Event()
+        self._asked = 0  # messages the pulls in flight asked for
+        self._delivering = False  # the batcher is delivering a batch
+        self._pulls_over = asyncio.Event()  # the leading puller is done (a --once run found nothing, or a stop)
+        self._flowing = asyncio.Event()  # the leader's last pull had messages: the helpers pull too
 
     # -- the pull loop
 
@@ -422,6 +430,11 @@ class PubSubSource:
         self._reading.clear()
         self._tasks.clear()
         self._busy = 0
+        self._inbox.clear()
+        self._asked = 0
+        self._delivering = False
+        self._pulls_over = asyncio.Event()
+        self._flowing = asyncio.Event()
         self._slots = asyncio.Semaphore(self.config.max_concurrency)
         readers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"pubsub-{self.name}")
         closing = asyncio.Event()
@@ -430,12 +443,27 @@ class PubSubSource:
             await self._load_done_batches(pipeline)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._keep_leased(closing, started), name=f"source:{self.name}:leases")
+                batcher = tasks.create_task(
+                    self._batcher(pipeline, tasks, once, stop), name=f"source:{self.name}:batches"
+                )
+                helpers = [
+                    tasks.create_task(
+                        self._help_pull(readers, pipeline, tasks, once, stop), name=f"source:{self.name}:pull"
+                    )
+                    for _ in range(PULLS - 1)
+                ]
                 try:
                     await self._pull_loop(readers, pipeline, tasks, once, stop)
+                    self._pulls_over.set()
+                    await asyncio.wait([batcher, *helpers])
                     if self._tasks:
                         await asyncio.wait(self._tasks)
                 finally:
+                    self._pulls_over.set()
                     closing.set()
+                    if self._inbox:  # stopping: not delivered, they come back after their deadline
+                        self._unhold([m.ack_id for m in self._inbox])
+                        self._inbox.clear()
             if self._forget:  # rows of the batches acked since the last lease tick
                 units, self._forget = self._forget, []
                 await asyncio.to_thread(self.store.forget_units, self.name, units, time.time() + 1)
@@ -519,24 +547,35 @@ class PubSubSource:
                 len(self._done_ids),
             )
 
+    def _room(self) -> int:
+        """How many messages the next pull may ask for: within `max_outstanding_messages` held (counting what
+        pulls in flight asked for), and while notifications arrive, within the free object slots."""
+        count = min(self.config.max_messages, self.config.max_outstanding_messages - len(self._held) - self._asked)
+        if self._objects_mode:
+            count = min(count, self.config.max_concurrency - self._busy - self._asked)
+        return count
+
+    def _idle(self) -> bool:
+        """Nothing pulled is waiting to be worked on: no object being read, no LogEntry waiting for its batch."""
+        return not self._busy and not self._inbox and not self._delivering
+
     async def _pull_loop(
         self, readers: Executor, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event
     ) -> None:
+        """The leading puller: reports pull errors (once per attempt) and decides when a --once run is over."""
         delay = BACKOFF_FIRST
         while not stop.is_set():
-            count = min(self.config.max_messages, self.config.max_outstanding_messages - len(self._held))
-            if self._objects_mode:
-                count = min(count, self.config.max_concurrency - self._busy)
+            count = self._room()
             if count <= 0:
                 self._changed.clear()
                 await _first(self._changed.wait(), stop.wait())
                 continue
-            pulled_at = time.monotonic()
             try:
                 if self._client is None:
                     self._client = _subscriber(self.config)
-                response = await _first(self._pull(count), stop.wait())
+                received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
             except (gexc.GoogleAPIError, GoogleAuthError, PubSubSetupError, OSError) as exc:
+                self._flowing.clear()
                 self.stats.pull_errors += 1
                 self.counters.units_failed += 1  # seen in the summary, and `run --once` exits non-zero
                 self._report_pull_error(exc, None if once else delay)
@@ -545,31 +584,105 @@ class PubSubSource:
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             delay = BACKOFF_FIRST
-            if response is None:  # stopping
+            if received is None:  # stopping
                 return
-            received = list(response.received_messages)
-            if not received:
-                if not once:
-                    continue
-                if not self._busy:
-                    return  # --once: a pull found nothing and no object is being read
-                while self._busy:  # an object being read may fail and come back later: look again after it
-                    self._changed.clear()
-                    await self._changed.wait()
+            if received:
+                self._flowing.set()
                 continue
-            self.stats.messages += len(received)
-            entries, notes = [], []
-            for m in received:
-                self._held[m.ack_id] = _Held(m.message.message_id, pulled_at + FIRST_EXTENSION)
-                (notes if is_notification(m.message.attributes) else entries).append(m)
-            self._objects_mode = bool(notes)
-            for m in notes:
-                self._busy += 1
-                task = tasks.create_task(self._handle_notification(readers, pipeline, m, once, stop))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if entries:
-                await self._deliver_entries(pipeline, tasks, entries, once, stop)
+            self._flowing.clear()
+            if not once:
+                continue
+            if self._idle():
+                return  # --once: a pull found nothing and nothing pulled is still being worked on
+            while not self._idle():  # an object being read may fail and come back later: look again after it
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def _help_pull(
+        self, readers: Executor, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event
+    ) -> None:
+        """Another puller, while messages are flowing (the leader's last pull had some): Pull returns a few dozen
+        messages at a time, so pulls overlap to keep the batcher fed. Its errors are the leader's to report."""
+        while not stop.is_set() and not self._pulls_over.is_set():
+            if not self._flowing.is_set() or self._objects_mode:
+                await _first(self._flowing.wait(), _first(stop.wait(), self._pulls_over.wait()))
+                if self._objects_mode:
+                    self._changed.clear()
+                    await _first(self._changed.wait(), _first(stop.wait(), self._pulls_over.wait()))
+                continue
+            count = self._room()
+            if count <= 0:
+                self._changed.clear()
+                await _first(self._changed.wait(), _first(stop.wait(), self._pulls_over.wait()))
+                continue
+            try:
+                received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
+            except (gexc.GoogleAPIError, GoogleAuthError, PubSubSetupError, OSError) as exc:
+                log.debug("source=%s helper pull failed: %s", self.name, _describe(exc))
+                self._flowing.clear()
+                continue
+            if not received:
+                self._flowing.clear()
+
+    async def _pull_some(
+        self,
+        count: int,
+        readers: Executor,
+        pipeline: Pipeline,
+        tasks: asyncio.TaskGroup,
+        once: bool,
+        stop: asyncio.Event,
+    ) -> list[Any] | None:
+        """One pull: notifications go to a handler each, LogEntry messages to the batcher's inbox. None if stopping."""
+        pulled_at = time.monotonic()
+        self._asked += count
+        try:
+            response = await _first(self._pull(count), stop.wait())
+        finally:
+            self._asked -= count
+        if response is None:
+            return None
+        received = list(response.received_messages)
+        if not received:
+            return received
+        self.stats.messages += len(received)
+        entries = 0
+        notes = []
+        for m in received:
+            self._held[m.ack_id] = _Held(m.message.message_id, pulled_at + FIRST_EXTENSION)
+            if is_notification(m.message.attributes):
+                notes.append(m)
+            else:
+                self._inbox.append(m)
+                entries += 1
+        self._objects_mode = bool(notes)
+        for m in notes:
+            self._busy += 1
+            task = tasks.create_task(self._handle_notification(readers, pipeline, m, once, stop))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if entries:
+            self._inbox_added.set()
+        return received
+
+    async def _batcher(self, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event) -> None:
+        """LogEntry messages into batches: everything that arrived while the previous batch was being delivered
+        (up to MAX_BATCH_MESSAGES), so a batch grows with the load and a quiet subscription waits for nothing."""
+        while not stop.is_set():
+            if not self._inbox:
+                if self._pulls_over.is_set():
+                    return
+                self._inbox_added.clear()
+                await _first(self._inbox_added.wait(), _first(stop.wait(), self._pulls_over.wait()))
+                continue
+            taken = self._inbox[:MAX_BATCH_MESSAGES]
+            del self._inbox[:MAX_BATCH_MESSAGES]
+            self._delivering = True
+            try:
+                await self._deliver_entries(pipeline, tasks, taken, once, stop)
+            finally:
+                self._delivering = False
+                self._changed.set()
 
     async def _pull(self, count: int) -> Any:
         """One Pull of up to `count` messages, waiting up to `wait_time` for some; an answer past the deadline is
