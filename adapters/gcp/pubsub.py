@@ -420,6 +420,7 @@ class PubSubSource:
         self._delivering = False  # the batcher is delivering a batch
         self._pulls_over = asyncio.Event()  # the leading puller is done (a --once run found nothing, or a stop)
         self._flowing = asyncio.Event()  # the leader's last pull had messages: the helpers pull too
+        self._last_batch = asyncio.Event()  # no puller is left: the batcher ends once the inbox is empty
 
     # -- the pull loop
 
@@ -434,6 +435,7 @@ class PubSubSource:
         self._asked = 0
         self._delivering = False
         self._pulls_over = asyncio.Event()
+        self._last_batch = asyncio.Event()
         self._flowing = asyncio.Event()
         self._slots = asyncio.Semaphore(self.config.max_concurrency)
         readers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"pubsub-{self.name}")
@@ -455,11 +457,15 @@ class PubSubSource:
                 try:
                     await self._pull_loop(readers, pipeline, tasks, once, stop)
                     self._pulls_over.set()
-                    await asyncio.wait([batcher, *helpers])
+                    if helpers:
+                        await asyncio.wait(helpers)  # a pull of theirs in flight still brings messages
+                    self._last_batch.set()
+                    await asyncio.wait([batcher])
                     if self._tasks:
                         await asyncio.wait(self._tasks)
                 finally:
                     self._pulls_over.set()
+                    self._last_batch.set()
                     closing.set()
                     if self._inbox:  # stopping: not delivered, they come back after their deadline
                         self._unhold([m.ack_id for m in self._inbox])
@@ -551,6 +557,8 @@ class PubSubSource:
         """How many messages the next pull may ask for: within `max_outstanding_messages` held (counting what
         pulls in flight asked for), and while notifications arrive, within the free object slots."""
         count = min(self.config.max_messages, self.config.max_outstanding_messages - len(self._held) - self._asked)
+        if len(self._inbox) + self._asked >= MAX_BATCH_MESSAGES:
+            return 0  # the batcher is behind: what is pulled must not pile up in memory (bodies are held until parsed)
         if self._objects_mode:
             count = min(count, self.config.max_concurrency - self._busy - self._asked)
         return count
@@ -670,10 +678,10 @@ class PubSubSource:
         (up to MAX_BATCH_MESSAGES), so a batch grows with the load and a quiet subscription waits for nothing."""
         while not stop.is_set():
             if not self._inbox:
-                if self._pulls_over.is_set():
+                if self._last_batch.is_set():
                     return
                 self._inbox_added.clear()
-                await _first(self._inbox_added.wait(), _first(stop.wait(), self._pulls_over.wait()))
+                await _first(self._inbox_added.wait(), _first(stop.wait(), self._last_batch.wait()))
                 continue
             taken = self._inbox[:MAX_BATCH_MESSAGES]
             del self._inbox[:MAX_BATCH_MESSAGES]
