@@ -222,7 +222,7 @@ def test_example_config_commented_sections_are_valid(monkeypatch, tmp_path):
         monkeypatch.setenv(var, "x")
     text = (REPO / "config.example.yaml").read_text()
     sections = commented_sections(text)
-    assert {"vpc-flows", "vpc-flows-queue", "vpc-cwl", "gcp-flows", "to-nfcapd"} <= set(sections)
+    assert {"vpc-flows", "vpc-flows-queue", "vpc-cwl", "gcp-flows", "gcp-flows-pubsub", "to-nfcapd"} <= set(sections)
     for name, body in sections.items():
         kind = "sources" if any(f"type: {p}" in body for p in ("aws", "gcp", "local")) else "sinks"
         other = "sinks:\n  - {name: o, type: stdout}" if kind == "sources" else "sources:\n  - {name: l, type: local}"
