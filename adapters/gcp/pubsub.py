@@ -59,11 +59,10 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import io
 import logging
 import os
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -73,13 +72,14 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry_async
 from google.auth.exceptions import GoogleAuthError
 
-from adapters.gcp.config import PubSubSourceConfig
+from adapters.gcp import auth, gcsio
+from adapters.gcp.config import GcpAuth, PubSubSourceConfig
 from adapters.gcp.parse import parse_entries
-from adapters.units import MAX_ERRORS_LOGGED, Outcome, deliver_unit
+from adapters.units import MAX_ERRORS_LOGGED, Outcome, RemoteReadError, deliver_unit
 from collector.aio import sleep_or_stop
 from collector.checkpoints import CheckpointStore, Commit
 from collector.metrics import Metrics
-from collector.parsing import ParseResult, open_stream
+from collector.parsing import ParseResult
 from collector.pipeline import Delivery, Pipeline, PipelineFailed
 
 log = logging.getLogger("flowcollector.source.gcp_pubsub")
@@ -98,8 +98,6 @@ MAX_BATCH_MESSAGES = 10_000  # LogEntry messages in one batch at most
 BATCH_VERSION = "1"
 FORGET_BATCHES_AFTER = 3600.0  # rows of batches found at start: their messages come back within the hour or never
 FORGET_OBJECTS_AFTER = 32 * 86400.0  # Pub/Sub keeps a message at most 31 days: older object checkpoints are no use
-READ_SIZE = 1 << 20
-SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 _NOTIFICATION_EVENTS = ("OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
 _TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -110,11 +108,7 @@ _TRANSIENT = (
 )
 
 
-class PubSubSetupError(Exception):
-    """The source cannot talk to Pub/Sub at all (credentials that cannot be loaded)."""
-
-
-# -- credentials and clients ---------------------------------------------------------------------------------------
+# -- clients -------------------------------------------------------------------------------------------------------
 
 
 def _emulator(endpoint: str | None, env: str) -> str | None:
@@ -126,70 +120,57 @@ def _emulator(endpoint: str | None, env: str) -> str | None:
     return value.split("://", 1)[-1].rstrip("/") or None
 
 
-def credentials(config: PubSubSourceConfig, anonymous: bool) -> Any:
-    """The source's credentials: anonymous for an emulator, the service-account key `credentials_file`, or
-    Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's, the metadata server).
-
-    Minimal until adapters/gcp/auth.py (the gcp_gcs source's) lands; PubSubSetupError says what is wrong."""
-    from google.auth import credentials as gcreds
-    from google.auth import default
-    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
-
-    if anonymous:
-        return gcreds.AnonymousCredentials()
-    try:
-        if config.credentials_file is not None:
-            from google.oauth2 import service_account
-
-            return service_account.Credentials.from_service_account_file(str(config.credentials_file), scopes=SCOPES)
-        return default(scopes=SCOPES)[0]
-    except DefaultCredentialsError as exc:
-        raise PubSubSetupError(f"no credentials: {exc}") from None
-    except (OSError, ValueError, KeyError, GoogleAuthError) as exc:
-        raise PubSubSetupError(f"credentials_file {config.credentials_file}: {exc}") from None
+def _pubsub_credentials(config: PubSubSourceConfig) -> Any:
+    """None for an emulator (no credentials); else the source's (adapters/gcp/auth.py). Blocking: in a thread."""
+    if _emulator(config.endpoint, "PUBSUB_EMULATOR_HOST") is not None:
+        return None
+    return auth.load(GcpAuth(credentials_file=config.credentials_file), (auth.PUBSUB,)).credentials
 
 
-def _subscriber(config: PubSubSourceConfig) -> Any:
+def _subscriber(config: PubSubSourceConfig, credentials: Any) -> Any:
+    """The Pub/Sub client: over a plain channel to an emulator (`credentials` None), else with `credentials` to
+    `endpoint` or Pub/Sub's own. Created on the event loop's thread (a gRPC aio channel belongs to its loop)."""
     from google.pubsub_v1.services.subscriber import SubscriberAsyncClient
 
     host = _emulator(config.endpoint, "PUBSUB_EMULATOR_HOST")
-    if host is not None:
+    if credentials is None and host is not None:
         import grpc
         from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
         channel = grpc.aio.insecure_channel(host)
         return SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=channel))
     options = {"api_endpoint": config.endpoint.split("://", 1)[1].rstrip("/")} if config.endpoint else None
-    return SubscriberAsyncClient(credentials=credentials(config, False), client_options=options)
+    return SubscriberAsyncClient(credentials=credentials, client_options=options)
 
 
-def _storage(config: PubSubSourceConfig, project: str) -> Any:
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """How notified objects are read: a media session (gcsio) and a metadata client (sizes, live generations)."""
+
+    http: Any
+    endpoint: str | None
+    client: Any
+
+
+def _storage(config: PubSubSourceConfig, project: str) -> Storage:
+    """Cloud Storage with the source's credentials, or an emulator (`storage_endpoint`, STORAGE_EMULATOR_HOST)
+    anonymously unless `credentials_file` is given (auth.load's rule). Blocking: in a thread."""
     from google.cloud import storage
 
     host = _emulator(config.storage_endpoint, "STORAGE_EMULATOR_HOST")
     endpoint = config.storage_endpoint or (f"http://{host}" if host else None)
-    return storage.Client(
+    loaded = auth.load(GcpAuth(credentials_file=config.credentials_file, endpoint=endpoint), (auth.STORAGE_READ,))
+    client = storage.Client(
         project=project,
-        credentials=credentials(config, host is not None),
+        credentials=loaded.credentials,
         client_options={"api_endpoint": endpoint} if endpoint else None,
     )
-
-
-# -- Cloud Storage objects (until the gcp_gcs source's object reader lands) -----------------------------------------
-
-
-class ObjectReadError(Exception):
-    """An object could not be read (HTTP status, network), as opposed to its content being bad. Not an OSError:
-    parsers report OSError inside an object as damage to that object, and this must fail the unit instead."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
+    return Storage(gcsio.session(loaded.credentials, config.max_concurrency), endpoint, client)
 
 
 @dataclass(frozen=True, slots=True)
-class GcsObject:
-    """One object a notification names; `generation` as GCS writes it (decimal text)."""
+class Announced:
+    """An object a notification names; `generation` as GCS writes it (decimal text), `size` if the body said."""
 
     bucket: str
     name: str
@@ -205,95 +186,13 @@ class GcsObject:
         return f"gs://{self.bucket}/{self.name}#{self.generation}"
 
 
-class _GcsObjectFile(io.RawIOBase):
-    """One generation of an object as a read-only file, one ranged GET per read (up to READ_SIZE): streamed, never
-    held whole. Reading a generation, not the live object, means an object replaced meanwhile fails (404) instead
-    of splicing two versions into one stream."""
-
-    def __init__(self, blob: Any, size: int) -> None:
-        super().__init__()
-        self._blob = blob
-        self.size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), READ_SIZE, self.size - self._pos)
-        if want <= 0:
-            return 0
-        try:
-            data = self._blob.download_as_bytes(
-                start=self._pos, end=self._pos + want - 1, raw_download=True, checksum=None
-            )
-        except gexc.GoogleAPICallError as exc:
-            raise ObjectReadError(f"{exc.code} {exc.message}", int(exc.code or 0)) from None
-        except Exception as exc:  # requests / google.auth transport errors: the network, not the content
-            raise ObjectReadError(f"{type(exc).__name__}: {exc}") from None
-        n = len(data)
-        buffer[:n] = data
-        self._pos += n
-        if n == 0:
-            raise ObjectReadError(f"the object ended at byte {self._pos} of {self.size}")
-        return n
+def object_size(client: Any, obj: Announced) -> int | None:
+    """The announced generation's size, None if it does not exist (runs in a worker thread)."""
+    blob = client.bucket(obj.bucket).get_blob(obj.name, generation=int(obj.generation))
+    return None if blob is None else int(blob.size or 0)
 
 
-class ObjectOpener:
-    """`open_results(resume)` for `deliver_unit`: the object's generation streamed and parsed by `open_stream` in
-    the worker thread that calls it. `missing` tells a read that failed because that generation is gone (404)."""
-
-    def __init__(self, client: Any, obj: GcsObject, source: str, options: dict[str, Any]) -> None:
-        self.client = client
-        self.obj = obj
-        self.source = source
-        self.options = options
-        self.bytes_read = [0]
-        self.missing = False
-
-    def __call__(self, resume: dict[str, Any] | None) -> Iterator[ParseResult]:
-        obj = self.obj
-        blob = self.client.bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
-        size = obj.size
-        if size is None:
-            try:
-                blob.reload()
-            except gexc.NotFound:
-                self.missing = True
-                raise ObjectReadError("404 not found", 404) from None
-            except gexc.GoogleAPICallError as exc:
-                raise ObjectReadError(f"{exc.code} {exc.message}", int(exc.code or 0)) from None
-            size = int(blob.size or 0)
-        fh = io.BufferedReader(_GcsObjectFile(blob, size), buffer_size=READ_SIZE)
-        try:
-            yield from open_stream(
-                fh,
-                unit=obj.label,
-                source=self.source,
-                options=self.options,
-                resume=resume,
-                bytes_read=self.bytes_read,
-                size=size,
-            )
-        except ObjectReadError as exc:
-            self.missing = exc.status == 404
-            raise
-        finally:
-            fh.close()
-
-
-def live_generation(client: Any, obj: GcsObject) -> str | None:
+def live_generation(client: Any, obj: Announced) -> str | None:
     """The generation the object has now, None if it does not exist (runs in a worker thread)."""
     blob = client.bucket(obj.bucket).get_blob(obj.name)
     return None if blob is None else str(blob.generation)
@@ -309,7 +208,7 @@ class NotUsable(ValueError):
 @dataclass(frozen=True, slots=True)
 class Notification:
     event: str
-    obj: GcsObject | None  # None for events that announce nothing to read
+    obj: Announced | None  # None for events that announce nothing to read
 
 
 def is_notification(attributes: Any) -> bool:
@@ -333,7 +232,7 @@ def decode_notification(attributes: Any, body: bytes) -> Notification:
             meta = orjson.loads(body)
             if isinstance(meta, dict) and str(meta.get("generation", generation)) == generation:
                 size = int(meta["size"]) if "size" in meta else None
-    return Notification(event, GcsObject(bucket, name, generation, size))
+    return Notification(event, Announced(bucket, name, generation, size))
 
 
 def batch_unit(message_ids: Sequence[str]) -> str:
@@ -580,9 +479,10 @@ class PubSubSource:
                 continue
             try:
                 if self._client is None:
-                    self._client = _subscriber(self.config)
+                    credentials = await asyncio.to_thread(_pubsub_credentials, self.config)
+                    self._client = _subscriber(self.config, credentials)
                 received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
-            except (gexc.GoogleAPIError, GoogleAuthError, PubSubSetupError, OSError) as exc:
+            except (gexc.GoogleAPIError, GoogleAuthError, auth.CredentialsUnavailable, OSError) as exc:
                 self._flowing.clear()
                 self.stats.pull_errors += 1
                 self.counters.units_failed += 1  # seen in the summary, and `run --once` exits non-zero
@@ -625,7 +525,7 @@ class PubSubSource:
                 continue
             try:
                 received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
-            except (gexc.GoogleAPIError, GoogleAuthError, PubSubSetupError, OSError) as exc:
+            except (gexc.GoogleAPIError, GoogleAuthError, auth.CredentialsUnavailable, OSError) as exc:
                 log.debug("source=%s helper pull failed: %s", self.name, _describe(exc))
                 self._flowing.clear()
                 continue
@@ -734,7 +634,7 @@ class PubSubSource:
                 _describe(exc),
                 then,
             )
-        elif isinstance(exc, PubSubSetupError):
+        elif isinstance(exc, auth.CredentialsUnavailable):
             log.error("source=%s subscription=%s: %s; %s", self.name, self.subscription, exc, then)
         else:
             log.error(
@@ -946,7 +846,7 @@ class PubSubSource:
         self,
         readers: Executor,
         pipeline: Pipeline,
-        obj: GcsObject,
+        obj: Announced,
         mid: str,
         attempt: int,
         stop: asyncio.Event,
@@ -966,15 +866,26 @@ class PubSubSource:
             if self._emitted.get(unit) == version:
                 self.stats.duplicates += 1
                 return watch  # read to the end for another message; its commit is on the way
-            if self._storage is None:
-                try:
+            loop = asyncio.get_running_loop()
+            try:
+                if self._storage is None:
                     self._storage = await asyncio.to_thread(_storage, self.config, self.project)
-                except PubSubSetupError as exc:
-                    pipeline.forget_watch(self.name, unit, watch)
-                    self.counters.units_failed += 1
-                    log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, exc)
-                    return Outcome.FAILED
-            opener = ObjectOpener(self._storage, obj, self.name, self.options)
+                size = obj.size
+                if size is None:  # a notification without the object's metadata (payloadFormat NONE)
+                    size = await loop.run_in_executor(readers, object_size, self._storage.client, obj)
+            except (auth.CredentialsUnavailable, gexc.GoogleAPIError, GoogleAuthError, OSError) as exc:
+                pipeline.forget_watch(self.name, unit, watch)
+                self.counters.units_failed += 1
+                log.error("source=%s unit=%s cannot be read: %s", self.name, obj.label, auth.describe(exc))
+                return Outcome.FAILED
+            if size is None:
+                pipeline.forget_watch(self.name, unit, watch)
+                self.counters.units_failed += 1
+                return await self._gone(readers, obj, mid, attempt)
+            target = gcsio.GcsObject(obj.bucket, obj.name, int(obj.generation), size)
+            opener = gcsio.ObjectReader(
+                self._storage.http, self._storage.endpoint, target, self.name, self.options, provider="gcp"
+            )
             while True:
                 outcome = await deliver_unit(
                     pipeline,
@@ -989,7 +900,7 @@ class PubSubSource:
                     stop=stop,
                     log=log,
                     bytes_read=opener.bytes_read,
-                    read_errors=(ObjectReadError,),
+                    read_errors=(RemoteReadError,),
                 )
                 if outcome is not Outcome.DEFERRED:
                     break
@@ -1010,9 +921,12 @@ class PubSubSource:
                 watch.add_done_callback(functools.partial(self._forget_emitted, unit, version))
                 return watch
             pipeline.forget_watch(self.name, unit, watch)
-            if outcome is Outcome.FAILED and opener.missing:
-                return await self._missing(readers, obj, mid, attempt)
             if outcome is Outcome.FAILED:
+                # Reads name a generation: one that is gone was replaced (superseded) or deleted (not skipped).
+                gone = await self._gone(readers, obj, mid, attempt, after_read=True)
+                if gone is not Outcome.FAILED:
+                    return gone
+
                 log.warning(
                     "source=%s message %s not acked: %s is retried after retry_after (%ds); %s",
                     self.name,
@@ -1026,15 +940,20 @@ class PubSubSource:
             del self._reading[unit]
             mine.set()
 
-    async def _missing(self, readers: Executor, obj: GcsObject, mid: str, attempt: int) -> Outcome | None:
-        """The announced generation is gone: superseded if a newer one exists, else the object was deleted after
-        it was announced (or the notification is wrong), which is not skipped."""
+    async def _gone(
+        self, readers: Executor, obj: Announced, mid: str, attempt: int, after_read: bool = False
+    ) -> Outcome | None:
+        """After a failed read: None if a newer generation exists (superseded: it has its own notification);
+        Outcome.FAILED otherwise, logged as "does not exist" when there is no generation at all (deleted after it
+        was announced, or a wrong notification: not skipped), and `after_read` when it still exists (the read
+        failed for another reason, logged by the read)."""
+        assert self._storage is not None
         loop = asyncio.get_running_loop()
         try:
-            live = await loop.run_in_executor(readers, live_generation, self._storage, obj)
+            live = await loop.run_in_executor(readers, live_generation, self._storage.client, obj)
         except Exception as exc:
-            live = None
             log.warning("source=%s unit=%s: cannot look up its live generation: %s", self.name, obj.label, exc)
+            return Outcome.FAILED
         if live is not None and live.isdigit() and int(live) > int(obj.generation):
             self.stats.superseded += 1
             log.warning(
@@ -1045,15 +964,24 @@ class PubSubSource:
                 live,
             )
             return None
-        log.error(
-            "source=%s message %s: %s does not exist (%s); not acked: it comes back after retry_after (%ds); %s",
-            self.name,
-            mid,
-            obj.label,
-            "no live generation" if live is None else f"live generation {live}",
-            self.retry_after,
-            _fate([attempt]),
-        )
+        if live is None:
+            log.error(
+                "source=%s message %s: %s does not exist; not acked: it comes back after retry_after (%ds); %s",
+                self.name,
+                mid,
+                obj.label,
+                self.retry_after,
+                _fate([attempt]),
+            )
+        elif after_read:
+            log.warning(
+                "source=%s message %s not acked: %s is retried after retry_after (%ds); %s",
+                self.name,
+                mid,
+                obj.label,
+                self.retry_after,
+                _fate([attempt]),
+            )
         return Outcome.FAILED
 
     async def _done(self, unit: str, version: str) -> bool:
