@@ -452,3 +452,79 @@ def test_sniff_and_the_seam():
 def test_fixtures_copied(tmp_path):
     # The conformance inputs the tests read are the repository's copies (never ../shared at run time).
     assert Path(CONF / CASES[0]["input"]).exists()
+
+
+GKE_ENTRY = json.loads(json.dumps(VM_ENTRY))
+GKE_ENTRY["jsonPayload"]["src_gke_details"] = {
+    # GkeDetails of the record format page: cluster, pod (with its workload) and the services, a list.
+    "cluster": {"cluster_location": "us-central1", "cluster_name": "shop"},
+    "pod": {
+        "pod_name": "cart-7d9f",
+        "pod_namespace": "default",
+        "pod_workload": {"workload_name": "cart", "workload_type": "DEPLOYMENT"},
+    },
+    "service": [{"service_name": "cart", "service_namespace": "default"}],
+}
+
+
+def test_gke_details_are_flattened_and_their_service_list_kept_as_written():
+    import adapters.gcp.parse as P
+
+    text = line(GKE_ENTRY)
+    P._ENTRY.decode(text.strip())  # the typed decoder takes it: GKE lines are on the fast path
+    (row,) = rows(text)
+    extra = dict(row["extra"])
+    assert {k: v for k, v in extra.items() if k.startswith("src_gke_details")} == {
+        "src_gke_details.cluster.cluster_location": "us-central1",
+        "src_gke_details.cluster.cluster_name": "shop",
+        "src_gke_details.pod.pod_name": "cart-7d9f",
+        "src_gke_details.pod.pod_namespace": "default",
+        "src_gke_details.pod.pod_workload.workload_name": "cart",
+        "src_gke_details.pod.pod_workload.workload_type": "DEPLOYMENT",
+        "src_gke_details.service": '[{"service_name":"cart","service_namespace":"default"}]',
+    }
+
+
+def _gateway_record() -> dict:
+    return {
+        "connection": {
+            "src_ip": "192.168.1.10",
+            "src_port": 5000,
+            "dest_ip": "10.0.0.5",
+            "dest_port": 80,
+            "protocol": 17,
+        },
+        "reporter": "DEST_GATEWAY",
+        "dest_gateway": {
+            "type": "INTERCONNECT_ATTACHMENT",
+            "project_id": "p",
+            "location": "l",
+            "name": "n",
+            "vpc": {"vpc_name": "v", "project_id": "q"},
+        },
+        "src_instance": {"project_id": "a", "vm_name": "b", "managed_instance_group": {"name": "g", "zone": "z"}},
+        "dest_vpc": {"project_id": "r", "vpc_name": "w", "subnetwork_name": "s", "subnetwork_region": "t"},
+        "disposition": "NEW_VALUE",
+    }
+
+
+def test_fast_and_general_paths_give_the_same_rows(monkeypatch):
+    """The typed decoders are an accelerator: every line they take must come out of the general path (which they
+    fall back to) the same, extra compared as a mapping."""
+    import adapters.gcp.parse as P
+
+    raw = (CONF / "raw/gcp/gcp-flowlogs-reader-x__SAMPLE_PAYLOADS.logentries.jsonl").read_bytes()
+    data = line(VM_ENTRY) + line(GKE_ENTRY) + line(VM_ENTRY["jsonPayload"]) + line(_gateway_record()) + raw
+    fast = rows(data)
+
+    class Refuse:
+        def decode(self, _data: bytes) -> None:
+            raise P.msgspec.ValidationError("forced")
+
+    monkeypatch.setattr(P, "_ENTRY", Refuse())
+    monkeypatch.setattr(P, "_BARE", Refuse())
+    general = rows(data)
+    assert len(fast) == len(general) == 8
+    for a, b in zip(fast, general, strict=True):
+        assert dict(a.pop("extra")) == dict(b.pop("extra"))
+        assert a == b

@@ -139,6 +139,30 @@ class _Location(Struct, **_F):
     asn: int | str | None = None
 
 
+class _Workload(Struct, **_F):
+    workload_name: str | None = None
+    workload_type: str | None = None
+
+
+class _Pod(Struct, **_F):
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    pod_workload: _Workload | None = None
+
+
+class _Cluster(Struct, **_F):
+    cluster_location: str | None = None
+    cluster_name: str | None = None
+
+
+class _Gke(Struct, **_F):
+    """GKE details (a node's pods): `service` may be a list, kept as written (rule 8), so it stays raw here."""
+
+    cluster: _Cluster | None = None
+    pod: _Pod | None = None
+    service: Raw = None  # type: ignore[assignment]
+
+
 class _Record(Struct, **_F):
     """jsonPayload as the fast path knows it: a record with another key, or another type in an object it knows (a
     float `asn`), goes to the general path, which flattens what this does not name."""
@@ -158,6 +182,8 @@ class _Record(Struct, **_F):
     dest_gateway: _Gateway | None = None
     src_location: _Location | None = None
     dest_location: _Location | None = None
+    src_gke_details: _Gke | None = None
+    dest_gke_details: _Gke | None = None
     rtt_msec: int | str | None = None
 
 
@@ -196,10 +222,6 @@ _MICRO = re.compile(r"(\.[0-9]{1,6})[0-9]*")
 MAX_DEPTH = 16  # objects nested deeper than this are kept whole, as written, under the key at this depth
 
 # Fields of the objects the fast path knows, and their extra keys: (attribute, key suffix).
-_LEAVES = {
-    cls: tuple(cls.__struct_fields__)
-    for cls in (_Connection, _Group, _Instance, _Vpc, _GatewayVpc, _Gateway, _Location, _Labels)
-}
 _OBJECTS = {
     "connection": _Connection,
     "src_instance": _Instance,
@@ -256,7 +278,13 @@ def _k(key: str) -> int:
     return code
 
 
-_NESTED = {(_Instance, "managed_instance_group"): _Group, (_Gateway, "vpc"): _GatewayVpc}
+_NESTED = {
+    (_Instance, "managed_instance_group"): _Group,
+    (_Gateway, "vpc"): _GatewayVpc,
+    (_Gke, "cluster"): _Cluster,
+    (_Gke, "pod"): _Pod,
+    (_Pod, "pod_workload"): _Workload,
+}
 Table = tuple[tuple[str, int, Any], ...]
 
 
@@ -283,6 +311,8 @@ _WHOLE = {  # objects kept whole in extra (the other side's, and the locations)
         ("dest_gateway", _Gateway),
         ("src_location", _Location),
         ("dest_location", _Location),
+        ("src_gke_details", _Gke),
+        ("dest_gke_details", _Gke),
     )
 }
 _C_SRC_LOCATION = tuple(code for _, code, _ in _WHOLE["src_location"])
@@ -331,16 +361,25 @@ _ROW = (
 _LINE = len(_ROW) - 1
 
 
-def _flat(codes: array[int], values: list[str], table: Table, obj: Any) -> None:
+def _flat(codes: array[int], values: list[str], table: Table, obj: Any, vocab: _Vocab) -> None:
     for name, code, sub in table:
         value = getattr(obj, name)
         if value is None:
             continue
-        if sub is None:
+        if sub is not None:
+            _flat(codes, values, sub, value, vocab)
+        elif type(value) is str:
             codes.append(code)
-            values.append(value if type(value) is str else str(value))
-        else:
-            _flat(codes, values, sub, value)
+            values.append(value)
+        elif type(value) is int:
+            codes.append(code)
+            values.append(str(value))
+        else:  # Raw (GKE `service`): rule 8 for a value the structs leave raw
+            pairs: list[tuple[str, str]] = []
+            _leaf(pairs, _BASE_KEYS[code], value)
+            for key, text in pairs:
+                codes.append(vocab.code(key))
+                values.append(text)
 
 
 def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list[tuple[str, str]] | None) -> None:
@@ -358,7 +397,7 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
             account, vm, region, zone = inst.project_id, inst.vm_name, inst.region, inst.zone
             interface = vm
             if inst.managed_instance_group is not None:
-                _flat(codes, values, _GROUP[side], inst.managed_instance_group)
+                _flat(codes, values, _GROUP[side], inst.managed_instance_group, rows.vocab)
         if vpc is not None:
             vpc_name, subnet, vpc_project = vpc.vpc_name, vpc.subnetwork_name, vpc.project_id
             sub_region = vpc.subnetwork_region
@@ -401,7 +440,7 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
     for name in _OTHERS[side]:
         obj = getattr(rec, name)
         if obj is not None:
-            _flat(codes, values, _WHOLE[name], obj)
+            _flat(codes, values, _WHOLE[name], obj, rows.vocab)
     if account is None:
         account = vpc_project
     if entry is not None:
@@ -448,6 +487,10 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
         if asn is not None:
             codes.append(c[4])
             values.append(asn if type(asn) is str else str(asn))
+    if rec.src_gke_details is not None:
+        _flat(codes, values, _WHOLE["src_gke_details"], rec.src_gke_details, rows.vocab)
+    if rec.dest_gke_details is not None:
+        _flat(codes, values, _WHOLE["dest_gke_details"], rec.dest_gke_details, rows.vocab)
     rtt = rec.rtt_msec
     if rtt is not None:
         codes.append(_C_RTT)

@@ -47,6 +47,10 @@ from collector.sinks import BatchId, JournaledSink, RejectedRows, SinkFatal, Sin
 log = logging.getLogger("flowcollector.sink.file")
 
 _ROW_GROUP_ROWS = 128 * 1024
+# A row group is also written once the rows waiting for it hold this much Arrow memory: rows are not the same size
+# everywhere (a GCP row with its flattened `extra` is ~800 bytes, an AWS v2 row ~220), and the rows of an open
+# row group are held in memory until it is encoded.
+_ROW_GROUP_BYTES = 32 << 20
 _BUFFER = 8 << 20  # bytes buffered in memory before they go to the file, whatever the interval
 
 # Compressions each file format supports; the first is the default when `compression` is not given.
@@ -176,6 +180,7 @@ class FileSink(JournaledSink):
         # Parquet: rows waiting for a full row group, and the writer of the current file (into memory).
         self._rows: list[FlowBatch] = []
         self._row_count = 0
+        self._row_bytes = 0
         self._staged: list[bytes] = []
         self._writer: pq.ParquetWriter | None = None
         self._sealed: list[tuple[Path, Path, int]] = []  # (part, final, size) closed, awaiting publish_sealed()
@@ -261,11 +266,13 @@ class FileSink(JournaledSink):
     def _take_rows(self, batch: FlowBatch) -> None:
         if not batch.schema.equals(SCHEMA):
             raise RejectedRows(range(batch.num_rows), "the batch does not have the flow schema")
-        if self._row_count + batch.num_rows >= _ROW_GROUP_ROWS:
+        size = batch.nbytes
+        if self._row_count + batch.num_rows >= _ROW_GROUP_ROWS or self._row_bytes + size >= _ROW_GROUP_BYTES:
             self._encode_row_group(batch)  # takes the batch only if it succeeds (a retry must not append it twice)
         else:
             self._rows.append(batch)
             self._row_count += batch.num_rows
+            self._row_bytes += size
 
     def _encode_row_group(self, extra: FlowBatch | None = None) -> None:
         """Rows waiting (and `extra`) -> one Parquet row group, encoded into memory (`_Staging`), drained to the
@@ -284,6 +291,7 @@ class FileSink(JournaledSink):
             raise SinkFatal(f"sink={self.name}: encoding a row group failed: {exc}") from exc
         self._rows.clear()
         self._row_count = 0
+        self._row_bytes = 0
         self._move_staged()
 
     def _move_staged(self) -> None:
