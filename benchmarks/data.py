@@ -1,4 +1,5 @@
-"""Synthetic AWS flow log objects for the benchmarks, generated column-wise and cached under benchmarks/.data/.
+"""Synthetic AWS flow log objects for the benchmarks, generated column-wise and cached under benchmarks/.data/
+(GCP objects: benchmarks/gcp_data.py; `generate` writes both kinds).
 
 A block of 100,000 lines is built with numpy (random indices and numbers) and pyarrow compute (string columns
 joined element-wise), so generating 10 M lines takes seconds, not minutes; blocks are compressed with isal level 1
@@ -203,12 +204,20 @@ def generate(ds: Dataset, log: bool = True) -> dict[str, int]:
         print(f"generating {ds.path.relative_to(DATA_DIR.parent.parent)} ...", flush=True)
     tmp = ds.path.with_name("." + ds.path.name + ".tmp")
     records = raw = 0
-    with isal.igzip.open(tmp, "wb", compresslevel=1) as fh:
-        for data, n in blocks(ds):
+    if ds.kind == "gcp":  # plain JSON lines, as a log sink writes them to Cloud Storage
+        from benchmarks import gcp_data
+
+        made, fh = gcp_data.blocks(ds), open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
+    else:
+        made, fh = blocks(ds), isal.igzip.open(tmp, "wb", compresslevel=1)
+    with fh:
+        for data, n in made:
             fh.write(data)
             records += n
             raw += len(data)
     meta = {"records": records, "raw_bytes": raw, "gzip_bytes": tmp.stat().st_size}
+    if ds.kind == "gcp":
+        meta["gzip_bytes"] = 0  # not compressed
     os.replace(tmp, ds.path)
     meta_path(ds).write_text(json.dumps(meta))
     return meta

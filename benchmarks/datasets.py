@@ -22,10 +22,13 @@ V5_FIELDS: tuple[str, ...] = (
 @dataclass(frozen=True, slots=True)
 class Dataset:
     name: str  # file name in DATA_DIR
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # AWS: the field order (GCP: unused)
     records: int | None = None  # exact count, or
     raw_bytes: int | None = None  # stop after this much text (the last block completes)
     made_by_case: bool = False  # not a file: the case makes its input itself (the Pub/Sub case publishes messages)
+    # "aws": gzip text (benchmarks/data.py); "gcp": plain LogEntry JSON lines, as a log sink writes them to Cloud
+    # Storage (benchmarks/gcp_data.py)
+    kind: str = "aws"
 
     @property
     def path(self) -> Path:
@@ -54,4 +57,12 @@ V5_200K = Dataset("v5_200k.log.gz", V5_FIELDS, records=200_000)
 GCP_PUBSUB_200K = Dataset("gcp-pubsub-200k", (), records=200_000, made_by_case=True)
 GCP_PUBSUB_20K = Dataset("gcp-pubsub-20k", (), records=20_000, made_by_case=True)
 
-BY_NAME = {ds.name: ds for ds in (V2_2M, V5_2M, V2_1G, V2_200K, V5_200K, GCP_PUBSUB_200K, GCP_PUBSUB_20K)}
+# ~1.2 KB a line: 500,000 records are 0.6 GB of text; the 1 GB object is 900,000 (whole 100,000-line blocks).
+GCP_500K = Dataset("gcp_500k.json", (), records=500_000, kind="gcp")
+GCP_1G = Dataset("gcp_1g.json", (), raw_bytes=1_000_000_000, kind="gcp")
+GCP_200K = Dataset("gcp_200k.json", (), records=200_000, kind="gcp")
+
+BY_NAME = {
+    ds.name: ds
+    for ds in (V2_2M, V5_2M, V2_1G, V2_200K, V5_200K, GCP_500K, GCP_1G, GCP_200K, GCP_PUBSUB_200K, GCP_PUBSUB_20K)
+}

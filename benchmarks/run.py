@@ -110,6 +110,19 @@ CASES: tuple[Case, ...] = (
         Target("relative", 0.7, "daemon: local source -> file parquet"),
         "s3",
     ),
+    # GCP (issue #11): Cloud Logging LogEntry JSON lines as a log sink writes them to Cloud Storage (plain, not gzip;
+    # benchmarks/gcp_data.py). The parser through the seam with `--provider gcp`, and the whole process.
+    Case("parse gcp", "parse", D.GCP_500K, D.GCP_200K, Target("rate", 500_000), "gcp"),
+    Case("parse gcp 1GB (memory)", "parse", D.GCP_1G, D.GCP_200K, Target("rss", 300), "gcp"),
+    Case("daemon: local source, gcp -> file parquet", "daemon", D.GCP_500K, D.GCP_200K, arg="local-gcp"),
+    Case(
+        "daemon: local source, gcp 1GB -> file parquet (memory)",
+        "daemon",
+        D.GCP_1G,
+        D.GCP_200K,
+        Target("rss", 300),
+        "local-gcp",
+    ),
     # Two `flowcollector run --once` processes sharing one subscription of the Pub/Sub emulator, LogEntry messages
     # into JSON Lines: CPU is the two collectors' (the emulator's JVM is not counted), wall is until both end.
     Case("daemon: gcp_pubsub, 2 collectors, emulator -> file jsonl", "pubsub", D.GCP_PUBSUB_200K, D.GCP_PUBSUB_20K),
@@ -117,16 +130,18 @@ CASES: tuple[Case, ...] = (
 
 
 # -- the work, run inside the child process ------------------------------------------------------------------------
-def _parse(path: Path) -> Iterator[Any]:
+def _parse(path: Path, provider: str = "auto") -> Iterator[Any]:
     # The collector's own read path (hand-driven isal inflate, format detection), as the local source runs it.
     from collector.parsing import open_unit
 
-    return open_unit(path, unit=path.name, source="bench")
+    return open_unit(path, unit=path.name, source="bench", provider=provider)
 
 
 def work_parse(path: Path, arg: str) -> dict[str, Any]:
+    """The parser alone through the parsing seam; `arg` is the provider (`flowcollector parse --provider`), or
+    empty for format detection."""
     records = errors = 0
-    for result in _parse(path):
+    for result in _parse(path, arg or "auto"):
         records += result.batch.num_rows
         errors += len(result.errors)
     return {"records": records, "errors": errors}
@@ -253,8 +268,9 @@ def _moto(port: int) -> subprocess.Popen[bytes]:
 
 def work_daemon(path: Path, arg: str) -> dict[str, Any]:
     """The whole collector (`run --once`: source, pipeline, checkpoints, Parquet file sink) over one object, read
-    from a local directory or from S3 on moto's server. moto runs in its own process: only the collector's CPU is
-    counted, as it would be against AWS. The upload is not timed."""
+    from a local directory (`local`; `local-gcp`: with `provider: gcp`) or from S3 on moto's server (`s3`). moto
+    runs in its own process: only the collector's CPU is counted, as it would be against AWS. The upload is not
+    timed."""
     import socket
 
     from collector.config import parse_config
@@ -287,6 +303,8 @@ def work_daemon(path: Path, arg: str) -> dict[str, Any]:
             (tmp / "in").mkdir()
             (tmp / "in" / path.name).symlink_to(path)
             source = f"type: local, path: {tmp / 'in'}"
+            if arg == "local-gcp":
+                source += ", provider: gcp"
         text = (
             f"state_dir: {tmp}/state\nprogress_interval: 0\nsources:\n  - {{name: bench, {source}}}\n"
             f"sinks:\n  - {{name: out, type: file, path: {tmp}/out, format: parquet}}\n"
@@ -434,6 +452,9 @@ def child(run: str, path: Path, arg: str, profile: bool) -> None:
     import adapters.aws.parse  # noqa: F401
     import collector.jsonl  # noqa: F401
 
+    if "gcp" in arg:
+        import adapters.gcp.formats  # noqa: F401
+
     fn = WORKERS[run]
     rss0 = _rss_mb()
     prof = None
@@ -570,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         took = time.perf_counter() - t0
         print(
             f"data {ds.name}: {meta['records']:,} records, {meta['raw_bytes'] / 1e6:,.0f} MB text, "
-            f"{meta['gzip_bytes'] / 1e6:,.0f} MB gzip" + (f" (generated in {took:.1f} s)" if took > 1 else "")
+            + (f"{meta['gzip_bytes'] / 1e6:,.0f} MB gzip" if meta["gzip_bytes"] else "not compressed")
+            + (f" (generated in {took:.1f} s)" if took > 1 else "")
         )
     rows = []
     for case in cases:
