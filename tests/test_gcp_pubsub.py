@@ -680,3 +680,48 @@ def test_sigkill_while_holding_messages(
     assert len(duplicates) <= held
     assert set(b) <= set(second)
     assert pull_now(s.subscription, wait=12) == []
+
+
+async def test_a_source_restarted_while_its_batch_is_with_a_late_sink_does_not_deliver_it_twice(
+    pubsub: PubSubEmulator, tmp_path: Path
+) -> None:
+    """A reload (SIGHUP with the source's config changed) or a supervised restart starts a new run on the same
+    pipeline while a batch of the old run is still with a sink that acks late (JSON Lines flushed only at close,
+    as a Parquet file acks when it closes). The old run lets its messages go; they come back to the new run,
+    which must recognise them once the old batch commits, not deliver them to the file sink a second time
+    (ARCHITECTURE "Delivery semantics": a unit is never read again while batches of it are in flight)."""
+    from adapters.gcp.pubsub import PubSubSource
+    from collector.checkpoints import CheckpointStore
+    from collector.pipeline import Pipeline
+    from collector.registry import create_sink
+
+    s = make_subscription("restart")
+    publish(s.topic, [body(EGRESS), body(INGRESS)])
+    text = config_text(tmp_path, pubsub, s.subscription).replace("flush_interval: 100ms", "flush_interval: 1h")
+    text = text.replace("rotate_interval: 1s", "rotate_interval: 1h")
+    config = parse_config(text, tmp_path / "config.yaml")
+    store = CheckpointStore(config.state_dir)
+    metrics = Metrics()
+    sinks = [create_sink(x) for x in config.sinks]
+    pipeline = Pipeline(sinks, store, metrics, flush_intervals={x.name: x.flush_interval for x in config.sinks})
+    await pipeline.start()
+    try:
+        first = PubSubSource(config.sources[0], store, metrics)
+        stop_first = asyncio.Event()
+        task = asyncio.create_task(first.run(pipeline, False, stop_first))
+        await until("the first run to emit its batch", lambda: first.stats.batches == 1, task)
+        stop_first.set()
+        await task  # its batch is still with the sink: not acked, let go
+
+        second = PubSubSource(config.sources[0], store, metrics)
+        stop_second = asyncio.Event()
+        task = asyncio.create_task(second.run(pipeline, False, stop_second))
+        await until("the messages to come back", lambda: second.stats.messages >= 2, task)
+        await asyncio.sleep(3)  # let the second run deliver them, if it does
+        stop_second.set()
+        await task
+    finally:
+        await pipeline.close()
+        store.close()
+    delivered = collections.Counter(r["extra"]["insertId"] for r in output(tmp_path / "out"))
+    assert delivered == {"egress-1": 1, "ingress-1": 1}
