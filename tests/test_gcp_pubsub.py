@@ -725,3 +725,40 @@ async def test_a_source_restarted_while_its_batch_is_with_a_late_sink_does_not_d
         store.close()
     delivered = collections.Counter(r["extra"]["insertId"] for r in output(tmp_path / "out"))
     assert delivered == {"egress-1": 1, "ingress-1": 1}
+
+
+async def test_a_once_run_longer_than_grace_and_deadline_with_a_late_sink_does_not_deliver_twice(
+    pubsub: PubSubEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--once with a sink that commits only when it closes (Parquet; here JSON Lines flushed only at close): a
+    batch not committed within COMMIT_GRACE is let go (no longer extended) while the run goes on pulling. Once its
+    ack deadline passes, Pub/Sub hands its messages to the same run again, which must not deliver them twice."""
+    import threading
+
+    s = make_subscription("once-late")
+    publish_many(s.topic, generated(0, 5))
+    done = threading.Event()
+
+    def trickle() -> None:  # keeps the run's pulls non-empty for ~35 s
+        pub, _ = clients()
+        for i in range(200):
+            if done.is_set():
+                return
+            pub.publish(s.topic, generated(1000 + i, 1)[0]).result()
+            time.sleep(0.3)
+
+    caplog.set_level(logging.INFO)
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    text = config_text(tmp_path, pubsub, s.subscription, wait_time="10s")
+    text = text.replace("flush_interval: 100ms", "flush_interval: 1h").replace(
+        "rotate_interval: 1s", "rotate_interval: 1h"
+    )
+    try:
+        await run_once(tmp_path, text)
+    finally:
+        done.set()
+        feeder.join()
+    found = ids(tmp_path / "out")
+    assert {k: v for k, v in found.items() if v > 1} == {}
+    assert all(found[i] == 1 for i in range(5))
