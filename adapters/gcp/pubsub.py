@@ -64,7 +64,7 @@ import os
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -96,7 +96,8 @@ BATCH_PREFIX = "messages:"
 PULLS = 3  # pulls in flight at most (one, the leader, while the subscription is quiet)
 MAX_BATCH_MESSAGES = 10_000  # LogEntry messages in one batch at most
 BATCH_VERSION = "1"
-FORGET_BATCHES_AFTER = 3600.0  # rows of batches found at start: their messages come back within the hour or never
+FORGET_BATCHES_AFTER = 3600.0  # ids of delivered, unacked messages: they come back within the hour or go elsewhere
+MAX_WAITING_BYTES = 64 * 1024 * 1024  # LogEntry bodies pulled and not yet parsed: no pull while they reach this
 FORGET_OBJECTS_AFTER = 32 * 86400.0  # Pub/Sub keeps a message at most 31 days: older object checkpoints are no use
 _NOTIFICATION_EVENTS = ("OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE")
 _TRANSIENT = (
@@ -224,7 +225,7 @@ def decode_notification(attributes: Any, body: bytes) -> Notification:
     bucket, name, generation = (str(attributes.get(k, "")) for k in ("bucketId", "objectId", "objectGeneration"))
     if not bucket or not name:
         raise NotUsable("a Cloud Storage OBJECT_FINALIZE notification without bucketId or objectId")
-    if not generation.isdigit():
+    if not (generation.isascii() and generation.isdigit()):  # "²" is a digit to str.isdigit, not to int()
         raise NotUsable(f"a Cloud Storage notification whose objectGeneration is not a number: {generation!r}")
     size = None
     if body and attributes.get("payloadFormat") == "JSON_API_V1":
@@ -255,12 +256,16 @@ class _Held:
 
 @dataclass(slots=True)
 class _Batch:
-    """A LogEntry batch with the sinks: the messages to ack once it is committed."""
+    """A LogEntry batch with the sinks: the messages to ack once it is committed. Copies Pub/Sub hands out again
+    meanwhile join `ack_ids`, also while the ack call is in flight (they are acked in a further round)."""
 
     unit: str
     ack_ids: list[str]
     message_ids: list[str]
     newest: float  # publish time (epoch seconds) of its newest message
+    # Message ids no ack id of this run has come for: a batch an earlier run (a reload, a supervised restart) left
+    # with the sinks. Those still to come back are acked then (`_done_ids`) once it commits.
+    missing: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -304,7 +309,8 @@ class PubSubSource:
         self._storage: Any = None
         self._held: dict[str, _Held] = {}  # ack id -> its lease
         self._pending: dict[str, _Batch] = {}  # message id -> the batch with the sinks that holds it
-        self._done_ids: dict[str, str] = {}  # message id -> batch unit, committed but perhaps not acked
+        # message id -> (batch unit, when recorded): committed but not acked (an ack failed, or an earlier run's)
+        self._done_ids: dict[str, tuple[str, float]] = {}
         self._forget: list[str] = []  # batch units acked: their rows go at the next lease tick
         self._reading: dict[str, asyncio.Event] = {}  # object unit -> set when its reader is done
         self._emitted: dict[str, str] = {}  # object unit -> generation read to the end, commit pending
@@ -314,6 +320,8 @@ class PubSubSource:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._inbox: list[Any] = []  # LogEntry messages pulled, waiting for the batcher
+        self._waiting_bytes = 0  # their bodies' size, and that of the batch being parsed (MAX_WAITING_BYTES)
+        self._pull_failing = False  # the last pull failed: messages cannot come back, ids are not forgotten
         self._inbox_added = asyncio.Event()
         self._asked = 0  # messages the pulls in flight asked for
         self._delivering = False  # the batcher is delivering a batch
@@ -331,6 +339,8 @@ class PubSubSource:
         self._tasks.clear()
         self._busy = 0
         self._inbox.clear()
+        self._waiting_bytes = 0
+        self._pull_failing = False
         self._asked = 0
         self._delivering = False
         self._pulls_over = asyncio.Event()
@@ -339,18 +349,17 @@ class PubSubSource:
         self._slots = asyncio.Semaphore(self.config.max_concurrency)
         readers = ThreadPoolExecutor(self.config.max_concurrency, thread_name_prefix=f"pubsub-{self.name}")
         closing = asyncio.Event()
-        started = time.time()
         try:
-            await self._load_done_batches(pipeline)
+            in_flight = await self._load_done_batches(pipeline)
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._keep_leased(closing, started), name=f"source:{self.name}:leases")
-                batcher = tasks.create_task(
-                    self._batcher(pipeline, tasks, once, stop), name=f"source:{self.name}:batches"
-                )
+                tasks.create_task(self._keep_leased(closing), name=f"source:{self.name}:leases")
+                for batch, watch in in_flight:
+                    task = tasks.create_task(self._ack_when_committed(pipeline, batch, watch))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                batcher = tasks.create_task(self._batcher(pipeline, tasks, stop), name=f"source:{self.name}:batches")
                 helpers = [
-                    tasks.create_task(
-                        self._help_pull(readers, pipeline, tasks, once, stop), name=f"source:{self.name}:pull"
-                    )
+                    tasks.create_task(self._help_pull(readers, pipeline, tasks, stop), name=f"source:{self.name}:pull")
                     for _ in range(PULLS - 1)
                 ]
                 try:
@@ -369,6 +378,7 @@ class PubSubSource:
                     if self._inbox:  # stopping: not delivered, they come back after their deadline
                         self._unhold([m.ack_id for m in self._inbox])
                         self._inbox.clear()
+                        self._waiting_bytes = 0
             if self._forget:  # rows of the batches acked since the last lease tick
                 units, self._forget = self._forget, []
                 await asyncio.to_thread(self.store.forget_units, self.name, units, time.time() + 1)
@@ -399,10 +409,13 @@ class PubSubSource:
                 s.pull_errors,
             )
 
-    async def _load_done_batches(self, pipeline: Pipeline) -> None:
+    async def _load_done_batches(self, pipeline: Pipeline) -> list[tuple[_Batch, asyncio.Future[None]]]:
         """Batches of an earlier run whose messages may come back: their ids are acked then without being delivered
-        again. A batch's row is written (not done) before it goes to the sinks and made done by the commit, so a
-        row is one of:
+        again. A batch still with the sinks (a reload or a supervised restart: the same pipeline; a late-acking sink
+        has it) is in flight: returned with the future of its commit, its messages joining it when they come back
+        (acked once it commits, never delivered again: a unit is not read again while batches of it are in
+        flight). A batch's row is written (not done) before it goes to the sinks and made done by the commit, so
+        any other row is one of:
         - done: committed, the ack perhaps not through (a crash in between, a --once run whose sink committed
           only at close);
         - not done, and every sink recorded all of it: delivered, the commit did not land (a crash in between);
@@ -411,11 +424,27 @@ class PubSubSource:
           delivered again when they come back; a sink that had recorded it (with several sinks) gets them twice."""
         units = await asyncio.to_thread(self.store.units_with_prefix, self.name, BATCH_PREFIX)
         sinks = {w.sink.name for w in pipeline.workers}
+        # Watched before the store is read (no await in between): a commit landing meanwhile resolves the watch.
+        watches = {
+            unit: pipeline.when_committed(self.name, unit, BATCH_VERSION)
+            for unit in units
+            if pipeline.has_pending(self.name, unit)
+        }
+        in_flight: list[tuple[_Batch, asyncio.Future[None]]] = []
         commits, partial = [], []
+        now = time.time()
         for unit in units:
-            if pipeline.has_pending(self.name, unit):  # a restarted run: still with the sinks, committed by them
-                continue
             ckpt = await asyncio.to_thread(self.store.get, self.name, unit)
+            if (watch := watches.get(unit)) is not None:
+                ids = [str(mid) for mid in ckpt.position.get("ids", ())] if ckpt is not None and ckpt.position else []
+                if not ids:
+                    pipeline.forget_watch(self.name, unit, watch)
+                    continue
+                batch = _Batch(unit, [], ids, 0.0, set(ids))
+                for mid in ids:
+                    self._pending[mid] = batch
+                in_flight.append((batch, watch))
+                continue
             if ckpt is None or not ckpt.position:
                 continue
             ids = [str(mid) for mid in ckpt.position.get("ids", ())]
@@ -433,7 +462,7 @@ class PubSubSource:
                 if not ids:
                     self._forget.append(unit)
             for mid in ids:
-                self._done_ids[mid] = unit
+                self._done_ids[mid] = (unit, now)
         if commits:
             await asyncio.to_thread(self.store.commit, commits)
         if partial:
@@ -451,12 +480,21 @@ class PubSubSource:
                 self.name,
                 len(self._done_ids),
             )
+        if in_flight:
+            log.info(
+                "source=%s %d messages of %d batches of an earlier run are still with the sinks: acked once they "
+                "commit, not delivered again",
+                self.name,
+                sum(len(b.message_ids) for b, _ in in_flight),
+                len(in_flight),
+            )
+        return in_flight
 
     def _room(self) -> int:
         """How many messages the next pull may ask for: within `max_outstanding_messages` held (counting what
         pulls in flight asked for), and while notifications arrive, within the free object slots."""
         count = min(self.config.max_messages, self.config.max_outstanding_messages - len(self._held) - self._asked)
-        if len(self._inbox) + self._asked >= MAX_BATCH_MESSAGES:
+        if len(self._inbox) + self._asked >= MAX_BATCH_MESSAGES or self._waiting_bytes >= MAX_WAITING_BYTES:
             return 0  # the batcher is behind: what is pulled must not pile up in memory (bodies are held until parsed)
         if self._objects_mode:
             count = min(count, self.config.max_concurrency - self._busy - self._asked)
@@ -475,15 +513,29 @@ class PubSubSource:
             count = self._room()
             if count <= 0:
                 self._changed.clear()
-                await _first(self._changed.wait(), stop.wait())
+                # --once, and every message held waits for a sink that commits later (at close): this run can take
+                # no more; the rest is the next run's.
+                stuck = once and self._idle()
+                try:
+                    async with asyncio.timeout(COMMIT_GRACE if stuck else None):
+                        await _first(self._changed.wait(), stop.wait())
+                except TimeoutError:
+                    log.info(
+                        "source=%s holds %d messages waiting for the sinks to commit (max_outstanding_messages): "
+                        "this --once run pulls no more",
+                        self.name,
+                        len(self._held),
+                    )
+                    return
                 continue
             try:
                 if self._client is None:
                     credentials = await asyncio.to_thread(_pubsub_credentials, self.config)
                     self._client = _subscriber(self.config, credentials)
-                received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
+                received = await self._pull_some(count, readers, pipeline, tasks, stop)
             except (gexc.GoogleAPIError, GoogleAuthError, auth.CredentialsUnavailable, OSError) as exc:
                 self._flowing.clear()
+                self._pull_failing = True
                 self.stats.pull_errors += 1
                 self.counters.units_failed += 1  # seen in the summary, and `run --once` exits non-zero
                 self._report_pull_error(exc, None if once else delay)
@@ -492,6 +544,7 @@ class PubSubSource:
                 delay = min(delay * 2, BACKOFF_CAP)
                 continue
             delay = BACKOFF_FIRST
+            self._pull_failing = False
             if received is None:  # stopping
                 return
             if received:
@@ -507,7 +560,7 @@ class PubSubSource:
                 await self._changed.wait()
 
     async def _help_pull(
-        self, readers: Executor, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event
+        self, readers: Executor, pipeline: Pipeline, tasks: asyncio.TaskGroup, stop: asyncio.Event
     ) -> None:
         """Another puller, while messages are flowing (the leader's last pull had some): Pull returns a few dozen
         messages at a time, so pulls overlap to keep the batcher fed. Its errors are the leader's to report."""
@@ -524,7 +577,7 @@ class PubSubSource:
                 await _first(self._changed.wait(), _first(stop.wait(), self._pulls_over.wait()))
                 continue
             try:
-                received = await self._pull_some(count, readers, pipeline, tasks, once, stop)
+                received = await self._pull_some(count, readers, pipeline, tasks, stop)
             except (gexc.GoogleAPIError, GoogleAuthError, auth.CredentialsUnavailable, OSError) as exc:
                 log.debug("source=%s helper pull failed: %s", self.name, _describe(exc))
                 self._flowing.clear()
@@ -538,7 +591,6 @@ class PubSubSource:
         readers: Executor,
         pipeline: Pipeline,
         tasks: asyncio.TaskGroup,
-        once: bool,
         stop: asyncio.Event,
     ) -> list[Any] | None:
         """One pull: notifications go to a handler each, LogEntry messages to the batcher's inbox. None if stopping."""
@@ -562,18 +614,19 @@ class PubSubSource:
                 notes.append(m)
             else:
                 self._inbox.append(m)
+                self._waiting_bytes += len(m.message.data)
                 entries += 1
         self._objects_mode = bool(notes)
         for m in notes:
             self._busy += 1
-            task = tasks.create_task(self._handle_notification(readers, pipeline, m, once, stop))
+            task = tasks.create_task(self._handle_notification(readers, pipeline, m, stop))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if entries:
             self._inbox_added.set()
         return received
 
-    async def _batcher(self, pipeline: Pipeline, tasks: asyncio.TaskGroup, once: bool, stop: asyncio.Event) -> None:
+    async def _batcher(self, pipeline: Pipeline, tasks: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         """LogEntry messages into batches: everything that arrived while the previous batch was being delivered
         (up to MAX_BATCH_MESSAGES), so a batch grows with the load and a quiet subscription waits for nothing."""
         while not stop.is_set():
@@ -587,9 +640,10 @@ class PubSubSource:
             del self._inbox[:MAX_BATCH_MESSAGES]
             self._delivering = True
             try:
-                await self._deliver_entries(pipeline, tasks, taken, once, stop)
+                await self._deliver_entries(pipeline, tasks, taken)
             finally:
                 self._delivering = False
+                self._waiting_bytes = max(0, self._waiting_bytes - sum(len(m.message.data) for m in taken))
                 self._changed.set()
 
     async def _pull(self, count: int) -> Any:
@@ -643,20 +697,18 @@ class PubSubSource:
 
     # -- LogEntry messages
 
-    async def _deliver_entries(
-        self, pipeline: Pipeline, tasks: asyncio.TaskGroup, received: list[Any], once: bool, stop: asyncio.Event
-    ) -> None:
+    async def _deliver_entries(self, pipeline: Pipeline, tasks: asyncio.TaskGroup, received: list[Any]) -> None:
         """One batch of every LogEntry message of a pull that is not delivered already; acked when committed."""
         fresh: list[Any] = []
         seen: set[str] = set()
-        again: list[str] = []  # ack ids of messages delivered before, committed: ack them now
+        again: list[tuple[str, str, tuple[str, float]]] = []  # (ack id, message id, its done entry): ack now
         for m in received:
             mid = m.message.message_id
-            if mid in self._done_ids:
-                again.append(m.ack_id)
-                self._done_ids.pop(mid)
+            if (done := self._done_ids.pop(mid, None)) is not None:
+                again.append((m.ack_id, mid, done))  # delivered before, committed
             elif (batch := self._pending.get(mid)) is not None:
                 batch.ack_ids.append(m.ack_id)  # redelivered while its batch is with the sinks: acked with it
+                batch.missing.discard(mid)
                 self.stats.duplicates += 1
             elif mid in seen:
                 fresh.append(m)  # the same message twice in one pull: parsed once, both acked
@@ -665,7 +717,9 @@ class PubSubSource:
                 fresh.append(m)
         if again:
             self.stats.duplicates += len(again)
-            await self._ack(again)
+            if not await self._ack([ack_id for ack_id, _, _ in again]):  # they come back: still delivered
+                for _, mid, done in again:
+                    self._done_ids[mid] = done
         if not fresh:
             return
         first: dict[str, int] = {}
@@ -719,7 +773,7 @@ class PubSubSource:
         self.stats.batches += 1
         self.counters.records += n
         self.counters.bytes_read += sum(len(b) for b in bodies)
-        task = tasks.create_task(self._ack_when_committed(batch, watch, once, stop))
+        task = tasks.create_task(self._ack_when_committed(pipeline, batch, watch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -747,17 +801,21 @@ class PubSubSource:
                 _fate(tries),
             )
 
-    async def _ack_when_committed(
-        self, batch: _Batch, watch: asyncio.Future[None], once: bool, stop: asyncio.Event
-    ) -> None:
+    async def _ack_when_committed(self, pipeline: Pipeline, batch: _Batch, watch: asyncio.Future[None]) -> None:
+        """Hold the batch's messages (extended, known in `_pending`) while the pipeline holds the batch; ack them
+        once it is committed."""
         try:
-            if await _committed([watch], once, stop):
-                ids = list(batch.message_ids)
-                if await self._ack(batch.ack_ids):
+            if await self._committed(pipeline, batch.unit, watch):
+                ok = True
+                while batch.ack_ids:  # copies redelivered while an ack call is in flight join: a further round
+                    ack_ids, batch.ack_ids = batch.ack_ids, []
+                    ok = await self._ack(ack_ids) and ok
+                # No await from here on: a copy arriving now finds the ids in `_done_ids`.
+                now = time.time()
+                for mid in batch.message_ids if not ok else batch.missing:
+                    self._done_ids[mid] = (batch.unit, now)  # they come back: acked then, not delivered again
+                if ok and not batch.missing:
                     self._forget.append(batch.unit)
-                else:  # they come back: acked then without delivering them again
-                    for mid in ids:
-                        self._done_ids[mid] = batch.unit
                 self._lag(batch.newest)
             else:
                 log.info(
@@ -770,6 +828,24 @@ class PubSubSource:
         finally:
             self._drop_pending(batch)
 
+    async def _committed(self, pipeline: Pipeline, unit: str, watch: asyncio.Future[None]) -> bool:
+        """Wait for a unit's commit for as long as the pipeline holds it and a pull may bring its messages back
+        (a daemon: until it stops; --once: until its pulls are over), then COMMIT_GRACE more: what is not committed
+        by then is not acked (a sink that commits at close: the next run acks it). A unit the pipeline dropped
+        (abandoned, nothing of it left in flight) is not waited for. PipelineFailed if a sink failed for good."""
+        dropped = pipeline.settled(self.name, unit)
+        try:
+            either = [watch, dropped]
+            await _first(asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED), self._last_batch.wait())
+            if not watch.done() and not dropped.done():
+                await asyncio.wait(either, timeout=COMMIT_GRACE, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dropped.cancel()
+        if watch.done():
+            watch.result()  # PipelineFailed if a sink failed for good
+            return True
+        return False
+
     def _drop_pending(self, batch: _Batch) -> None:
         for mid in batch.message_ids:
             if self._pending.get(mid) is batch:
@@ -777,9 +853,7 @@ class PubSubSource:
 
     # -- Cloud Storage notifications
 
-    async def _handle_notification(
-        self, readers: Executor, pipeline: Pipeline, m: Any, once: bool, stop: asyncio.Event
-    ) -> None:
+    async def _handle_notification(self, readers: Executor, pipeline: Pipeline, m: Any, stop: asyncio.Event) -> None:
         """Read the object the notification names, wait for the sinks, ack; leave the message otherwise."""
         mid = m.message.message_id
         busy = True
@@ -827,7 +901,7 @@ class PubSubSource:
                     self.stats.left += 1
                     await self._let_go([m.ack_id])
                 return  # STOPPED: it comes back after its deadline (this collector resumes from its checkpoint)
-            if not await _committed([watch], once, stop):
+            if not await self._committed(pipeline, obj.unit, watch):
                 log.info("source=%s message %s: %s read, not yet committed; not acked", self.name, mid, obj.label)
                 return
             await self._ack([m.ack_id])
@@ -1049,11 +1123,12 @@ class PubSubSource:
                     _describe(exc),
                 )
 
-    async def _keep_leased(self, closing: asyncio.Event, started: float) -> None:
+    async def _keep_leased(self, closing: asyncio.Event) -> None:
         """Extend the deadline of every held message that is due (every third of `ack_deadline`, the first time
-        before the shortest subscription deadline ends), and delete the rows of acked batches."""
+        before the shortest subscription deadline ends), delete the rows of acked batches, and every
+        FORGET_BATCHES_AFTER what is no longer needed (`_forget_old`)."""
         interval = self.deadline / 3
-        forgot_start = False
+        next_forget = time.monotonic() + FORGET_BATCHES_AFTER
         while not await sleep_or_stop(closing, LEASE_TICK):
             now = time.monotonic()
             due = [ack_id for ack_id, h in self._held.items() if h.due <= now]
@@ -1064,16 +1139,20 @@ class PubSubSource:
             if self._forget:
                 units, self._forget = self._forget, []
                 await asyncio.to_thread(self.store.forget_units, self.name, units, time.time() + 1)
-            if not forgot_start and time.time() - started > FORGET_BATCHES_AFTER:
-                forgot_start = True
-                await self._forget_old(started)
+            if time.monotonic() >= next_forget and not self._pull_failing:
+                next_forget = time.monotonic() + FORGET_BATCHES_AFTER
+                await self._forget_old()
 
-    async def _forget_old(self, started: float) -> None:
-        """Rows of batches committed before this run started (their messages came back by now, or never will), and
-        checkpoints of objects older than Pub/Sub's longest retention."""
+    async def _forget_old(self) -> None:
+        """Ids of delivered messages recorded more than FORGET_BATCHES_AFTER ago (a message not acked comes back
+        within its deadline to whichever collector pulls: after that long of pulling it came back here and was
+        acked, or went to another collector), rows of batches no id of which is still kept, and checkpoints of
+        objects older than Pub/Sub's longest retention. Not while pulls fail (nothing can come back then)."""
+        horizon = time.time() - FORGET_BATCHES_AFTER
+        self._done_ids = {mid: done for mid, done in self._done_ids.items() if done[1] >= horizon}
+        keep = {unit for unit, _ in self._done_ids.values()} | {b.unit for b in self._pending.values()}
         batches = await asyncio.to_thread(self.store.units_with_prefix, self.name, BATCH_PREFIX)
-        await asyncio.to_thread(self.store.forget_units, self.name, batches, started)
-        self._done_ids.clear()
+        await asyncio.to_thread(self.store.forget_units, self.name, [u for u in batches if u not in keep], horizon)
         forgotten = await asyncio.to_thread(self.store.forget_before, self.name, time.time() - FORGET_OBJECTS_AFTER)
         if forgotten:
             log.info("source=%s forgot %d object checkpoints older than 32 days", self.name, forgotten)
@@ -1096,19 +1175,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, gexc.GoogleAPICallError):
         return f"{exc.code} {exc.message}".strip()
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _committed(futures: list[asyncio.Future[None]], once: bool, stop: asyncio.Event) -> bool:
-    """Wait until the commits land. A daemon waits as long as the sinks take, until it is told to stop; a --once
-    run, or a stopping daemon, waits COMMIT_GRACE more: what is not committed by then is not acked."""
-    if not once:
-        await _first(asyncio.wait(futures), stop.wait())
-    if not all(f.done() for f in futures):
-        await asyncio.wait(futures, timeout=COMMIT_GRACE)
-    for f in futures:
-        if f.done():
-            f.result()  # PipelineFailed if a sink failed for good
-    return all(f.done() for f in futures)
 
 
 async def _first(main: Awaitable[T], other: Awaitable[Any]) -> T | None:
