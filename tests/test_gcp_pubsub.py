@@ -762,3 +762,130 @@ async def test_a_once_run_longer_than_grace_and_deadline_with_a_late_sink_does_n
     found = ids(tmp_path / "out")
     assert {k: v for k, v in found.items() if v > 1} == {}
     assert all(found[i] == 1 for i in range(5))
+
+
+async def test_a_copy_redelivered_while_its_batch_is_being_acked_is_acked_too(
+    pubsub: PubSubEmulator, tmp_path: Path
+) -> None:
+    """Pub/Sub hands a message out again (its lease expired) just while the Acknowledge of its committed batch is
+    in flight. The copy joins the batch (it is not delivered again) and must be acked in a further round, not held
+    and extended for the life of the process. The lease is expired from outside, as a lost extension would: the
+    emulator's ModifyAckDeadline to 0, sent while the source's first Acknowledge call waits."""
+    s = make_subscription("ack-race")
+    async with running_source(tmp_path, config_text(tmp_path, pubsub, s.subscription)) as run:
+        src = run.source
+        await until("the source's client", lambda: src._client is not None, run.task)
+        real = src._client.acknowledge
+        calls: list[list[str]] = []
+
+        async def acknowledge(*, subscription: str, ack_ids: list[str], timeout: float) -> None:
+            calls.append(list(ack_ids))
+            if len(calls) == 1:
+                _, sub = clients()
+                await asyncio.to_thread(
+                    sub.modify_ack_deadline, subscription=subscription, ack_ids=ack_ids, ack_deadline_seconds=0
+                )
+                await until("the copy to join its batch", lambda: src.stats.duplicates == 1)
+            return await real(subscription=subscription, ack_ids=ack_ids, timeout=timeout)
+
+        src._client.acknowledge = acknowledge
+        (mid,) = publish(s.topic, [body(EGRESS)])
+        await until("the copy to be acked", lambda: len(calls) == 2 and not src._held, run.task)
+        stats = src.stats
+    assert len(calls[0]) == len(calls[1]) == 1 and calls[0] != calls[1]  # the first receipt, then the copy's
+    assert (stats.messages, stats.batches, stats.duplicates) == (2, 1, 1)
+    assert [r["extra"]["insertId"] for r in output(tmp_path / "out")] == ["egress-1"]
+    assert pull_now(s.subscription, wait=12) == []  # acked: nothing comes back after the 10 s deadline
+    assert mid
+
+
+async def test_a_notification_whose_generation_is_not_an_ascii_number_is_poison(
+    pubsub: PubSubEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`"²".isdigit()` is true but `int("²")` raises: such an objectGeneration is a bad message (logged with its
+    message id, counted as poison, not acked), not a failure of the source's own code."""
+    caplog.set_level(logging.INFO, logger="flowcollector")
+    s = make_subscription("generation")
+    attributes = {"eventType": "OBJECT_FINALIZE", "bucketId": "flows", "objectId": OBJECT, "objectGeneration": "²"}
+    (mid,) = publish(s.topic, [b""], [attributes])
+    metrics = await run_once(tmp_path, config_text(tmp_path, pubsub, s.subscription))
+    stats = summary(caplog)
+    assert (stats["messages"], stats["poison"], stats["acked"], stats["objects"]) == (1, 1, 0, 0)
+    c = metrics.sources["ps"]
+    assert (c.errors, c.units_failed) == (1, 0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(mid in m and "objectGeneration is not a number: '²'" in m for m in messages), messages
+    assert not any("failed unexpectedly" in m for m in messages)
+
+
+def make_old(state: Path, unit: str) -> None:
+    """Date a checkpoint row back two hours (as if committed then)."""
+    with sqlite3.connect(state / "checkpoints.sqlite") as conn:
+        conn.execute("UPDATE units SET updated = updated - 7200 WHERE unit = ?", (unit,))
+
+
+async def test_ids_of_delivered_messages_are_forgotten_periodically_and_only_once_not_needed(
+    pubsub: PubSubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon forgets, every FORGET_BATCHES_AFTER (here 2 s instead of an hour), the ids of delivered messages
+    recorded longer ago than that (found at start, or of an ack that failed) and the rows of their batches: not
+    once per run. A row whose ids are still kept stays: its messages, when they come back, are acked without being
+    delivered again."""
+    import adapters.gcp.pubsub as module
+    from collector.checkpoints import CheckpointStore, Commit
+
+    monkeypatch.setattr(module, "FORGET_BATCHES_AFTER", 2.0)
+    s = make_subscription("forget")
+    text = config_text(tmp_path, pubsub, s.subscription)
+    state = tmp_path / "state"
+    store = CheckpointStore(state)
+    store.commit([Commit("ps", "messages:old", "1", {"messages": 1, "ids": ["m-old"]}, True, 1, 1)])
+    store.close()
+    make_old(state, "messages:old")
+    violations: list[str] = []
+
+    def kept_rows_for_kept_ids(src: Any) -> list[str]:
+        rows = batch_rows(state)
+        violations.extend(f"{mid} kept, its row gone" for mid, (u, _) in src._done_ids.items() if u not in rows)
+        return rows
+
+    async with running_source(tmp_path, text) as run:
+        src = run.source
+        await until("the earlier batch's ids to be loaded", lambda: "m-old" in src._done_ids, run.task)
+        await until("the earlier batch to be forgotten", lambda: kept_rows_for_kept_ids(src) == [], run.task)
+        assert "m-old" not in src._done_ids
+        # An ack that failed later in the same run: its ids recorded now, its row there (dated back, so only the
+        # ids' age keeps it).
+        src.store.commit([Commit("ps", "messages:later", "1", {"messages": 1, "ids": ["m-later"]}, True, 1, 1)])
+        make_old(state, "messages:later")
+        src._done_ids["m-later"] = ("messages:later", time.time())
+        await until("the later batch to be forgotten", lambda: kept_rows_for_kept_ids(src) == [], run.task)
+        assert src._done_ids == {}
+    assert violations == []
+
+
+async def test_bodies_waiting_to_be_parsed_are_bounded_in_bytes(
+    pubsub: PubSubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pull is made while the LogEntry bodies pulled and not yet parsed reach MAX_WAITING_BYTES (here 1 byte,
+    instead of 64 MiB: a pull waits until what the earlier ones brought is parsed); every flow still goes out once."""
+    import adapters.gcp.pubsub as module
+
+    monkeypatch.setattr(module, "MAX_WAITING_BYTES", 1)
+    s = make_subscription("bytes")
+    publish_many(s.topic, generated(0, 40))
+    asked: list[tuple[int, int]] = []  # (bytes waiting, messages the next pull may ask for)
+    async with running_source(tmp_path, config_text(tmp_path, pubsub, s.subscription)) as run:
+        src = run.source
+        room = src._room
+
+        def recorded() -> int:
+            count = room()
+            asked.append((src._waiting_bytes, count))
+            return count
+
+        src._room = recorded
+        await until("every message to be acked", lambda: src.stats.acked == 40, run.task)
+    assert any(waiting > 0 for waiting, _ in asked)  # the bound was reached ...
+    assert all(count == 0 for waiting, count in asked if waiting > 0)  # ... and no pull asked for more then
+    assert ids(tmp_path / "out") == {i: 1 for i in range(40)}
