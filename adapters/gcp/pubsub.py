@@ -21,15 +21,20 @@ Why it is built this way:
   (`Pipeline.when_committed`): for a LogEntry batch, its unit (the batch) committed; for a notification, the
   object committed as done. Until then its ack deadline is extended (ModifyAckDeadline to `ack_deadline`, every
   third of it); a message pulled is first extended before the shortest deadline a subscription can have (10 s)
-  runs out, so a batch the sinks commit within seconds costs no extension at all. A collector that dies stops
+  runs out, so a batch the sinks commit within seconds costs no extension at all. It is held (extended, and
+  known, so a copy handed out again joins it) for as long as the pipeline holds its batch and a pull may bring it
+  back: a daemon until it stops, a --once run until its pulls are over; then COMMIT_GRACE more. A --once run whose
+  every held message waits for a sink that commits at close pulls no more. A collector that dies stops
   extending: its messages go to any collector within `ack_deadline`.
 - A LogEntry batch is a unit named by a digest of its message ids (`messages:<hex>`), so its identity (and every
   sink's idempotent insert token) is that set of messages, never reused for other content. Its checkpoint row
   lists the message ids and stays until the ack has gone through: a collector restarted after a crash between
   commit and ack (or a --once run whose sink committed only at close) acks those messages when they come back,
-  without delivering them twice. Rows of acked batches are deleted at once; rows found at start, after
-  FORGET_BATCHES_AFTER. Messages Pub/Sub redelivers while this collector still holds them (a deadline extension
-  lost) join the batch in progress instead of being delivered again.
+  without delivering them twice. A batch an earlier run of the same pipeline left with the sinks (a reload, a
+  supervised restart) is in flight: its messages join it when they come back. Rows of acked batches are deleted
+  at once; every FORGET_BATCHES_AFTER, ids recorded longer ago than that (found at start, or of a failed ack) and
+  the rows no kept id needs. Messages Pub/Sub redelivers while this collector still holds them (a deadline
+  extension lost) join the batch in progress instead of being delivered again, also during its ack call.
 - An object is done by (bucket/name, generation): a notification of an object already delivered is acked without
   reading it; a new generation is a new unit. An object whose announced generation no longer exists while a
   newer one does was replaced (its own notification announces the new one): acked as superseded. One that does
@@ -37,11 +42,12 @@ Why it is built this way:
   message stays as evidence for the dead-letter policy.
 - A message that cannot be used (a body that is not a flow log record, a notification without its attributes, an
   object that cannot be read) is logged with its message id (and delivery attempt, when the subscription has a
-  dead-letter policy), counted, and never acked. Pub/Sub has no per-message delay and a nack (deadline 0) hands
-  the message out again at once, a tight loop across every collector; so its ack deadline is set to `retry_after`
-  (default 5 min, at most 600 s) and no longer extended: it comes back after that, and after the subscription's
-  `max_delivery_attempts` it goes to the dead-letter topic. Without a dead-letter policy it comes back every
-  `retry_after` for the subscription's retention (logged each time).
+  dead-letter policy), counted, and never acked. Pub/Sub has no per-message delay and, without a retry policy on
+  the subscription, a nack (deadline 0) hands the message out again at once, a tight loop across every
+  collector; so its ack deadline is set to `retry_after` (default 5 min, at most 600 s) and no longer extended:
+  it comes back after that, and after the subscription's `max_delivery_attempts` it goes to the dead-letter
+  topic. Without a dead-letter policy it comes back every `retry_after` for the subscription's retention (logged
+  each time).
 - Several collectors share one subscription: Pub/Sub hands a message to one of them at a time. Each has its own
   state directory. While notifications are arriving, a pull asks for no more messages than there are free object
   slots (`max_concurrency`); LogEntry pulls ask for `max_messages`, within `max_outstanding_messages` held.
