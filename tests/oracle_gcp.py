@@ -45,7 +45,7 @@ differently, the choice is written down as *Choice*:
    another reporter or none. Each column takes the first non-null of its candidates, in this order (*Choice* where
    rule 3 does not order them: the VM's details before the gateway's; the fallbacks after both):
    account: instance.project_id, gateway.project_id, vpc.project_id, gateway.vpc.project_id,
-   resource.labels.project_id; interface and instance: instance.vm_name, gateway.name; region: instance.region,
+   resource.labels.project_id; interface: instance.vm_name, gateway.name (instance: the VM's name only); region: instance.region,
    gateway.location, vpc.subnetwork_region; zone: instance.zone; vpc: vpc.vpc_name, gateway.vpc.vpc_name; subnet:
    vpc.subnetwork_name, resource.labels.subnetwork_name (objects of the reporting side; without one, only the
    labels). *Choice* (rule 8, "every other key"): a candidate that is not used is kept in `extra` under its path
@@ -458,7 +458,7 @@ def record(rec: dict[str, Node], envelope: dict[str, Node] | None, source: str, 
         for path, v in options_:
             if v is not None and v != value:
                 extra.append((path, v))
-    row["instance"] = row["interface"]
+    row["instance"] = objects[f"{side}_instance"].fields.get("vm_name") if side else None  # a gateway is no VM
     if disposition is not None:
         row["action"] = _ACTION.get(disposition)
         if row["action"] is None:
@@ -578,12 +578,25 @@ def read_data(
     return out
 
 
+def _gunzip(blob: bytes) -> tuple[bytes, list[str], bool]:
+    """oracle_aws.gunzip, and zero bytes after the last member are padding, not an error (collector/parsing.py's
+    documented choice: some writers add them and gzip ignores them)."""
+    got = gunzip(blob)
+    zeros = len(blob) - len(blob.rstrip(b"\0"))
+    if "gzip-garbage" in got[1] and zeros:
+        for k in range(zeros, 0, -1):
+            data, problems, cut = gunzip(blob[: len(blob) - k])
+            if not cut and "gzip-garbage" not in problems:
+                return data, problems, cut
+    return got
+
+
 def read_object(
     blob: bytes, *, source: str = "s", options: dict[str, Any] | None = None, max_line: int = MAX_LINE
 ) -> OracleResult:
     """A whole object as stored: gzip (by its magic) or plain."""
     if blob[:2] == b"\x1f\x8b":
-        data, problems, _cut = gunzip(blob)
+        data, problems, _cut = _gunzip(blob)
     else:
         data, problems = blob, []
     return read_data(data, problems, source=source, options=options, max_line=max_line)
@@ -599,7 +612,7 @@ def cut_alternatives(
     shorter (the parser's inflater may hold back the last symbol); empty for any other object."""
     if blob[:2] != b"\x1f\x8b":
         return []
-    data, problems, cut = gunzip(blob)
+    data, problems, cut = _gunzip(blob)
     if not cut:
         return []
     return [
