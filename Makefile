@@ -2,7 +2,8 @@
 #   make run    install into .venv, process the bundled sample flow logs into ./var/, print a summary
 #   make test   install everything the tests need (Python, Debian, npm), start services, run every test
 #   make bench  benchmarks: records per CPU-second and peak memory
-#   make fuzz   the long AWS parser fuzz against the oracle (tests/test_fuzz_aws.py): 1,000,000 inputs (FUZZ_JOBS=1)
+#   make fuzz   the long AWS and GCP parser fuzz against their oracles (tests/test_fuzz_aws.py, tests/test_fuzz_gcp.py):
+#               1,000,000 inputs each (FUZZ_JOBS=1)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -33,7 +34,8 @@ fuzz: install
 	@pids=; for k in $$(seq 0 $$(( $(FUZZ_JOBS) - 1 ))); do \
 		FLOWCOLLECTOR_FUZZ=long FLOWCOLLECTOR_FUZZ_INPUTS=$$(( $(FUZZ_INPUTS) / $(FUZZ_JOBS) )) \
 		FLOWCOLLECTOR_FUZZ_SEED=$$(( k * 1000000000 )) FLOWCOLLECTOR_FUZZ_DIR=var/fuzz \
-		$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_aws.py -k long_fuzz & pids="$$pids $$!"; \
+		$(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_fuzz_aws.py tests/test_fuzz_gcp.py -k long_fuzz \
+		& pids="$$pids $$!"; \
 	done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
 
 clean:

@@ -528,3 +528,61 @@ def test_fast_and_general_paths_give_the_same_rows(monkeypatch):
     for a, b in zip(fast, general, strict=True):
         assert dict(a.pop("extra")) == dict(b.pop("extra"))
         assert a == b
+
+
+# -- found by the fuzz (tests/test_fuzz_gcp.py) -----------------------------------------------------------------------
+
+FUZZ_FOUND_ERRORS = [
+    # a crash each before: msgspec's ValidationError or int()'s ValueError escaped the general path
+    b'{"jsonPayload":{"connection":{"src_port":1e400},"x":1}}',
+    b'{"jsonPayload":{"connection":{},"bytes_sent":' + b"1" * 5000 + b',"x":1}}',
+    b'{"jsonPayload":{"connection":{},"reporter":1e400}}',
+    # nesting: msgspec's limit depends on the call stack (RecursionError escaped at about 1,000 levels)
+    b'{"jsonPayload":{"connection":{},"x":' + b"[" * 63 + b"]" * 63 + b"}}",
+    b'{"jsonPayload":{"connection":{}},"labels":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    # times whose instant is not one a timestamp column gives as a datetime (to_pylist raised), year 0000
+    b'{"jsonPayload":{"connection":{},"start_time":"0001-01-01T00:00:00+00:01"}}',
+    b'{"jsonPayload":{"connection":{},"end_time":"9999-12-31T23:59:59-00:01"}}',
+    b'{"jsonPayload":{"connection":{},"end_time":"0000-06-01T00:00:00Z"}}',
+    # two extra keys of one name (a map holds one)
+    b'{"jsonPayload":{"connection":{},"src_location":{"city":"a"},"src_location.city":"b"}}',
+    b'{"jsonPayload":{"connection":{},"insertId":"b"},"insertId":"a"}',
+]  # fmt: skip
+
+
+def test_fuzz_found_lines_are_errors_not_crashes():
+    data = b"\n".join(FUZZ_FOUND_ERRORS) + b"\n" + line(VM_ENTRY)
+    _, batch, errors = parse_all(data)
+    assert [e.line for e in errors] == list(range(1, len(FUZZ_FOUND_ERRORS) + 1))
+    assert batch.num_rows == 1
+
+
+def test_fuzz_found_values_that_are_valid():
+    deep = b"[" * 62 + b"1" + b"]" * 62  # 64 levels with the line's object and jsonPayload
+    data = (
+        b'{"jsonPayload":{"connection":{"src_port":"' + b"0" * 5000 + b'7","dest_port":7},"x":' + deep + b"},"
+        b'"logName":"l","severity":"DEFAULT"}\n'
+        b'{"jsonPayload":{"connection":{},"rtt_msec":-0,"y":{"n":-0}}}\n'
+    )
+    first, second = rows(data)
+    assert (first["src_port"], dict(first["extra"])) == (7, {"x": deep.decode()})
+    assert dict(second["extra"]) == {"rtt_msec": "0", "y.n": "0"}
+    assert looks_like_gcp(b'{"jsonPayload":{"connection":{}},"x":' + b"[" * 5000 + b"]" * 5000 + b"}\n") is False
+
+
+def test_fuzz_found_fallbacks_keep_what_differs():
+    # A gateway reporting with a VPC beside it: its location is the region (rule 3: the VPC's subnetwork_region is
+    # the fallback), and the VPC's project and the gateway VPC's, which differ from the account, stay in extra.
+    rec = {
+        "connection": {},
+        "reporter": "SRC_GATEWAY",
+        "src_gateway": {"project_id": "hub", "name": "t", "location": "eu", "vpc": {"project_id": "gv"}},
+        "src_vpc": {"project_id": "v", "subnetwork_region": "us", "vpc_name": "n"},
+    }
+    (row,) = rows(line(rec))
+    assert (row["account"], row["region"], row["vpc"], row["interface"]) == ("hub", "eu", "n", "t")
+    assert dict(row["extra"]) == {
+        "src_vpc.project_id": "v",
+        "src_vpc.subnetwork_region": "us",
+        "src_gateway.vpc.project_id": "gv",
+    }

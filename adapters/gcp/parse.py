@@ -7,9 +7,12 @@ Pure: bytes in, `ParseResult`s out (collector/parsing.py). Two entry points:
   indexes of the bodies that gave no flow because they are bad come back too (the source leaves those unacked).
 
 The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.py checks them independently):
-1. A line is split at LF; a CR before it is JSON whitespace. Blank lines are passed over. A line longer than
-   MAX_LINE is one error and is skipped without being held in memory. A line that is not valid UTF-8 is an error.
-2. Each other line is one JSON value (RFC 8259; a lone surrogate escape is invalid). An object with the key
+1. A line is split at LF; a CR before it is JSON whitespace. Blank lines (empty, or only ASCII whitespace: space,
+   TAB, CR, VT, FF) are passed over. A line longer than MAX_LINE bytes (its LF not counted) is one error and is
+   skipped without being held in memory. A line that is not valid UTF-8 is an error.
+2. Each other line is one JSON value (RFC 8259; a lone surrogate escape is invalid; of a name given twice in one
+   object the last value counts; objects and arrays nested more than MAX_NESTING = 64 deep make the line an
+   error, whatever msgspec's own, call-stack-dependent limit). An object with the key
    `jsonPayload` is a LogEntry: its `jsonPayload` (an object) is the record and its `resource.labels` the fallback
    for the project and subnet. An object without it that has `connection` is a bare record. Anything else is an
    error.
@@ -20,34 +23,43 @@ The rules (README "GCP VPC flow logs" says the same to users; tests/oracle_gcp.p
    the VM name) / `region` / `zone` / `vpc` / `subnet`. For a gateway (`*_gateway`): its `project_id`, `name` (as
    interface; `instance` stays null: a gateway is no VM), `location` (as region) and `vpc.vpc_name`. Fallbacks,
    in order: account <- the VPC's `project_id` <- `resource.labels.project_id`; subnet <-
-   `resource.labels.subnetwork_name`; region <- the VPC's `subnetwork_region`.
+   `resource.labels.subnetwork_name`; region <- the VPC's `subnetwork_region`. So each column takes the first
+   non-null of: account: instance, gateway, VPC, gateway VPC `project_id`, `resource.labels.project_id`;
+   interface: `vm_name`, gateway `name`; region: instance `region`, gateway `location`, VPC `subnetwork_region`;
+   vpc: VPC, gateway VPC `vpc_name`; subnet: VPC `subnetwork_name`, `resource.labels.subnetwork_name` (a VM's
+   details before a gateway's on the same side).
 4. `connection.src_ip` / `dest_ip` -> src_addr / dst_addr (IPv4 or IPv6 text, else an error); `src_port`,
    `dest_port` (0-65535), `protocol` (0-255), `packets_sent`, `bytes_sent` (0 to 2^63-1) are numbers: a JSON
-   integer, a JSON number with an integral value (`3389.0`, `1e3`), or a string of ASCII decimal digits
+   integer, a JSON number with an integral value as an IEEE double (`3389.0`, `1e3`; `1e400` is out of range), or a
+   string of ASCII decimal digits
    optionally followed by `.` and zeros (`"491"`, `"3389.0"`, leading zeros allowed). Missing or null -> null
    (ICMP has no ports).
 5. `start_time` / `end_time`: RFC 3339 `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (upper-case T and Z, as
-   Cloud Logging writes; 1 to 9 fraction digits; years 0001-9999), floored to milliseconds UTC; missing or null ->
-   null.
+   Cloud Logging writes; 1 to 9 fraction digits; years 0001-9999; seconds 00-59: Google smears leap seconds),
+   floored to milliseconds UTC, the instant within 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999Z (what a
+   timestamp column gives as a datetime); missing or null -> null.
 6. `disposition` ALLOWED -> action accept, DROPPED -> reject (another value: action null, the value in `extra`);
    action is null without it (older records). `log_status` is null (GCP has none); `sampling_rate` is the
    source's `sampling_rate` option when given, else null.
 7. A value of the wrong type or out of range in rules 3-6 (a string where an object or a number belongs, a port of
    70000, `"abc"` bytes, a reporter that is not a string, a `*_instance`, `*_vpc` or `*_gateway` that is not an
-   object, or one whose fields named in rule 3 are not strings) makes the line one error naming the field's JSON
-   path; no row.
+   object, or one whose fields named in rule 3 are not strings; of the LogEntry, an `insertId` that is not a string,
+   a `resource` or `resource.labels` that is not an object) makes the line one error naming the field's JSON path;
+   no row.
 8. `extra` keeps every other leaf of the record, flattened to dotted paths: `rtt_msec`, `dest_location.country`,
    `dest_instance.vm_name` (the other side's instance, VPC and gateway are kept whole this way),
    `src_instance.managed_instance_group.name`, `src_gke_details.pod.pod_name`, `connection.src_nat_ip`. A string
    leaf is its text; an integer is written in decimal (`15169`); any other number, a boolean and an array are their
    JSON text as written in the input (`1.50`, `true`, `[80,443]`); nulls and empty objects are left out; an object
    nested deeper than MAX_DEPTH levels is kept whole, as written, under its path at that depth. Of the reporting
-   side's objects, the leaves that became a column are not repeated; a fallback leaf that was not used, or that
-   differs from the column's value, is kept (`src_vpc.project_id` of a Shared VPC host project,
-   `src_vpc.subnetwork_region`, `src_gateway.type`). Of the LogEntry around the record, `insertId` (as `insertId`)
+   side's objects, the leaves that became a column are not repeated; a candidate of rule 3 that did not give its
+   column is kept when it differs from the column's value, left out when equal (`src_vpc.project_id` of a Shared
+   VPC host project, `src_vpc.subnetwork_region`); so are their other keys (`src_gateway.type`). Of the LogEntry
+   around the record, `insertId` (as `insertId`)
    and `resource.labels`' other labels (`resource.labels.subnetwork_id`, `resource.labels.location`; and
    `project_id` / `subnetwork_name` when they differ from the column) are kept. No key appears twice in a row;
-   the order of the pairs is not part of the contract.
+   the order of the pairs is not part of the contract: two keys of one name (a key `src_location.city` written
+   beside `src_location`) make the line an error, as a map holds one.
 9. With the option `projects` (project ids), rows whose `account` is not among them are dropped (an
    organisation-level sink writes every project of the organisation into one bucket); they are not errors.
 
@@ -194,14 +206,23 @@ class _Labels(Struct, **_F):
     location: str | None = None
 
 
-class _Resource(Struct, gc=False):
+class _Resource(Struct, **_F):
     labels: _Labels | None = None
+    type: str | None = None
 
 
-class _Entry(Struct, gc=False):
+class _Entry(Struct, **_F):
+    """A LogEntry as Cloud Logging writes VPC flows. Its other keys are not read, but they are not skipped either:
+    msgspec's skipping recurses without a limit of its own, so a key this does not name goes to the general path,
+    which checks the nesting (MAX_NESTING) first."""
+
     jsonPayload: _Record  # noqa: N815 (the LogEntry's own key)
     resource: _Resource | None = None
     insertId: str | None = None  # noqa: N815
+    logName: str | None = None  # noqa: N815
+    timestamp: str | None = None
+    receiveTimestamp: str | None = None  # noqa: N815
+    severity: str | None = None
 
 
 _ENTRY = msgspec.json.Decoder(_Entry)
@@ -215,10 +236,20 @@ _SIDE = {"SRC": "src", "SRC_GATEWAY": "src", "DEST": "dest", "DEST_GATEWAY": "de
 _ACTION = {"ALLOWED": "accept", "DROPPED": "reject"}
 _NUMBER_TEXT = re.compile(r"[0-9]+(\.0*)?")
 _DIGITS_PATTERN = r"^[0-9]{1,19}$"
-_INTEGER_TEXT = re.compile(rb"-?[0-9]+")
-_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_YEAR = r"([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # 0001-9999
+_TIME_PATTERN = "^" + _YEAR + r"-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 _TIME_TEXT = re.compile(_TIME_PATTERN)
 _MICRO = re.compile(r"(\.[0-9]{1,6})[0-9]*")
+# The instants a timestamp column can give as a datetime (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z): an
+# offset can take a time of year 1 or 9999 outside them.
+FIRST_MS = -62135596800000
+LAST_MS = 253402300799999
+# Objects and arrays nested deeper than this make the line an error (RFC 8259 section 9 allows a limit). msgspec
+# has a limit of its own, but it depends on the interpreter's call stack (about 1,000 levels minus the frames
+# above the call): the same line would be a row in one process and an error in another.
+MAX_NESTING = 64
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 MAX_DEPTH = 16  # objects nested deeper than this are kept whole, as written, under the key at this depth
 
 # Fields of the objects the fast path knows, and their extra keys: (attribute, key suffix).
@@ -387,7 +418,7 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
     codes, values = rows.codes, rows.values
     reporter = rec.reporter
     side = _SIDE.get(reporter) if reporter is not None else None
-    account = interface = vm = region = zone = vpc_name = subnet = vpc_project = None
+    account = interface = vm = region = zone = vpc_name = subnet = None
     if side is not None:
         if side == "src":
             inst, vpc, gw = rec.src_instance, rec.src_vpc, rec.src_gateway
@@ -398,51 +429,54 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
             interface = vm
             if inst.managed_instance_group is not None:
                 _flat(codes, values, _GROUP[side], inst.managed_instance_group, rows.vocab)
-        if vpc is not None:
-            vpc_name, subnet, vpc_project = vpc.vpc_name, vpc.subnetwork_name, vpc.project_id
-            sub_region = vpc.subnetwork_region
-            if region is None:
-                region = sub_region
-            elif sub_region is not None and sub_region != region:
-                codes.append(_C_VPC[side, "subnetwork_region"])
-                values.append(sub_region)
-            if vpc_project is not None and account is not None and vpc_project != account:
-                codes.append(_C_VPC[side, "project_id"])
-                values.append(vpc_project)
+        # Each column takes its first non-null candidate (rule 3: the VM's, the gateway's, then the fallbacks); a
+        # candidate left over is kept in extra when it differs from the column (rule 8: nothing that differs is lost).
         if gw is not None:
-            gvpc = gw.vpc
-            pairs = [
-                ("project_id", gw.project_id, account),
-                ("name", gw.name, interface),
-                ("location", gw.location, region),
-            ]
-            if gvpc is not None:
-                pairs.append(("vpc.vpc_name", gvpc.vpc_name, vpc_name))
-                pairs.append(("vpc.project_id", gvpc.project_id, vpc_project))
-            for name, value, column in pairs:
-                if value is not None and column is not None and value != column:
-                    codes.append(_C_GATEWAY[side, name])
-                    values.append(value)
             if gw.type is not None:
                 codes.append(_C_GATEWAY[side, "type"])
                 values.append(gw.type)
+            for name, value, column in (("project_id", gw.project_id, account), ("name", gw.name, interface)):
+                if value is not None and column is not None and value != column:
+                    codes.append(_C_GATEWAY[side, name])
+                    values.append(value)
             if account is None:
                 account = gw.project_id
             if interface is None:
                 interface = gw.name
             if region is None:
                 region = gw.location
-            if gvpc is not None:
-                if vpc_name is None:
-                    vpc_name = gvpc.vpc_name
-                if vpc_project is None:
-                    vpc_project = gvpc.project_id
+            elif gw.location is not None and gw.location != region:
+                codes.append(_C_GATEWAY[side, "location"])
+                values.append(gw.location)
+        if vpc is not None:
+            vpc_name, subnet = vpc.vpc_name, vpc.subnetwork_name
+            sub_region, vpc_project = vpc.subnetwork_region, vpc.project_id
+            if region is None:
+                region = sub_region
+            elif sub_region is not None and sub_region != region:
+                codes.append(_C_VPC[side, "subnetwork_region"])
+                values.append(sub_region)
+            if account is None:
+                account = vpc_project
+            elif vpc_project is not None and vpc_project != account:
+                codes.append(_C_VPC[side, "project_id"])
+                values.append(vpc_project)
+        if gw is not None and gw.vpc is not None:
+            gvpc = gw.vpc
+            if vpc_name is None:
+                vpc_name = gvpc.vpc_name
+            elif gvpc.vpc_name is not None and gvpc.vpc_name != vpc_name:
+                codes.append(_C_GATEWAY[side, "vpc.vpc_name"])
+                values.append(gvpc.vpc_name)
+            if account is None:
+                account = gvpc.project_id
+            elif gvpc.project_id is not None and gvpc.project_id != account:
+                codes.append(_C_GATEWAY[side, "vpc.project_id"])
+                values.append(gvpc.project_id)
     for name in _OTHERS[side]:
         obj = getattr(rec, name)
         if obj is not None:
             _flat(codes, values, _WHOLE[name], obj, rows.vocab)
-    if account is None:
-        account = vpc_project
     if entry is not None:
         if entry.insertId is not None:
             codes.append(_C_INSERT_ID)
@@ -507,6 +541,13 @@ def _add(rows: _Rows, entry: _Entry | None, rec: _Record, where: int, more: list
         for key, value in more:
             codes.append(code(key))
             values.append(value)
+        # Only the general path's keys can meet another (`src_location.city` written as a key of its own).
+        start = rows.offsets[-1]
+        row = codes[start:]
+        if len(set(row)) != len(row):
+            twice = next(c for i, c in enumerate(row) if c in row[:i])
+            del codes[start:], values[start:]
+            raise _Bad(f"extra: {rows.vocab.keys[twice]} would be given twice (a key of that name beside the field)")
     rows.offsets.append(len(codes))
     conn = rec.connection
     if conn is None:
@@ -549,8 +590,8 @@ def _leaf(more: list[tuple[str, str]], key: str, raw: Raw | bytes, depth: int = 
             _leaf(more, f"{key}.{name}", item, depth + 1)
     elif data == b"null":
         return
-    elif _INTEGER_TEXT.fullmatch(data):
-        more.append((key, str(int(data))))
+    elif data == b"-0":  # an integer's decimal text: JSON integers have no leading zeros, so only -0 changes
+        more.append((key, "0"))
     else:
         more.append((key, data.decode("utf-8")))
 
@@ -589,7 +630,7 @@ def _known(cls: type, raw: Raw, path: str, more: list[tuple[str, str]]) -> Any:
         elif key in strings:
             setattr(obj, key, _string(item, f"{path}.{key}"))
         elif cls is _Connection:
-            value = _ANY.decode(item)
+            value = _scalar(item, f"connection.{key}")
             if key in ("src_ip", "dest_ip"):
                 if value is not None and type(value) is not str:
                     raise _Bad(f"connection.{key}: expected a string, got {_kind(bytes(item))}")
@@ -611,8 +652,45 @@ def _known(cls: type, raw: Raw, path: str, more: list[tuple[str, str]]) -> Any:
     return obj
 
 
+_HIGH_OF = {
+    "connection.src_port": 65535,
+    "connection.dest_port": 65535,
+    "connection.protocol": 255,
+    "packets_sent": INT64_MAX,
+    "bytes_sent": INT64_MAX,
+}
+
+
+def _scalar(raw: Raw, path: str) -> Any:
+    """A value of rules 4-6 on the general path. A JSON number msgspec cannot hold (`1e400`, an integer of 5,000
+    digits) is out of every range of rule 4, and not a string."""
+    try:
+        return _ANY.decode(raw)
+    except msgspec.ValidationError:
+        high = _HIGH_OF.get(path)
+        if high is None:
+            raise _Bad(f"{path}: expected a string, got a number") from None
+        raise _Bad(f"{path}: expected a number from 0 to {high}, got {bytes(raw)[:RAW_CHARS].decode()}") from None
+
+
+def _too_deep(data: bytes) -> bool:
+    """Whether the JSON text nests objects and arrays more than MAX_NESTING deep (brackets in strings left out)."""
+    if data.count(b"{") + data.count(b"[") <= MAX_NESTING:
+        return False
+    depth = top = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", data)):
+        if bracket in (b"{", b"["):
+            depth += 1
+            top = max(top, depth)
+        else:
+            depth -= 1
+    return top > MAX_NESTING
+
+
 def _general(data: bytes) -> tuple[_Entry | None, _Record, list[tuple[str, str]]]:
     """One line the fast path refused, by the same rules key by key (raises _Bad naming the field at fault)."""
+    if _too_deep(data):
+        raise _Bad(f"objects and arrays nested more than {MAX_NESTING} deep")
     try:
         top = _RAW_OBJECT.decode(data)
     except msgspec.ValidationError:
@@ -636,7 +714,7 @@ def _general(data: bytes) -> tuple[_Entry | None, _Record, list[tuple[str, str]]
         if cls is not None:
             setattr(rec, key, _known(cls, raw, key, more))
         elif key in _SCALARS:
-            value = _ANY.decode(raw)
+            value = _scalar(raw, key)
             if value is not None:
                 if key in ("bytes_sent", "packets_sent"):
                     if type(value) not in (int, float, str):
@@ -685,7 +763,10 @@ def _number(value: Any, high: int) -> int | None:
     elif kind is str:
         if not _NUMBER_TEXT.fullmatch(value):
             raise ValueError
-        number = int(value.partition(".")[0])
+        digits = value.partition(".")[0].lstrip("0")
+        if len(digits) > 19:  # above INT64_MAX (and int() refuses more than 4,300 digits, zero-padded or not)
+            raise ValueError
+        number = int(digits or "0")
     else:
         raise ValueError
     if number < 0 or number > high:
@@ -733,7 +814,10 @@ def _one_time(text: str) -> int:
     if not _TIME_TEXT.fullmatch(text):
         raise ValueError
     arr = pa.array([_truncate_fraction(text)])
-    return int(pc.cast(pc.cast(arr, pa.timestamp("us", "UTC")), pa.int64())[0].as_py()) // 1000
+    ms = int(pc.cast(pc.cast(arr, pa.timestamp("us", "UTC")), pa.int64())[0].as_py()) // 1000
+    if not FIRST_MS <= ms <= LAST_MS:
+        raise ValueError
+    return ms
 
 
 def _truncate_fraction(text: str) -> str:
@@ -1112,7 +1196,7 @@ def looks_like_gcp(head: bytes) -> bool:
         checked += 1
         if checked > SNIFF_LINES:
             break
-        if text[:1] != b"{":
+        if text[:1] != b"{" or _too_deep(text):
             continue
         try:
             value = _ANY.decode(text)
