@@ -1198,15 +1198,14 @@ def looks_like_gcp(head: bytes) -> bool:
             break
         if text[:1] != b"{" or _too_deep(text):
             continue
+        # Raw values: a number no decoder holds (1e400) in a record makes it an error line, not another format.
         try:
-            value = _ANY.decode(text)
+            value = _RAW_OBJECT.decode(text)
+            payload = _RAW_OBJECT.decode(bytes(value["jsonPayload"])) if "jsonPayload" in value else None
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
-        if not isinstance(value, dict):
-            continue
-        payload = value.get("jsonPayload")
-        if isinstance(payload, dict) and isinstance(payload.get("connection"), dict):
+        if payload is not None and bytes(payload.get("connection", b""))[:1] == b"{":
             return True
-        if isinstance(value.get("connection"), dict) and "reporter" in value:
+        if bytes(value.get("connection", b""))[:1] == b"{" and "reporter" in value:
             return True
     return False
