@@ -586,3 +586,12 @@ def test_fuzz_found_fallbacks_keep_what_differs():
         "src_vpc.subnetwork_region": "us",
         "src_gateway.vpc.project_id": "gv",
     }
+
+
+def test_a_time_next_to_a_missing_one_keeps_its_milliseconds():
+    # Found by the long fuzz (seed 1160): with a null in the column, nanoseconds went through float64 and
+    # 13:47:37.521Z came out as .520.
+    a = {"connection": {}, "reporter": "SRC", "end_time": "2024-02-28T13:47:37.521Z"}
+    b = {"connection": {}, "reporter": "SRC"}
+    got = [r["time_end"] for r in rows(line(a) + line(b) + line(a))]
+    assert got == [ts(2024, 2, 28, 13, 47, 37, ms=521), None, ts(2024, 2, 28, 13, 47, 37, ms=521)]

@@ -840,9 +840,11 @@ def _times(values: Sequence[str | None]) -> tuple[pa.Array, np.ndarray]:
         except pa.ArrowInvalid:
             ns = None
         if ns is not None:
-            raw = pc.cast(ns, pa.int64()).to_numpy(zero_copy_only=False)
+            # fill_null first: an int64 column with nulls comes out of to_numpy as float64, which rounds
+            # nanoseconds since 1970 to ~128 ns (found by the fuzz: .521Z read as .520 next to a missing time).
+            raw = pc.cast(ns, pa.int64()).fill_null(0).to_numpy()
             valid = ns.is_valid().to_numpy(zero_copy_only=False)
-            ms = np.floor_divide(np.where(valid, raw, 0), 1_000_000)
+            ms = np.floor_divide(raw, 1_000_000)
             return pa.array(ms, pa.int64(), mask=~valid).cast(TIME), np.zeros(n, dtype=bool)
     out: list[int | None] = [None] * n
     bad = np.zeros(n, dtype=bool)
